@@ -1,0 +1,173 @@
+"""The VLM backend interface: preprocessing, L2-normalised image and text embeddings, and logit scale."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ..errors import BackendUnavailableError
+
+__all__ = ["BackendSpec", "VLMBackend", "resolve_device", "sha256_file"]
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """A backend address: ``demo``, ``open_clip:NAME@WEIGHTS``, ``open_clip:hf-hub:ORG/REPO`` or ``conch:WEIGHTS``."""
+
+    kind: str
+    model: str = ""
+    weights: str | None = None
+
+    @classmethod
+    def parse(cls, spec: str) -> BackendSpec:
+        """Parse a spec string (the one place that knows the grammar)."""
+        spec = spec.strip()
+        kind, _, rest = spec.partition(":")
+        if kind == "demo" and not rest:
+            return cls("demo")
+        if kind == "conch":
+            return cls("conch", "conch_ViT-B-16", rest or None)
+        if kind == "open_clip" and rest:
+            if rest.startswith("hf-hub:"):
+                return cls("open_clip", rest, None)
+            model, _, weights = rest.partition("@")
+            if model and weights:
+                return cls("open_clip", model, weights)
+        raise ValueError(
+            f"unknown backend spec {spec!r}; use 'demo', 'conch:/path/pytorch_model.bin', "
+            "'open_clip:MODEL@/path/weights.safetensors' or 'open_clip:hf-hub:ORG/REPO'"
+        )
+
+    def __str__(self) -> str:
+        if self.kind == "demo":
+            return "demo"
+        if self.kind == "conch":
+            return f"conch:{self.weights or ''}"
+        return f"open_clip:{self.model}" + (f"@{self.weights}" if self.weights else "")
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``None``/``"auto"`` picks CUDA, then Apple MPS, then the CPU."""
+    if device not in (None, "auto"):
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """SHA-256 of a file, cached per (path, size, mtime) for the life of the process."""
+    st = os.stat(path)
+    return _sha256_cached(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@lru_cache(maxsize=64)
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def require_file(path: str | None, what: str, hint: str) -> Path:
+    """Check a weights file exists; raise a one-line BackendUnavailableError with the fix otherwise."""
+    if not path:
+        raise BackendUnavailableError(f"{what}: no weights file given; {hint}")
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise BackendUnavailableError(f"{what}: weights file {p} not found; {hint}")
+    return p
+
+
+class VLMBackend:
+    """A frozen vision-language model. Subclasses set the model, transform and tokenizer.
+
+    Attributes
+    ----------
+    spec : BackendSpec
+    embed_dim : int
+        Size D of the normalised embeddings.
+    image_size : int
+        Side of the square model input in pixels.
+    logit_scale_exp : float
+        The model's learned ``logit_scale.exp()``.
+    weights_sha256 : str or None
+        Hash of the weights file, so checkpoints can refuse another model.
+    """
+
+    description = ""
+
+    def __init__(self, spec: BackendSpec, model: torch.nn.Module, transform, device: torch.device,
+                 weights_sha256: str | None) -> None:
+        self.spec = spec
+        self.device = device
+        self.model = model.to(device).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.transform = transform
+        self.weights_sha256 = weights_sha256
+        self.logit_scale_exp = float(self.model.logit_scale.detach().float().exp().cpu().reshape(-1)[0])
+        self._text_cache: dict[str, torch.Tensor] = {}
+        with torch.no_grad():
+            probe = self._encode_text_raw(["probe"])
+        self.embed_dim = int(probe.shape[-1])
+        self.image_size = int(_image_size(self.model))
+
+    # -- to implement -------------------------------------------------------------------------------
+    def _encode_image_raw(self, pixels: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _encode_text_raw(self, prompts: list[str]) -> torch.Tensor:
+        raise NotImplementedError
+
+    # -- public -------------------------------------------------------------------------------------
+    @property
+    def id(self) -> str:
+        """Identity of the embedding space: the spec kind and model plus the weights hash."""
+        return f"{self.spec.kind}:{self.spec.model}:{self.weights_sha256 or 'unhashed'}"
+
+    def preprocess(self, images: Sequence[np.ndarray | Image.Image]) -> torch.Tensor:
+        """RGB images (H, W, 3 uint8 arrays or PIL) -> a (N, 3, S, S) float tensor, with the model's transform."""
+        pil = [im if isinstance(im, Image.Image) else Image.fromarray(np.asarray(im, np.uint8)) for im in images]
+        return torch.stack([self.transform(im.convert("RGB")) for im in pil])
+
+    @torch.no_grad()
+    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Preprocessed pixels (N, 3, S, S) -> L2-normalised float32 embeddings (N, D) on the CPU."""
+        pixels = pixels.to(self.device, non_blocking=True)
+        if self.device.type == "cuda":
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                out = self._encode_image_raw(pixels)
+        else:
+            out = self._encode_image_raw(pixels)
+        return F.normalize(out.float(), dim=-1).cpu()
+
+    def embed_images(self, images: Sequence[np.ndarray | Image.Image]) -> torch.Tensor:
+        """Preprocess and encode in one call."""
+        return self.encode_images(self.preprocess(images))
+
+    @torch.no_grad()
+    def encode_texts(self, prompts: Sequence[str]) -> torch.Tensor:
+        """Prompts -> L2-normalised float32 embeddings (K, D) on the CPU; cached per prompt for this model."""
+        missing = [p for p in dict.fromkeys(prompts) if p not in self._text_cache]
+        if missing:
+            embs = F.normalize(self._encode_text_raw(missing).float(), dim=-1).cpu()
+            self._text_cache.update(zip(missing, embs))
+        return torch.stack([self._text_cache[p] for p in prompts]) if prompts else torch.zeros(0, self.embed_dim)
+
+
+def _image_size(model: torch.nn.Module) -> int:
+    size = getattr(model.visual, "image_size", 224)
+    return size[0] if isinstance(size, (tuple, list)) else size

@@ -1,0 +1,94 @@
+"""Shared CLI pieces: argument types, progress bars, detector and term-pool options."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..progress import Progress, ProgressCallback
+
+__all__ = ["add_backend_args", "add_terms_args", "positive_int", "progress_bar", "terms_from_args"]
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def existing_path(text: str) -> Path:
+    p = Path(text)
+    if not p.exists():
+        raise argparse.ArgumentTypeError(f"{text}: no such file or folder")
+    return p
+
+
+def add_backend_args(p: argparse.ArgumentParser, default: str | None = "demo") -> None:
+    p.add_argument("--backend", default=default, metavar="SPEC",
+                   help="VLM: 'demo' (random, no pathology knowledge), 'conch:/path/pytorch_model.bin', "
+                        "'open_clip:MODEL@/path/weights' (default: %(default)s)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto (default: auto)")
+
+
+def add_terms_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--normal-terms", type=existing_path, help="normal pool: authors' CSV or plain text")
+    p.add_argument("--abnormal-terms", type=existing_path, help="abnormal pool: authors' CSV or plain text")
+    p.add_argument("--template", default="an image showing {}", help="prompt template for plain-text pools")
+
+
+def terms_from_args(args: argparse.Namespace):
+    from ..terms import TermPools
+
+    if bool(args.normal_terms) != bool(args.abnormal_terms):
+        raise ValueError("give both --normal-terms and --abnormal-terms, or neither (the shipped pools)")
+    if args.normal_terms:
+        return TermPools.from_files(args.normal_terms, args.abnormal_terms, template=args.template)
+    return TermPools.default()
+
+
+class _Bars:
+    """One tqdm bar per stage, on stderr."""
+
+    def __init__(self, disable: bool) -> None:
+        self.disable = disable
+        self.bar = None
+        self.stage = None
+
+    def __call__(self, event: Progress) -> None:
+        from tqdm import tqdm
+
+        if self.disable:
+            return
+        if event.stage != self.stage:
+            self.close()
+            self.stage = event.stage
+            self.bar = tqdm(total=event.total, desc=event.stage, file=sys.stderr, leave=False, dynamic_ncols=True)
+        self.bar.total = event.total
+        self.bar.n = event.done
+        if "loss" in event.info:
+            self.bar.set_postfix(loss=f"{event.info['loss']:.4f}", refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def progress_bar(args: argparse.Namespace) -> ProgressCallback:
+    return _Bars(disable=bool(getattr(args, "quiet", False)) or not sys.stderr.isatty())

@@ -1,0 +1,110 @@
+"""``anonavila slide-scores`` and ``anonavila evaluate``: from patch scores to slide scores to AUROC/AUPR."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputFileError
+from ._common import existing_path, positive_int
+
+__all__ = ["add_commands", "parse_label"]
+
+_NEG = {"0", "normal", "negative", "false", "benign", "tumor-free", "tumour-free"}
+_POS = {"1", "abnormal", "positive", "true", "tumor", "tumour", "anomaly", "metastasis"}
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("slide-scores", help="patch-score CSVs -> slide scores (max, top-1%%, +/- erosion)")
+    p.add_argument("--scores", nargs="+", required=True, type=existing_path, metavar="CSV",
+                   help="CSV(s) with patch names '{slide_id}_{x}_{y}_{code}.png' and a score column")
+    p.add_argument("--patch-size", required=True, type=positive_int, help="patch size in level-0 pixels")
+    p.add_argument("--name-column", default="patch_name")
+    p.add_argument("--score-column", default="Ascore")
+    p.add_argument("--out", type=Path, help="write the table as CSV (default: print it)")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_slide_scores)
+
+    p = sub.add_parser("evaluate", help="AUROC and AUPR with 2000-resample bootstrap 95%% CIs")
+    p.add_argument("predictions", type=existing_path, metavar="PREDICTIONS.csv")
+    p.add_argument("--labels", required=True, type=existing_path, metavar="LABELS.csv")
+    p.add_argument("--score-column", required=True, metavar="COL", help="column(s) of PREDICTIONS to evaluate, "
+                   "comma-separated")
+    p.add_argument("--id-column", default="slide_id", help="id column in both files (default: slide_id)")
+    p.add_argument("--label-column", default="label", help="label column: 0/1 or normal/abnormal (tumor...)")
+    p.add_argument("--n-boot", type=positive_int, default=2000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, help="write the metrics as JSON")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_evaluate)
+
+
+def parse_label(value: str, where: str) -> int:
+    """0/1 from a label cell such as '1', 'abnormal' or 'normal'."""
+    v = value.strip().casefold()
+    if v in _NEG:
+        return 0
+    if v in _POS:
+        return 1
+    raise InputFileError(f"{where}: label {value!r} is neither normal (0) nor abnormal (1)")
+
+
+def _slide_scores(args: argparse.Namespace) -> int:
+    from ..export.tables import read_score_column, write_csv
+    from ..maps import SLIDE_SCORE_NAMES, heatmaps_from_patch_names, slide_scores
+
+    pairs = [pair for f in args.scores for pair in read_score_column(f, args.name_column, args.score_column)]
+    try:
+        maps = heatmaps_from_patch_names(pairs, args.patch_size)
+    except InputFileError as err:
+        raise InputFileError(f"{', '.join(map(str, args.scores))}: {err}") from err
+    header = ["slide_id", "n_patches", *SLIDE_SCORE_NAMES]
+    rows = []
+    for sid in sorted(maps):
+        s = slide_scores(maps[sid])
+        rows.append([sid, int(np.isfinite(maps[sid]).sum()), *(f"{s[k]:.8g}" for k in SLIDE_SCORE_NAMES)])
+    if args.out:
+        write_csv(args.out, header, rows, overwrite=args.overwrite)
+        print(f"{len(rows)} slide(s) -> {args.out}")
+    else:
+        print(",".join(header))
+        for r in rows:
+            print(",".join(map(str, r)))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .._atomic import atomic_write, check_writable
+    from ..export.tables import read_csv, read_score_column
+    from ..metrics import bootstrap_metrics
+
+    if args.out:
+        check_writable(args.out, overwrite=args.overwrite)
+    labels = {}
+    for i, row in enumerate(read_csv(args.labels, [args.id_column, args.label_column]), start=2):
+        labels[row[args.id_column]] = parse_label(row[args.label_column], f"{args.labels}: row {i}")
+    result = {}
+    for col in [c.strip() for c in args.score_column.split(",") if c.strip()]:
+        preds = dict(read_score_column(args.predictions, args.id_column, col))
+        missing = sorted(set(preds) - set(labels))
+        if missing:
+            raise InputFileError(f"{args.labels}: no label for {len(missing)} id(s), e.g. {missing[:3]}")
+        ids = sorted(preds)
+        m = bootstrap_metrics(np.array([labels[i] for i in ids]), np.array([preds[i] for i in ids]),
+                              n_boot=args.n_boot, seed=args.seed)
+        result[col] = {"n": len(ids), "n_abnormal": int(sum(labels[i] for i in ids)),
+                       **{k: v.to_dict() for k, v in m.items()}}
+    print(f"{'score':<16} {'n':>5}  {'AUROC [95% CI]':<26} {'AUPR [95% CI]':<26}")
+    for col, r in result.items():
+        fmt = "{value:.3f} [{ci_low:.3f}, {ci_high:.3f}]"
+        print(f"{col:<16} {r['n']:>5}  {fmt.format(**r['auroc']):<26} {fmt.format(**r['aupr']):<26}")
+    if args.out:
+        meta = {"predictions": str(args.predictions), "labels": str(args.labels), "n_boot": args.n_boot,
+                "seed": args.seed, "ci": "95% percentile bootstrap", "metrics": result}
+        with atomic_write(args.out) as fh:
+            json.dump(meta, fh, indent=2)
+        print(f"wrote {args.out}")
+    return 0

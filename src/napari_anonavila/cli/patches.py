@@ -1,0 +1,96 @@
+"""``anonavila train`` and ``anonavila score-patches``: the authors' patch-folder workflow."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from ..errors import InputFileError
+from ._common import add_backend_args, add_terms_args, existing_path, positive_float, positive_int, progress_bar
+
+__all__ = ["add_commands"]
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train the MLP on folders of normal patches and save a checkpoint")
+    p.add_argument("--normal", nargs="+", required=True, type=existing_path, metavar="DIR",
+                   help="folder(s) of normal patches (searched recursively: png, jpg, tif)")
+    p.add_argument("--centroid-set", nargs="+", type=existing_path, metavar="DIR",
+                   help="separate normal folder(s) for the centroids (default: the training patches)")
+    p.add_argument("--out", required=True, type=Path, help="checkpoint to write (.safetensors)")
+    add_backend_args(p)
+    add_terms_args(p)
+    p.add_argument("--epochs", type=positive_int, default=1)
+    p.add_argument("--batch-size", type=positive_int, default=100, help="training batch, at least 2 (default 100)")
+    p.add_argument("--lr", type=positive_float, default=1e-3)
+    p.add_argument("--accumulate", type=positive_int, default=100, help="batches summed per optimiser step")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("score-patches", help="score TOP_DIR/<slide>/ patch folders; write {slide}_Ascores.csv")
+    p.add_argument("top_dir", type=existing_path, metavar="TOP_DIR")
+    p.add_argument("--model", required=True, type=existing_path, help="checkpoint (.safetensors)")
+    p.add_argument("--backend", default=None, metavar="SPEC", help="override the checkpoint's backend spec")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--mode", choices=["sum", "max", "l2", "zero_shot"], default=None)
+    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_score_patches)
+
+
+def _embed_folders(det, folders, bars) -> torch.Tensor:
+    return torch.cat([det.embed(f, on_progress=bars) for f in folders])
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .._atomic import check_writable
+    from ..detector import Detector
+    from ..training import TrainConfig
+    from ._common import terms_from_args
+
+    check_writable(args.out, overwrite=args.overwrite)
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, accumulate=args.accumulate,
+                         seed=args.seed)
+    torch.manual_seed(args.seed)
+    det = Detector.create(args.backend, terms_from_args(args), device=args.device)
+    bars = progress_bar(args)
+    normal = _embed_folders(det, args.normal, bars)
+    centroid = _embed_folders(det, args.centroid_set, bars) if args.centroid_set else None
+    losses = det.fit(normal, centroid, config=config, on_progress=bars)
+    bars.close()
+    det.info["normal_folders"] = [str(f) for f in args.normal]
+    det.save(args.out, overwrite=args.overwrite)
+    print(f"trained on {normal.shape[0]} normal patches: loss {losses[0]:.4f} -> {losses[-1]:.4f}; wrote {args.out}")
+    return 0
+
+
+def _score_patches(args: argparse.Namespace) -> int:
+    from .._atomic import check_writable
+    from ..detector import Detector
+    from ..export.tables import explain_columns, write_csv
+    from ..patches import list_images
+    from ..progress import drain
+
+    slides = sorted(d for d in args.top_dir.iterdir() if d.is_dir())
+    if not slides:
+        raise InputFileError(f"{args.top_dir}: expected one sub-folder of patches per slide, found none")
+    targets = [args.out / f"{d.name}_Ascores.csv" for d in slides]
+    for t in targets:
+        check_writable(t, overwrite=args.overwrite)
+    det = Detector.load(args.model, backend=args.backend, device=args.device)
+    names_n, names_a = det.term_names("normal"), det.term_names("abnormal")
+    bars = progress_bar(args)
+    for d, target in zip(slides, targets):
+        read, embs = drain(det.iter_embed_files(list_images(d), batch_size=args.batch_size), bars)
+        scores = det.score_embeddings(embs, mode=args.mode)
+        rows = [[p.name, f"{scores.score[i]:.8g}", f"{scores.d_normal[i]:.8g}", f"{scores.d_abnormal[i]:.8g}",
+                 *explain_columns(scores, i, names_n, names_a)] for i, p in enumerate(read)]
+        write_csv(target, ["patch_name", "Ascore", "d_normal", "d_abnormal", "top_normal", "top_abnormal"], rows,
+                  overwrite=args.overwrite)
+        print(f"{d.name}: {len(rows)} patches -> {target}")
+    bars.close()
+    return 0

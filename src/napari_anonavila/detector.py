@@ -1,0 +1,275 @@
+"""The Detector facade: backend + term pools + text embeddings + MLP + centroids. It delegates; no loops here."""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from collections.abc import Generator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import __version__
+from .backends import VLMBackend, get_backend
+from .checkpoint import read_checkpoint, read_official, write_checkpoint
+from .errors import CheckpointError, TermPoolError
+from .head import MLP
+from .patches import iter_image_batches, list_images
+from .progress import Progress, ProgressCallback, drain
+from .scoring import PatchScores, ScoreMode, score_batch
+from .terms import TermPools
+from .training import TrainConfig, iter_fit_mlp
+
+__all__ = ["Detector", "ImagesLike"]
+
+ImagesLike = Any  # (N, D) embeddings, a folder path, or a sequence of RGB arrays / PIL images
+_MAX_REFERENCE = 20_000
+
+
+def check_embeddings(x: np.ndarray | torch.Tensor, dim: int, what: str = "embeddings") -> torch.Tensor:
+    """A finite, non-zero (N, dim) float tensor, or a ValueError naming the problem."""
+    t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).float()
+    if t.ndim != 2 or t.shape[1] != dim:
+        raise ValueError(f"{what}: expected shape (N, {dim}), got {tuple(t.shape)}")
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{what}: {int((~torch.isfinite(t)).any(1).sum())} row(s) hold NaN or inf")
+    if (t.norm(dim=1) == 0).any():
+        raise ValueError(f"{what}: {int((t.norm(dim=1) == 0).sum())} row(s) have zero norm")
+    return torch.nn.functional.normalize(t, dim=1)
+
+
+class Detector:
+    """Ano-NAViLa anomaly detector.
+
+    Build with :meth:`create` (a backend spec and term pools), :meth:`load` or
+    :meth:`from_official_checkpoint`; train with :meth:`fit`; score with :meth:`score_embeddings`,
+    :meth:`score_images` or :meth:`score_slide`.
+    """
+
+    def __init__(self, *, backend: VLMBackend | None, backend_spec: str, backend_id: str, pools: TermPools,
+                 normal_text: torch.Tensor, abnormal_text: torch.Tensor, logit_scale_exp: float,
+                 mlp: MLP | None = None, centroids: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 reference: torch.Tensor | None = None, mode: ScoreMode | str = ScoreMode.SUM,
+                 info: dict | None = None) -> None:
+        if normal_text.shape[0] != len(pools.normal) or abnormal_text.shape[0] != len(pools.abnormal):
+            raise TermPoolError(f"text embeddings ({normal_text.shape[0]}/{abnormal_text.shape[0]}) do not match "
+                                f"the term pools ({len(pools.normal)}/{len(pools.abnormal)})")
+        self.backend, self.backend_spec, self.backend_id = backend, backend_spec, backend_id
+        self.pools, self.normal_text, self.abnormal_text = pools, normal_text.float(), abnormal_text.float()
+        self.logit_scale_exp = float(logit_scale_exp)
+        self.mlp, self.centroids, self.reference = mlp, centroids, reference
+        self.mode = ScoreMode(mode)
+        self.info: dict = dict(info or {})
+
+    # -- construction ------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, backend: str | VLMBackend = "demo", pools: TermPools | None = None, *,
+               device: str | None = None, mode: ScoreMode | str = ScoreMode.SUM) -> Detector:
+        """An untrained detector: text embeddings of ``pools`` (default: the shipped pools) from ``backend``."""
+        vlm = get_backend(backend, device) if isinstance(backend, str) else backend
+        pools = pools or TermPools.default()
+        return cls(backend=vlm, backend_spec=str(vlm.spec), backend_id=vlm.id, pools=pools,
+                   normal_text=vlm.encode_texts(pools.normal), abnormal_text=vlm.encode_texts(pools.abnormal),
+                   logit_scale_exp=vlm.logit_scale_exp, mode=mode)
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.normal_text.shape[1])
+
+    @property
+    def is_fitted(self) -> bool:
+        return self.mlp is not None and self.centroids is not None
+
+    def require_backend(self) -> VLMBackend:
+        if self.backend is None:
+            raise CheckpointError("this detector has no VLM backend attached; pass backend=... when loading "
+                                  "to score images (embeddings can be scored without one)")
+        return self.backend
+
+    # -- embeddings --------------------------------------------------------------------------------
+    def iter_embed(self, images: ImagesLike, *, batch_size: int = 32) -> Generator[Progress, None, torch.Tensor]:
+        """Embeddings (N, D) of images, a folder (recursive) or given embeddings; yields Progress per batch."""
+        if isinstance(images, (np.ndarray, torch.Tensor)) and np.ndim(images) == 2:
+            return check_embeddings(images, self.embed_dim)
+        vlm = self.require_backend()
+        if isinstance(images, (str, os.PathLike)):
+            _, embs = yield from self.iter_embed_files(list_images(images), batch_size=batch_size)
+            return embs
+        seq: Sequence = list(images)
+        out = []
+        for s in range(0, len(seq), batch_size):
+            out.append(vlm.embed_images(seq[s : s + batch_size]))
+            yield Progress("embed", min(s + batch_size, len(seq)), len(seq))
+        return torch.cat(out) if out else torch.zeros(0, self.embed_dim)
+
+    def iter_embed_files(self, paths: Sequence[Path], *, batch_size: int = 32
+                         ) -> Generator[Progress, None, tuple[list[Path], torch.Tensor]]:
+        """Embed image files; unreadable ones are skipped with one warning. Returns (read paths, embeddings)."""
+        vlm = self.require_backend()
+        read: list[Path] = []
+        skipped: list[Path] = []
+        out = []
+        for ok, imgs, bad in iter_image_batches(list(paths), batch_size):
+            skipped += bad
+            if imgs:
+                read += ok
+                out.append(vlm.embed_images(imgs))
+            yield Progress("embed", len(read) + len(skipped), len(paths), {"skipped": len(skipped)})
+        if skipped:
+            warnings.warn(f"skipped {len(skipped)} of {len(paths)} unreadable image file(s), e.g. {skipped[0]}",
+                          UserWarning, stacklevel=2)
+        if not out:
+            raise ValueError(f"none of the {len(paths)} image files could be read (e.g. {paths[0] if paths else '-'})")
+        return read, torch.cat(out)
+
+    def embed(self, images: ImagesLike, *, batch_size: int = 32, on_progress: ProgressCallback | None = None,
+              cancel: threading.Event | None = None) -> torch.Tensor:
+        """Drain :meth:`iter_embed`."""
+        return drain(self.iter_embed(images, batch_size=batch_size), on_progress, cancel)
+
+    # -- training ----------------------------------------------------------------------------------
+    def iter_fit(self, normal: ImagesLike, centroid_set: ImagesLike | None = None, *,
+                 config: TrainConfig | None = None, batch_size: int = 32) -> Generator[Progress, None, list[float]]:
+        """Embed normal images, train the MLP, then fit centroids on ``centroid_set`` (default: ``normal``)."""
+        config = config or TrainConfig()
+        train = yield from self.iter_embed(normal, batch_size=batch_size)
+        ref = train if centroid_set is None else (yield from self.iter_embed(centroid_set, batch_size=batch_size))
+        mlp, losses = yield from iter_fit_mlp(train, self.normal_text, self.abnormal_text, self.logit_scale_exp,
+                                              config)
+        self.mlp = mlp
+        self.fit_centroids(ref)
+        self.info.update(train=config.to_dict(), n_train=int(train.shape[0]), n_centroid=int(ref.shape[0]),
+                         loss_first=losses[0], loss_last=losses[-1])
+        return losses
+
+    def fit(self, normal: ImagesLike, centroid_set: ImagesLike | None = None, *, config: TrainConfig | None = None,
+            batch_size: int = 32, on_progress: ProgressCallback | None = None,
+            cancel: threading.Event | None = None) -> list[float]:
+        """Train on normal images (embeddings, a folder or images); return the per-batch losses."""
+        return drain(self.iter_fit(normal, centroid_set, config=config, batch_size=batch_size), on_progress, cancel)
+
+    @torch.no_grad()
+    def fit_centroids(self, reference: ImagesLike) -> None:
+        """Centroids c^N, c^A: the means of h^N, h^A over normal reference images (kept for term edits)."""
+        if self.mlp is None:
+            raise ValueError("fit_centroids needs a trained MLP; call fit() first")
+        ref = drain(self.iter_embed(reference))
+        if ref.shape[0] == 0:
+            raise ValueError("the centroid set is empty")
+        from .head import text_augmented_embeddings
+
+        parts = [text_augmented_embeddings(ref[s : s + 4096], self.normal_text, self.abnormal_text,
+                                           self.logit_scale_exp, self.mlp) for s in range(0, len(ref), 4096)]
+        h_n = torch.cat([p[0] for p in parts])
+        h_a = torch.cat([p[1] for p in parts])
+        self.centroids = (h_n.mean(0), h_a.mean(0))
+        if ref.shape[0] > _MAX_REFERENCE:
+            keep = torch.randperm(ref.shape[0], generator=torch.Generator().manual_seed(0))[:_MAX_REFERENCE]
+            ref = ref[keep.sort().values]
+        self.reference = ref
+
+    def set_pools(self, pools: TermPools) -> None:
+        """Use new term pools: re-encode only new prompts, recompute centroids from the kept reference."""
+        vlm = self.require_backend()
+        self.pools = pools
+        self.normal_text, self.abnormal_text = vlm.encode_texts(pools.normal), vlm.encode_texts(pools.abnormal)
+        if self.mlp is not None and self.reference is not None:
+            self.fit_centroids(self.reference)
+        self.info["pools_edited"] = True
+
+    # -- scoring -----------------------------------------------------------------------------------
+    def score_embeddings(self, embeddings: np.ndarray | torch.Tensor, *, mode: ScoreMode | str | None = None,
+                         top_k: int = 3, chunk: int = 2048) -> PatchScores:
+        """Anomaly scores and term explanations for image embeddings (N, D)."""
+        mode = ScoreMode(mode or self.mode)
+        embs = check_embeddings(embeddings, self.embed_dim) if len(embeddings) else torch.zeros(0, self.embed_dim)
+        parts = [score_batch(embs[s : s + chunk], self.normal_text, self.abnormal_text, self.logit_scale_exp,
+                             mlp=self.mlp, centroids=self.centroids, mode=mode, top_k=top_k)
+                 for s in range(0, embs.shape[0], chunk)]
+        return PatchScores.concat(parts, top_k)
+
+    def score_images(self, images: ImagesLike, *, batch_size: int = 32, mode: ScoreMode | str | None = None,
+                     top_k: int = 3, on_progress: ProgressCallback | None = None,
+                     cancel: threading.Event | None = None) -> PatchScores:
+        """Embed then score images (a folder, a sequence of RGB arrays or PIL images)."""
+        embs = self.embed(images, batch_size=batch_size, on_progress=on_progress, cancel=cancel)
+        return self.score_embeddings(embs, mode=mode, top_k=top_k)
+
+    def term_names(self, kind: str) -> list[str]:
+        """Display names of a pool's terms ('normal' or 'abnormal')."""
+        return self.pools.terms(kind)
+
+    # -- persistence -------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write a self-describing, pickle-free checkpoint (``.safetensors``)."""
+        if not self.is_fitted:
+            raise ValueError("only a fitted detector can be saved; call fit() first")
+        tensors = {f"mlp.{k}": v for k, v in self.mlp.state_dict().items()}
+        tensors.update({"text.normal": self.normal_text, "text.abnormal": self.abnormal_text,
+                        "centroid.normal": self.centroids[0], "centroid.abnormal": self.centroids[1]})
+        if self.reference is not None:
+            tensors["reference"] = self.reference
+        meta = {"package_version": __version__, "backend_spec": self.backend_spec, "backend_id": self.backend_id,
+                "embed_dim": self.embed_dim, "logit_scale_exp": self.logit_scale_exp, "mode": self.mode.value,
+                "pools": self.pools.to_dict(), "info": self.info}
+        return write_checkpoint(path, tensors, meta, overwrite=overwrite)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, backend: str | VLMBackend | None = None, device: str | None = None,
+             attach_backend: bool = True) -> Detector:
+        """Load a checkpoint. The backend comes from ``backend`` or the stored spec, and must match the weights."""
+        tensors, meta = read_checkpoint(path)
+        try:
+            dim = int(meta["embed_dim"])
+            mlp = MLP(dim)
+            mlp.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("mlp.")})
+            pools = TermPools.from_dict(meta["pools"])
+            cents = (tensors["centroid.normal"], tensors["centroid.abnormal"])
+            texts = (tensors["text.normal"], tensors["text.abnormal"])
+        except (KeyError, RuntimeError, TypeError, ValueError) as err:
+            raise CheckpointError(f"{path}: checkpoint content is incomplete or inconsistent ({err})") from err
+        vlm = None
+        if backend is not None or attach_backend:
+            vlm = get_backend(backend or meta["backend_spec"], device) if not isinstance(backend, VLMBackend) \
+                else backend
+            if vlm.id != meta["backend_id"] or vlm.embed_dim != dim:
+                raise CheckpointError(f"{path}: trained with backend {meta['backend_id']} ({dim}-d), but the given "
+                                      f"backend is {vlm.id} ({vlm.embed_dim}-d); pass the backend it was trained with")
+        return cls(backend=vlm, backend_spec=meta["backend_spec"], backend_id=meta["backend_id"], pools=pools,
+                   normal_text=texts[0], abnormal_text=texts[1], logit_scale_exp=meta["logit_scale_exp"], mlp=mlp,
+                   centroids=cents, reference=tensors.get("reference"), mode=meta.get("mode", "sum"),
+                   info=meta.get("info", {}))
+
+    @classmethod
+    def from_official_checkpoint(cls, path: str | os.PathLike, *, backend: str | VLMBackend | None = None,
+                                 pools: TermPools | None = None, device: str | None = None) -> Detector:
+        """Import the authors' ``.pth``: stored text embeddings and centroids are used as stored.
+
+        The logit scale comes from ``VLM.logit_scale`` when present, else from ``backend``. ``pools`` names the
+        terms (default: the shipped pools) and must match the stored embedding counts.
+        """
+        ck = read_official(path)
+        vlm = get_backend(backend, device) if isinstance(backend, str) else backend
+        scale = ck["logit_scale_exp"] if ck["logit_scale_exp"] is not None else getattr(vlm, "logit_scale_exp", None)
+        if scale is None:
+            raise CheckpointError(f"{path}: has no VLM.logit_scale; pass backend=... to take the logit scale from it")
+        pools = pools or TermPools.default()
+        n_n, n_a = ck["normal_text"].shape[0], ck["abnormal_text"].shape[0]
+        if (n_n, n_a) != (len(pools.normal), len(pools.abnormal)):
+            raise CheckpointError(f"{path}: stores {n_n} normal / {n_a} abnormal text embeddings, but the term pools "
+                                  f"have {len(pools.normal)} / {len(pools.abnormal)}; pass the pools it was trained on")
+        dim = ck["normal_text"].shape[1]
+        mlp = MLP(dim)
+        try:
+            mlp.load_state_dict(ck["mlp"])
+        except RuntimeError as err:
+            raise CheckpointError(f"{path}: MLP weights do not fit a {dim}-d model ({err})") from err
+        if vlm is not None and vlm.embed_dim != dim:
+            raise CheckpointError(f"{path}: {dim}-d embeddings, but backend {vlm.spec} gives {vlm.embed_dim}-d")
+        return cls(backend=vlm, backend_spec=str(vlm.spec) if vlm else "official", backend_id=vlm.id if vlm else
+                   "official", pools=pools, normal_text=ck["normal_text"], abnormal_text=ck["abnormal_text"],
+                   logit_scale_exp=scale, mlp=mlp, centroids=(ck["centroid_normal"], ck["centroid_abnormal"]),
+                   info={"imported_from": str(path), "had_vlm_weights": ck["has_vlm"]})

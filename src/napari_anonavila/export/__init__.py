@@ -1,0 +1,1 @@
+"""Results out. Every writer goes through napari_anonavila._atomic (temporary file, then rename)."""

@@ -1,0 +1,65 @@
+"""CSV tables: the authors' ``{slide}_Ascores.csv`` layout plus our columns, and checked CSV reading."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from .._atomic import atomic_write, check_writable
+from ..errors import InputFileError
+from ..scoring import PatchScores
+
+__all__ = ["explain_columns", "read_csv", "read_score_column", "write_csv"]
+
+
+def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Sequence], *,
+              overwrite: bool = False) -> Path:
+    """Write a CSV atomically; refuse an existing file unless ``overwrite``."""
+    path = check_writable(path, overwrite=overwrite)
+    with atomic_write(path, newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+def read_csv(path: str | os.PathLike, required: Sequence[str]) -> list[dict[str, str]]:
+    """Rows of a CSV with a header that holds ``required`` columns; InputFileError names what is wrong."""
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            header = reader.fieldnames or []
+            missing = [c for c in required if c not in header]
+            if missing:
+                raise InputFileError(f"{path}: missing column(s) {missing}; found {header[:8]}")
+            return list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise InputFileError(f"{path}: cannot read as CSV ({err})") from err
+
+
+def read_score_column(path: str | os.PathLike, key: str, score: str) -> list[tuple[str, float]]:
+    """(key, score) pairs from a CSV; a non-numeric or NaN score is an error naming its row."""
+    out = []
+    for i, row in enumerate(read_csv(path, [key, score]), start=2):
+        try:
+            value = float(row[score])
+        except (TypeError, ValueError):
+            raise InputFileError(f"{path}: row {i}: {score}={row[score]!r} is not a number") from None
+        if math.isnan(value):
+            raise InputFileError(f"{path}: row {i}: {score} is NaN")
+        out.append((row[key], value))
+    return out
+
+
+def explain_columns(scores: PatchScores, i: int, normal_terms: Sequence[str], abnormal_terms: Sequence[str]
+                    ) -> list[str]:
+    """Top normal/abnormal terms of patch ``i`` as 'term:weight|term:weight' strings."""
+    def fmt(idx, w, names):
+        return "|".join(f"{names[j]}:{wt:.4f}" for j, wt in zip(idx, w))
+
+    return [fmt(scores.top_normal_idx[i], scores.top_normal_w[i], normal_terms),
+            fmt(scores.top_abnormal_idx[i], scores.top_abnormal_w[i], abnormal_terms)]

@@ -1,0 +1,84 @@
+"""The trainable part of Ano-NAViLa: the MLP rho, text-augmented embeddings and the contrastive loss.
+
+Shapes: B images, K terms of a pool, D the VLM embedding size. Every function is batched (no Python loop
+over images) and pure torch, so it runs on any device.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["MLP", "contrastive_loss", "pool_embeddings", "term_weights", "text_augmented_embeddings"]
+
+
+class MLP(nn.Module):
+    """rho: Linear(2D, D) -> ReLU -> Linear(D, D/2) -> ReLU -> Linear(D/2, D/4); 689,024 parameters at D=512."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        if dim < 4 or dim % 4:
+            raise ValueError(f"MLP dim must be a positive multiple of 4, got {dim}")
+        self.dim = dim
+        self.linear1 = nn.Linear(2 * dim, dim)
+        self.linear2 = nn.Linear(dim, dim // 2)
+        self.linear3 = nn.Linear(dim // 2, dim // 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply rho to concatenated (image, scaled text) vectors of size 2D."""
+        return self.linear3(F.relu(self.linear2(F.relu(self.linear1(x)))))
+
+
+def term_weights(img_embs: torch.Tensor, text_embs: torch.Tensor, logit_scale_exp: float | torch.Tensor
+                 ) -> torch.Tensor:
+    """Softmax over a pool of ``logit_scale_exp * cos(v, t_k)``: the (B, K) term weights w."""
+    cos = F.normalize(img_embs, dim=-1) @ F.normalize(text_embs, dim=-1).T
+    return torch.softmax(logit_scale_exp * cos, dim=-1)
+
+
+def pool_embeddings(img_embs: torch.Tensor, text_embs: torch.Tensor, weights: torch.Tensor, mlp: MLP
+                    ) -> torch.Tensor:
+    """h = mean_k rho([v; exp(w_k) t_k]) for one pool, computed without materialising the concatenation.
+
+    The first layer splits, ``W1 [v; c t] + b1 = (W1_v v + b1) + c (W1_t t)``, so ``W1_t t`` is computed once
+    per term; the last layer is affine, so it commutes with the mean over terms.
+    """
+    d = img_embs.shape[-1]
+    w1 = mlp.linear1.weight
+    img_part = img_embs @ w1[:, :d].T + mlp.linear1.bias  # (B, D)
+    term_part = text_embs @ w1[:, d:].T  # (K, D)
+    hidden = F.relu(img_part[:, None, :] + torch.exp(weights)[:, :, None] * term_part[None, :, :])  # (B, K, D)
+    hidden = F.relu(mlp.linear2(hidden))  # (B, K, D/2)
+    return mlp.linear3(hidden.mean(dim=1))  # (B, D/4)
+
+
+def text_augmented_embeddings(
+    img_embs: torch.Tensor,
+    normal_text_embs: torch.Tensor,
+    abnormal_text_embs: torch.Tensor,
+    logit_scale_exp: float | torch.Tensor,
+    mlp: MLP,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return ``(h_normal, h_abnormal)``, each (B, D/4), for L2-normalised image embeddings (B, D)."""
+    if img_embs.ndim != 2:
+        raise ValueError(f"img_embs must be (B, D), got shape {tuple(img_embs.shape)}")
+    out = []
+    for text in (normal_text_embs, abnormal_text_embs):
+        w = term_weights(img_embs, text, logit_scale_exp)
+        out.append(pool_embeddings(img_embs, text, w, mlp))
+    return out[0], out[1]
+
+
+def contrastive_loss(h_normal: torch.Tensor, h_abnormal: torch.Tensor) -> torch.Tensor:
+    """-log((S_NN + S_AA) / (S_NN + S_AA + S_NA)) over a batch of B >= 2 normal images (METHOD.md)."""
+    b = h_normal.shape[0]
+    if b < 2:
+        raise ValueError(f"contrastive_loss needs a batch of at least 2 images, got {b}")
+    hn = F.normalize(h_normal, dim=-1)
+    ha = F.normalize(h_abnormal, dim=-1)
+    iu = torch.triu_indices(b, b, offset=1, device=hn.device)
+    s_nn = torch.exp(hn @ hn.T)[iu[0], iu[1]].mean()
+    s_aa = torch.exp(ha @ ha.T)[iu[0], iu[1]].mean()
+    s_na = torch.exp(hn @ ha.T).mean()
+    return -torch.log((s_nn + s_aa) / (s_nn + s_aa + s_na))

@@ -1,0 +1,81 @@
+"""Patch folders (the authors' workflow): listing and reading image files, and parsing patch file names."""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .errors import InputFileError
+
+__all__ = ["IMAGE_SUFFIXES", "PatchName", "iter_image_batches", "list_images", "parse_patch_name", "read_image"]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+_NAME = re.compile(r"^(?P<slide>.+)_(?P<x>-?\d+)_(?P<y>-?\d+)_(?P<code>[^_]+)$")
+
+
+@dataclass(frozen=True)
+class PatchName:
+    """``{slide_id}_{x}_{y}_{code}.png``: x, y are the patch's top-left level-0 pixel."""
+
+    slide_id: str
+    x: int
+    y: int
+    code: str
+
+
+def parse_patch_name(name: str) -> PatchName:
+    """Parse a patch file name from the end, so slide ids may hold underscores."""
+    stem = Path(name).stem if Path(name).suffix.lower() in IMAGE_SUFFIXES else Path(name).name
+    m = _NAME.match(stem)
+    if not m:
+        raise InputFileError(f"patch name {name!r} does not parse as '{{slide_id}}_{{x}}_{{y}}_{{code}}.png'")
+    return PatchName(m["slide"], int(m["x"]), int(m["y"]), m["code"])
+
+
+def list_images(folder: str | os.PathLike, *, recursive: bool = True) -> list[Path]:
+    """Image files under ``folder`` (png, jpg, tif), sorted; raise if the folder is missing or has none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputFileError(f"{folder}: not a folder")
+    it = folder.rglob("*") if recursive else folder.glob("*")
+    files = sorted(p for p in it if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    if not files:
+        raise InputFileError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) found")
+    return files
+
+
+def read_image(path: Path) -> np.ndarray | None:
+    """An RGB uint8 array, or None (with a warning) when the file is not a readable image."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("RGBA", "LA", "P"):
+                im = im.convert("RGBA")
+                bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+                im = Image.alpha_composite(bg, im)
+            return np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
+        warnings.warn(f"{path}: skipped, not a readable image ({err})", UserWarning, stacklevel=2)
+        return None
+
+
+def iter_image_batches(paths: Sequence[Path], batch_size: int
+                       ) -> Iterator[tuple[list[Path], list[np.ndarray], list[Path]]]:
+    """Yield ``(read_paths, images, skipped_paths)`` per batch of up to ``batch_size`` files."""
+    for s in range(0, len(paths), batch_size):
+        ok, imgs, skipped = [], [], []
+        for p in paths[s : s + batch_size]:
+            im = read_image(p)
+            if im is None:
+                skipped.append(p)
+            else:
+                ok.append(p)
+                imgs.append(im)
+        yield ok, imgs, skipped

@@ -1,0 +1,49 @@
+"""Progress events and cancellation shared by every long-running generator (fit, score, batch)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from .errors import CancelledError
+
+__all__ = ["Progress", "ProgressCallback", "drain"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Progress:
+    """``done`` of ``total`` units of ``stage`` are finished; ``info`` carries stage-specific values."""
+
+    stage: str
+    done: int
+    total: int
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def fraction(self) -> float:
+        return self.done / self.total if self.total else 1.0
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+def drain(
+    gen: Generator[Progress, None, T],
+    on_progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> T:
+    """Run a progress generator to its end and return its value; raise CancelledError when ``cancel`` is set."""
+    try:
+        while True:
+            event = next(gen)
+            if on_progress is not None:
+                on_progress(event)
+            if cancel is not None and cancel.is_set():
+                gen.close()
+                raise CancelledError(f"cancelled during {event.stage} at {event.done}/{event.total}")
+    except StopIteration as stop:
+        return stop.value

@@ -1,0 +1,171 @@
+"""Term pools: the normal and abnormal prompts, read from the authors' CSV layout or plain text."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import warnings
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from ._atomic import atomic_write, check_writable
+from .errors import TermPoolError
+
+__all__ = ["DEFAULT_TEMPLATE", "TermPools", "dedupe", "load_pool", "save_pool"]
+
+DEFAULT_TEMPLATE = "an image showing {}"
+_CSV_HEADERS = {"normal", "abnormal"}
+
+
+def _key(prompt: str) -> str:
+    """Comparison key: case- and whitespace-insensitive."""
+    return " ".join(prompt.casefold().split())
+
+
+def dedupe(prompts: list[str], *, source: str = "term pool") -> list[str]:
+    """Strip prompts, drop empty ones and case-/space-insensitive duplicates (first wins), warn by name."""
+    seen: dict[str, str] = {}
+    dupes: list[str] = []
+    for p in (p.strip() for p in prompts):
+        if not p:
+            continue
+        k = _key(p)
+        if k in seen:
+            dupes.append(p)
+        else:
+            seen[k] = p
+    if dupes:
+        warnings.warn(
+            f"{source}: dropped {len(dupes)} duplicate term(s) (case- and space-insensitive): "
+            + "; ".join(repr(d) for d in dupes),
+            UserWarning,
+            stacklevel=3,
+        )
+    return list(seen.values())
+
+
+def _decode(path: Path) -> str:
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise TermPoolError(f"{path}: cannot read term file ({err.strerror or err})") from err
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise TermPoolError(f"{path}: term file is not UTF-8 text (byte {err.start})") from err
+
+
+def _parse_csv(text: str, path: Path) -> list[str]:
+    rows = [r for r in csv.reader(io.StringIO(text)) if any(c.strip() for c in r)]
+    if not rows or rows[0][0].strip().casefold() not in _CSV_HEADERS:
+        found = rows[0][0].strip()[:40] if rows else "nothing"
+        raise TermPoolError(
+            f"{path}: expected the authors' CSV layout with a header line 'Normal' or 'Abnormal', found {found!r}"
+        )
+    bad = [i + 2 for i, r in enumerate(rows[1:]) if len([c for c in r if c.strip()]) > 1]
+    if bad:
+        raise TermPoolError(f"{path}: rows {bad[:5]} have more than one column; quote prompts that hold commas")
+    return [r[0] for r in rows[1:]]
+
+
+def load_pool(path: str | os.PathLike, *, template: str = DEFAULT_TEMPLATE) -> list[str]:
+    """Read one pool as full prompts.
+
+    ``.csv`` files follow the authors' layout (header ``Normal``/``Abnormal``, one full prompt a row). Any
+    other file is plain text: one term a line, ``#`` starts a comment line, and ``template`` makes the prompt.
+    Duplicates are dropped with a warning; an empty pool raises :class:`TermPoolError`.
+    """
+    path = Path(path)
+    text = _decode(path)
+    if path.suffix.lower() == ".csv":
+        prompts = _parse_csv(text, path)
+    else:
+        if "{}" not in template:
+            raise TermPoolError(f"prompt template {template!r} has no '{{}}' placeholder for the term")
+        lines = [ln.strip() for ln in text.splitlines()]
+        prompts = [template.format(ln) for ln in lines if ln and not ln.startswith("#")]
+    prompts = dedupe(prompts, source=str(path))
+    if not prompts:
+        raise TermPoolError(f"{path}: the term pool is empty")
+    return prompts
+
+
+def save_pool(
+    prompts: list[str], path: str | os.PathLike, *, kind: str, template: str = DEFAULT_TEMPLATE,
+    overwrite: bool = False,
+) -> Path:
+    """Write one pool: ``.csv`` in the authors' layout, anything else as plain terms (template removed)."""
+    path = check_writable(path, overwrite=overwrite)
+    if path.suffix.lower() == ".csv":
+        with atomic_write(path, newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh, lineterminator="\n")
+            w.writerow([kind.capitalize()])
+            w.writerows([p] for p in prompts)
+        return path
+    prefix, _, suffix = template.partition("{}")
+    lines = []
+    for p in prompts:
+        if not (p.startswith(prefix) and p.endswith(suffix)):
+            raise TermPoolError(f"prompt {p!r} does not follow template {template!r}; save as .csv instead")
+        lines.append(p[len(prefix) : len(p) - len(suffix)])
+    with atomic_write(path, encoding="utf-8") as fh:
+        fh.write("".join(ln + "\n" for ln in lines))
+    return path
+
+
+@dataclass(frozen=True)
+class TermPools:
+    """The two prompt pools, normal and abnormal, as full prompts."""
+
+    normal: tuple[str, ...]
+    abnormal: tuple[str, ...]
+    template: str = DEFAULT_TEMPLATE
+    source: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        for name in ("normal", "abnormal"):
+            pool = getattr(self, name)
+            if not pool:
+                raise TermPoolError(f"the {name} term pool is empty")
+            if len({_key(p) for p in pool}) != len(pool):
+                raise TermPoolError(f"the {name} term pool has duplicates; build it with TermPools.from_lists")
+
+    @classmethod
+    def from_lists(cls, normal: list[str], abnormal: list[str], *, template: str = DEFAULT_TEMPLATE,
+                   source: str = "") -> TermPools:
+        """Build from prompt lists, dropping duplicates with a warning."""
+        return cls(tuple(dedupe(list(normal), source=f"{source or 'normal pool'}")),
+                   tuple(dedupe(list(abnormal), source=f"{source or 'abnormal pool'}")), template, source)
+
+    @classmethod
+    def from_files(cls, normal: str | os.PathLike, abnormal: str | os.PathLike, *,
+                   template: str = DEFAULT_TEMPLATE) -> TermPools:
+        """Read both pools (CSV or plain text each)."""
+        return cls(tuple(load_pool(normal, template=template)), tuple(load_pool(abnormal, template=template)),
+                   template, f"{normal}, {abnormal}")
+
+    @classmethod
+    def default(cls) -> TermPools:
+        """The authors' lymph-node pools shipped in the package (92 normal, 48 abnormal)."""
+        words = resources.files("napari_anonavila") / "words"
+        with resources.as_file(words / "normal.txt") as n, resources.as_file(words / "abnormal.txt") as a:
+            pools = cls.from_files(n, a)
+        return cls(pools.normal, pools.abnormal, DEFAULT_TEMPLATE, "default lymph-node pools")
+
+    def terms(self, kind: str) -> list[str]:
+        """The pool's terms with the template removed where it applies (for display)."""
+        prefix, _, suffix = self.template.partition("{}")
+        out = []
+        for p in getattr(self, kind):
+            ok = p.startswith(prefix) and p.endswith(suffix) and len(p) > len(prefix) + len(suffix)
+            out.append(p[len(prefix) : len(p) - len(suffix)] if ok else p)
+        return out
+
+    def to_dict(self) -> dict:
+        return {"normal": list(self.normal), "abnormal": list(self.abnormal), "template": self.template}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TermPools:
+        return cls(tuple(d["normal"]), tuple(d["abnormal"]), d.get("template", DEFAULT_TEMPLATE))
