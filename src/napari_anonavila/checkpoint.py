@@ -50,7 +50,9 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
         hint = " (an authors' .pth checkpoint? use Detector.from_official_checkpoint)" if _is_zip(path) else ""
         raise CheckpointError(f"{path}: not a napari-anonavila checkpoint: {err}{hint}") from err
     if header.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: safetensors file without napari-anonavila metadata (format={header.get('format')!r})")
+        raise CheckpointError(
+            f"{path}: safetensors file without napari-anonavila metadata (format={header.get('format')!r})"
+        )
     version = int(header.get("format_version", "0"))
     if version > FORMAT_VERSION:
         raise CheckpointError(f"{path}: checkpoint format {version} is newer than this version reads "

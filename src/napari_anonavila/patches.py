@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +13,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .errors import InputFileError
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["IMAGE_SUFFIXES", "PatchName", "iter_image_batches", "list_images", "parse_patch_name", "read_image"]
 
@@ -52,7 +54,7 @@ def list_images(folder: str | os.PathLike, *, recursive: bool = True) -> list[Pa
 
 
 def read_image(path: Path) -> np.ndarray | None:
-    """An RGB uint8 array, or None (with a warning) when the file is not a readable image."""
+    """An RGB uint8 array, or None (logged) when the file is not a readable image; callers count and warn."""
     try:
         with Image.open(path) as im:
             im.load()
@@ -62,7 +64,7 @@ def read_image(path: Path) -> np.ndarray | None:
                 im = Image.alpha_composite(bg, im)
             return np.asarray(im.convert("RGB"))
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
-        warnings.warn(f"{path}: skipped, not a readable image ({err})", UserWarning, stacklevel=2)
+        logger.warning("%s: skipped, not a readable image (%s)", path, err)
         return None
 
 

@@ -164,7 +164,7 @@ class VLMBackend:
         missing = [p for p in dict.fromkeys(prompts) if p not in self._text_cache]
         if missing:
             embs = F.normalize(self._encode_text_raw(missing).float(), dim=-1).cpu()
-            self._text_cache.update(zip(missing, embs))
+            self._text_cache.update(zip(missing, embs, strict=False))
         return torch.stack([self._text_cache[p] for p in prompts]) if prompts else torch.zeros(0, self.embed_dim)
 
 

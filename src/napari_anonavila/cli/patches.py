@@ -8,7 +8,14 @@ from pathlib import Path
 import torch
 
 from ..errors import InputFileError
-from ._common import add_backend_args, add_terms_args, existing_path, positive_float, positive_int, progress_bar
+from ._common import (
+    add_backend_args,
+    add_terms_args,
+    existing_path,
+    positive_float,
+    positive_int,
+    progress_bar,
+)
 
 __all__ = ["add_commands"]
 
@@ -84,7 +91,7 @@ def _score_patches(args: argparse.Namespace) -> int:
     det = Detector.load(args.model, backend=args.backend, device=args.device)
     names_n, names_a = det.term_names("normal"), det.term_names("abnormal")
     bars = progress_bar(args)
-    for d, target in zip(slides, targets):
+    for d, target in zip(slides, targets, strict=False):
         read, embs = drain(det.iter_embed_files(list_images(d), batch_size=args.batch_size), bars)
         scores = det.score_embeddings(embs, mode=args.mode)
         rows = [[p.name, f"{scores.score[i]:.8g}", f"{scores.d_normal[i]:.8g}", f"{scores.d_abnormal[i]:.8g}",

@@ -59,7 +59,7 @@ def explain_columns(scores: PatchScores, i: int, normal_terms: Sequence[str], ab
                     ) -> list[str]:
     """Top normal/abnormal terms of patch ``i`` as 'term:weight|term:weight' strings."""
     def fmt(idx, w, names):
-        return "|".join(f"{names[j]}:{wt:.4f}" for j, wt in zip(idx, w))
+        return "|".join(f"{names[j]}:{wt:.4f}" for j, wt in zip(idx, w, strict=False))
 
     return [fmt(scores.top_normal_idx[i], scores.top_normal_w[i], normal_terms),
             fmt(scores.top_abnormal_idx[i], scores.top_abnormal_w[i], abnormal_terms)]

@@ -3,4 +3,12 @@
 from .heatmap import HeatmapGeometry, cells_to_heatmap, heatmaps_from_patch_names
 from .slide_scores import SLIDE_SCORE_NAMES, erode, slide_scores, top_percent_mean
 
-__all__ = ["SLIDE_SCORE_NAMES", "HeatmapGeometry", "cells_to_heatmap", "heatmaps_from_patch_names", "erode", "slide_scores", "top_percent_mean"]
+__all__ = [
+    "SLIDE_SCORE_NAMES",
+    "HeatmapGeometry",
+    "cells_to_heatmap",
+    "erode",
+    "heatmaps_from_patch_names",
+    "slide_scores",
+    "top_percent_mean",
+]

@@ -63,7 +63,7 @@ def heatmaps_from_patch_names(pairs: list[tuple[str, float]], patch_size_l0: int
         by_slide.setdefault(pn.slide_id, []).append((pn.y // patch_size_l0, pn.x // patch_size_l0, value))
     out = {}
     for slide_id, cells in by_slide.items():
-        r, c, v = (np.array(a) for a in zip(*cells))
+        r, c, v = (np.array(a) for a in zip(*cells, strict=False))
         try:
             out[slide_id] = cells_to_heatmap(r, c, v, (int(r.max()) + 1, int(c.max()) + 1))
         except ValueError as err:

@@ -1,0 +1,50 @@
+"""Shared fixtures: offline tiny models, the ../shared data folder, synthetic slides."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("ANONAVILA_SHARED", REPO.parent / "shared")) / "data"
+
+
+def shared_path(*parts: str) -> Path:
+    """A path under ../shared/data, or skip the test with the reason when it is absent."""
+    p = SHARED.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"needs the shared test data at {p} (../shared beside the checkout)")
+    return p
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _offline(tmp_path_factory):
+    """No hub access in tests; generated weights go to a per-session cache."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    os.environ.setdefault("ANONAVILA_CACHE", str(tmp_path_factory.mktemp("anonavila-cache")))
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory) -> Path:
+    """A tiny open_clip model (the demo architecture, another seed), saved as a user's weights file would be."""
+    from napari_anonavila.backends.demo import write_demo_weights
+
+    return write_demo_weights(tmp_path_factory.mktemp("weights") / "tiny.safetensors", seed=7)
+
+
+@pytest.fixture(scope="session")
+def tiny_backend(tiny_weights):
+    """The tiny model loaded through the same open_clip path as a user's weights."""
+    from napari_anonavila.backends import get_backend
+
+    return get_backend(f"open_clip:anonavila-demo@{tiny_weights}", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def demo_backend():
+    from napari_anonavila.backends import get_backend
+
+    return get_backend("demo", device="cpu")

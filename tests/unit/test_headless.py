@@ -1,0 +1,25 @@
+"""The core imports no Qt and no napari, and `import napari_anonavila` stays light."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+CORE = ["napari_anonavila", "napari_anonavila.terms", "napari_anonavila.head", "napari_anonavila.detector",
+        "napari_anonavila.backends", "napari_anonavila.checkpoint", "napari_anonavila.maps",
+        "napari_anonavila.metrics", "napari_anonavila.cli", "napari_anonavila.export.tables"]
+
+
+def test_core_imports_without_qt_or_napari():
+    code = (
+        "import sys\n"
+        "for m in ('napari', 'qtpy', 'magicgui', 'PyQt5', 'PyQt6', 'PySide2', 'PySide6', 'superqt'):\n"
+        "    sys.modules[m] = None\n"
+        f"import importlib\nfor m in {CORE!r}:\n    importlib.import_module(m)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_top_level_import_loads_no_torch():
+    code = "import sys, napari_anonavila\nassert 'torch' not in sys.modules, 'torch imported eagerly'\n"
+    subprocess.run([sys.executable, "-c", code], check=True)
