@@ -1,0 +1,71 @@
+"""Whole-slide files -> lazy multiscale arrays. ``open_slide`` picks the reader."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import SlideReadError
+from .base import Slide, composite_on_white
+
+__all__ = ["SLIDE_SUFFIXES", "Slide", "composite_on_white", "open_slide"]
+
+SLIDE_SUFFIXES = (".svs", ".ndpi", ".mrxs", ".scn", ".bif", ".vms", ".vmu", ".svslide", ".tif", ".tiff")
+
+
+def open_slide(path: str | os.PathLike, mpp: float | None = None, *, reader: str | None = None) -> Slide:
+    """Open a whole-slide image lazily.
+
+    OpenSlide reads the vendor formats and tiled TIFFs it can decode; anything else, such as OME-TIFF or a
+    QuPath YCbCr-JPEG export, goes to tifffile. ``mpp`` (microns per level-0 pixel) overrides or supplies the
+    file's value. ``reader`` forces ``"openslide"`` or ``"tifffile"``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SlideReadError(f"{path}: no such slide file")
+    if reader not in (None, "openslide", "tifffile"):
+        raise ValueError(f"unknown reader {reader!r}; use 'openslide' or 'tifffile'")
+    errors = []
+    for name in [reader] if reader else _candidates(path):
+        try:
+            slide = _open(name, path, mpp)
+        except SlideReadError as err:
+            errors.append(str(err).removeprefix(f"{path}: "))
+            continue
+        return slide
+    raise SlideReadError(f"{path}: not a slide this tool can read ({'; '.join(errors)})")
+
+
+def _candidates(path: Path) -> list[str]:
+    import openslide
+
+    try:
+        fmt = openslide.OpenSlide.detect_format(str(path))
+    except (openslide.OpenSlideError, OSError):
+        fmt = None
+    if fmt is None:
+        return ["tifffile"]
+    return ["openslide", "tifffile"] if fmt != "generic-tiff" or not _is_ome(path) else ["tifffile"]
+
+
+def _is_ome(path: Path) -> bool:
+    return path.name.lower().endswith((".ome.tif", ".ome.tiff"))
+
+
+def _open(name: str, path: Path, mpp: float | None) -> Slide:
+    if name == "openslide":
+        from .openslide_reader import OpenSlideSlide
+
+        slide: Slide = OpenSlideSlide(path, mpp=mpp)
+    else:
+        from .tifffile_reader import TifffileSlide
+
+        slide = TifffileSlide(path, mpp=mpp)
+    try:
+        w, h = slide.dimensions_xy
+        slide.read_region((max(0, w // 2 - 8), max(0, h // 2 - 8)), len(slide.levels) - 1, (16, 16))
+        slide.reads = 0
+    except SlideReadError:
+        slide.close()
+        raise
+    return slide

@@ -1,0 +1,85 @@
+"""OpenSlide reader: svs, ndpi, mrxs, scn, bif, vms and generic tiled TIFF. RGBA is composited onto white."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import dask.array as da
+import numpy as np
+
+from ..errors import SlideReadError
+from .base import Slide, chunk_side, composite_on_white
+
+__all__ = ["OpenSlideSlide"]
+
+
+class _Level:
+    """Array-like view of one OpenSlide level for ``dask.array.from_array``: (rows, cols, 3) uint8."""
+
+    def __init__(self, slide: OpenSlideSlide, level: int) -> None:
+        self.slide, self.level = slide, level
+        self.shape = (*slide.level_shapes[level], 3)
+        self.dtype = np.dtype(np.uint8)
+        self.ndim = 3
+
+    def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
+        rows, cols = key[0], key[1]
+        y0, y1, _ = rows.indices(self.shape[0])
+        x0, x1, _ = cols.indices(self.shape[1])
+        ds = self.slide.level_downsamples[self.level]
+        out = self.slide.read_region((round(x0 * ds), round(y0 * ds)), self.level, (x1 - x0, y1 - y0))
+        return out[(slice(None), slice(None), *key[2:])] if len(key) > 2 else out
+
+
+class OpenSlideSlide(Slide):
+    """A slide read through OpenSlide (its handles are thread-safe)."""
+
+    reader = "openslide"
+
+    def __init__(self, path: str | os.PathLike, *, mpp: float | None = None) -> None:
+        import openslide
+
+        try:
+            self._osr = openslide.OpenSlide(str(path))
+        except (openslide.OpenSlideError, OSError) as err:
+            raise SlideReadError(f"{path}: OpenSlide cannot open it ({err})") from err
+        props = self._osr.properties
+        file_mpp = _positive(props.get(openslide.PROPERTY_NAME_MPP_X))
+        super().__init__(path, mpp=mpp, file_mpp=file_mpp)
+        self.vendor = props.get(openslide.PROPERTY_NAME_VENDOR)
+        self.objective_power = _positive(props.get(openslide.PROPERTY_NAME_OBJECTIVE_POWER))
+        self.associated_images = sorted(self._osr.associated_images)
+        self.level_shapes = [(h, w) for w, h in self._osr.level_dimensions]
+        self.level_downsamples = [float(d) for d in self._osr.level_downsamples]
+        for i in range(self._osr.level_count):
+            th = chunk_side(_positive(props.get(f"openslide.level[{i}].tile-height")))
+            tw = chunk_side(_positive(props.get(f"openslide.level[{i}].tile-width")))
+            self.levels.append(da.from_array(_Level(self, i), chunks=(th, tw, 3), asarray=False, lock=False,
+                                             fancy=False, meta=np.empty((0, 0, 0), np.uint8),
+                                             name=f"openslide-{self.path.name}-{i}-{id(self)}"))
+
+    def _read(self, location_xy_l0, level, size_xy):
+        import openslide
+
+        try:
+            region = self._osr.read_region(location_xy_l0, level, size_xy)
+        except openslide.OpenSlideError as err:
+            raise SlideReadError(f"{self.path}: cannot decode region at {location_xy_l0} level {level} ({err})") from err
+        return composite_on_white(np.asarray(region))
+
+    def read_associated(self, name: str) -> np.ndarray:
+        if name not in self.associated_images:
+            return super().read_associated(name)
+        return composite_on_white(np.asarray(self._osr.associated_images[name].convert("RGBA")))
+
+    def close(self) -> None:
+        self._osr.close()
+
+
+def _positive(value) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if v > 0 and math.isfinite(v) else None
