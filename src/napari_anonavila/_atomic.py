@@ -13,6 +13,9 @@ from .errors import OutputExistsError
 
 __all__ = ["atomic_path", "atomic_write", "check_writable"]
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 
 def check_writable(path: str | os.PathLike, *, overwrite: bool) -> Path:
     """Refuse an existing output unless ``overwrite``; return the path."""
@@ -29,6 +32,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the permissions open() would
     tmp_path = Path(tmp)
     try:
         yield tmp_path

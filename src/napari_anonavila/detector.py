@@ -31,7 +31,7 @@ _MAX_REFERENCE = 20_000
 
 def check_embeddings(x: np.ndarray | torch.Tensor, dim: int, what: str = "embeddings") -> torch.Tensor:
     """A finite, non-zero (N, dim) float tensor, or a ValueError naming the problem."""
-    t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).float()
+    t = x.float() if isinstance(x, torch.Tensor) else torch.tensor(np.asarray(x), dtype=torch.float32)
     if t.ndim != 2 or t.shape[1] != dim:
         raise ValueError(f"{what}: expected shape (N, {dim}), got {tuple(t.shape)}")
     if not torch.isfinite(t).all():
@@ -197,6 +197,12 @@ class Detector:
         """Embed then score images (a folder, a sequence of RGB arrays or PIL images)."""
         embs = self.embed(images, batch_size=batch_size, on_progress=on_progress, cancel=cancel)
         return self.score_embeddings(embs, mode=mode, top_k=top_k)
+
+    def score_slide(self, slide, **kwargs):
+        """Score a whole slide (a path or an open Slide); see :func:`napari_anonavila.pipeline.score_slide`."""
+        from .pipeline import score_slide
+
+        return score_slide(self, slide, **kwargs)
 
     def term_names(self, kind: str) -> list[str]:
         """Display names of a pool's terms ('normal' or 'abnormal')."""

@@ -1,11 +1,102 @@
-"""``anonavila demo`` and ``anonavila score-slide``: whole slides end to end."""
+"""``anonavila score-slide`` and ``anonavila demo``: whole slides end to end."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+import numpy as np
+
+from ._common import add_backend_args, existing_path, positive_float, positive_int, progress_bar
 
 __all__ = ["add_commands"]
 
 
+def _box(text: str) -> np.ndarray:
+    try:
+        x, y, w, h = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected X,Y,W,H in level-0 pixels") from None
+    if w <= 0 or h <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: width and height must be positive")
+    return np.array([[x, y], [x + w, y], [x + w, y + h], [x, y + h]])
+
+
+def _grid_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--patch-um", type=positive_float, help="patch field in microns (default 128, as in the paper)")
+    g.add_argument("--patch-px", type=positive_int, help="patch size in level-0 pixels (needed without mpp)")
+    p.add_argument("--mpp", type=positive_float, help="microns per level-0 pixel, for slides without it")
+    p.add_argument("--min-tissue", type=float, default=0.25, help="minimum tissue fraction of a patch (0..1)")
+    p.add_argument("--roi-box", type=_box, action="append", metavar="X,Y,W,H",
+                   help="score only this level-0 rectangle (repeatable)")
+    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--workers", type=positive_int, help="reader threads (default: CPU count, 2..8)")
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    """Register the slide commands (filled in with the slide pipeline)."""
+    p = sub.add_parser("score-slide", help="score whole slides: heatmap, top-k patches with terms, slide scores")
+    p.add_argument("slides", nargs="+", type=existing_path, metavar="SLIDE")
+    p.add_argument("--model", required=True, type=existing_path, help="checkpoint (.safetensors)")
+    p.add_argument("--backend", default=None, metavar="SPEC", help="override the checkpoint's backend spec")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", required=True, type=Path, help="output folder; one sub-folder per slide")
+    p.add_argument("--mode", choices=["sum", "max", "l2", "zero_shot"], default=None)
+    p.add_argument("--overwrite", action="store_true", help="replace complete earlier results")
+    _grid_args(p)
+    p.set_defaults(func=_score_slide)
+
+    p = sub.add_parser("demo", help="the main job on built-in data: synthetic slides, demo model, heatmap")
+    p.add_argument("--out", type=Path, default=Path("demo-output"))
+    add_backend_args(p)
+    p.add_argument("--size", type=positive_int, default=4096, help="synthetic slide side in pixels")
+    p.add_argument("--epochs", type=positive_int, default=30)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_demo)
+
+
+def _score_slide(args: argparse.Namespace) -> int:
+    from ..detector import Detector
+    from ..errors import AnonavilaError
+    from ..pipeline import score_slide
+
+    det = Detector.load(args.model, backend=args.backend, device=args.device)
+    ck = {"path": str(args.model), "sha256": __import__("napari_anonavila.backends", fromlist=["sha256_file"])
+          .sha256_file(args.model)}
+    failed = 0
+    for path in args.slides:
+        out = args.out / path.name.split(".")[0]
+        bars = progress_bar(args)
+        try:
+            res = score_slide(det, path, out_dir=out, patch_um=args.patch_um, patch_px=args.patch_px,
+                              min_tissue=args.min_tissue, roi_polygons_xy_l0=args.roi_box, mpp=args.mpp,
+                              batch_size=args.batch_size, workers=args.workers, mode=args.mode,
+                              overwrite=args.overwrite, checkpoint=ck, on_progress=bars)
+        except AnonavilaError as err:
+            failed += 1
+            print(f"error: {err}")
+            continue
+        finally:
+            bars.close()
+        s = res.slide_scores()
+        src = "embedding cache" if res.from_cache else "pixels"
+        print(f"{path.name}: {len(res.scores)} patches from {src}; max {s['max']:.4g}, top-1% {s['top1']:.4g}, "
+              f"eroded max {s['max_eroded']:.4g} -> {out}")
+    return 2 if failed else 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from ..backends.demo import DEMO_NOTICE
+    from ..demo import run_demo
+
+    if args.backend == "demo":
+        print(f"NOTE: {DEMO_NOTICE}\n")
+    report = run_demo(args.out, backend=args.backend, device=args.device, size=args.size, epochs=args.epochs,
+                      overwrite=args.overwrite, on_progress=progress_bar(args), log=print)
+    print(f"\nlocalisation AUROC against the planted ground truth: {report['localisation_auroc']:.3f} "
+          f"({report['n_anomalous_patches']} of {report['n_patches']} patches planted)")
+    print(f"outputs: {report['out']}  (overlay.png, patches.csv, heatmap.npy, summary.json)")
+    print("\nWith real weights (CONCH, gated; pip install 'napari-anonavila[conch]'):\n"
+          "  anonavila demo --backend conch:/path/to/pytorch_model.bin\n"
+          "  anonavila score-slide SLIDE.svs --model model.safetensors --out results/")
+    return 0

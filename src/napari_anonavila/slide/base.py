@@ -16,7 +16,7 @@ from pathlib import Path
 import dask.array as da
 import numpy as np
 
-from ..errors import MissingMppWarning, SlideReadError
+from ..errors import MissingMppWarning
 
 __all__ = ["Slide", "composite_on_white"]
 

@@ -50,7 +50,7 @@ class TifffileSlide(Slide):
         if page.photometric not in (1, 2, 6) or level.dtype != np.uint8:  # minisblack, rgb, ycbcr
             raise ValueError(f"unsupported image kind (photometric {page.photometric}, dtype {level.dtype})")
         if page.compression == 1 and page.is_contiguous and len(level.shape) == 3:
-            arr = self._tif.filehandle  # noqa: F841 (keeps the handle alive with the memmap)
+            arr = self._tif.filehandle
             data = np.memmap(self._tif.filehandle.path, dtype=level.dtype, mode="r",
                              offset=page.dataoffsets[0], shape=level.shape)
         else:

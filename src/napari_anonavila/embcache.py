@@ -1,0 +1,93 @@
+"""The embedding cache: image embeddings of one slide's patch grid, keyed by slide content, backend and grid.
+
+Files ``embeddings.npy`` (float32, one row per grid cell in grid order) and ``embeddings.json`` (the key).
+Rows are streamed to a temporary file and renamed into place only when complete, so an interrupted run
+never leaves a cache that looks valid. A key mismatch is detected and the cache rebuilt, never reused.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ._atomic import atomic_path, atomic_write
+
+__all__ = ["EmbeddingCache", "EmbeddingWriter"]
+
+logger = logging.getLogger(__name__)
+
+
+class EmbeddingCache:
+    """The cache files in ``folder``."""
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        self.folder = Path(folder)
+        self.array_path = self.folder / "embeddings.npy"
+        self.key_path = self.folder / "embeddings.json"
+
+    def load(self, key: dict) -> np.ndarray | None:
+        """The cached (N, D) embeddings (a read-only memmap) if the stored key equals ``key``, else None.
+
+        Why a cache is not used goes to the log.
+        """
+        if not (self.array_path.is_file() and self.key_path.is_file()):
+            return None
+        try:
+            stored = json.loads(self.key_path.read_text())
+            arr = np.load(self.array_path, mmap_mode="r")
+        except (OSError, ValueError) as err:
+            logger.warning("%s: unreadable embedding cache (%s); rebuilding", self.folder, err)
+            return None
+        if stored != json.loads(json.dumps(key)):
+            diff = sorted(k for k in set(stored) | set(key) if stored.get(k) != json.loads(json.dumps(key)).get(k))
+            logger.warning("%s: embedding cache is for another %s; rebuilding", self.folder, ", ".join(diff))
+            return None
+        if arr.shape != (key["grid"]["n_cells"], key["embed_dim"]):
+            logger.warning("%s: embedding cache has shape %s, expected %s; rebuilding", self.folder, arr.shape,
+                           (key["grid"]["n_cells"], key["embed_dim"]))
+            return None
+        return arr  # read-only memory map: rows are paged in as they are scored
+
+    def writer(self, key: dict) -> EmbeddingWriter:
+        return EmbeddingWriter(self, key)
+
+
+class EmbeddingWriter:
+    """Streams rows to a temporary ``.npy``; :meth:`commit` renames it (and writes the key) when all rows are in."""
+
+    def __init__(self, cache: EmbeddingCache, key: dict) -> None:
+        self.cache, self.key = cache, key
+        self.n, self.dim = key["grid"]["n_cells"], key["embed_dim"]
+        self.rows = 0
+        cache.folder.mkdir(parents=True, exist_ok=True)
+        self._ctx = atomic_path(cache.array_path)
+        self._tmp = self._ctx.__enter__()
+        self._fh = open(self._tmp, "wb")
+        np.lib.format.write_array_header_1_0(self._fh, {"descr": "<f4", "fortran_order": False,
+                                                        "shape": (self.n, self.dim)})
+
+    def append(self, rows: np.ndarray) -> None:
+        rows = np.ascontiguousarray(rows, dtype="<f4")
+        if rows.ndim != 2 or rows.shape[1] != self.dim or self.rows + len(rows) > self.n:
+            raise ValueError(f"embedding rows of shape {rows.shape} do not fit the cache ({self.rows}/{self.n})")
+        self._fh.write(rows.tobytes())
+        self.rows += len(rows)
+
+    def commit(self) -> None:
+        if self.rows != self.n:
+            raise ValueError(f"embedding cache incomplete: {self.rows} of {self.n} rows")
+        self._fh.close()
+        self.cache.key_path.unlink(missing_ok=True)
+        self._ctx.__exit__(None, None, None)
+        with atomic_write(self.cache.key_path) as fh:
+            json.dump(self.key, fh, indent=1)
+
+    def abort(self) -> None:
+        """Drop the partial file; an existing cache is left as it was."""
+        if not self._fh.closed:
+            self._fh.close()
+            self._ctx.__exit__(RuntimeError, RuntimeError("aborted"), None)

@@ -1,0 +1,125 @@
+"""Synthetic slides with ground truth: tissue-like texture with planted anomalous regions, as pyramidal TIFFs.
+
+Deterministic for a given seed. Normal tissue is pink stroma with sparse small nuclei; planted anomalies
+are dense clusters of large, dark, crowded nuclei (tumour-like). The TIFFs are tiled, deflate-compressed,
+carry their resolution (mpp) and levels at downsamples 1, 4 and 16, so both OpenSlide and tifffile read them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from ._atomic import atomic_path
+
+__all__ = ["SampleSlides", "make_tissue", "write_pyramid_tiff", "write_sample_slides"]
+
+_STROMA = np.array([236, 178, 204], np.float32)
+_NUCLEUS = np.array([88, 52, 140], np.float32)
+_TUMOUR = np.array([52, 28, 96], np.float32)
+
+
+@dataclass(frozen=True)
+class SampleSlides:
+    """Paths of the generated files; ``mask`` is the anomaly ground truth at 1/``mask_downsample`` scale."""
+
+    normal: Path
+    anomalous: Path
+    mask: Path
+    mask_downsample: int
+    mpp: float
+
+
+def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
+    small = (max(2, shape[0] // 16), max(2, shape[1] // 16))
+    n = ndimage.gaussian_filter(rng.standard_normal(small).astype(np.float32), sigma / 16)
+    n = ndimage.zoom(n, (shape[0] / small[0], shape[1] / small[1]), order=1)
+    return (n - n.mean()) / (n.std() + 1e-6)
+
+
+def _nuclei(rng: np.random.Generator, shape: tuple[int, int], density: np.ndarray, radius: float) -> np.ndarray:
+    """Blob image in [0, 1]: Poisson points with per-pixel ``density`` (per 10^4 px), blurred to ``radius``."""
+    pts = rng.random(shape, dtype=np.float32) < density * 1e-4
+    blobs = ndimage.gaussian_filter(pts.astype(np.float32), radius)
+    return np.clip(blobs * (2 * np.pi * radius**2) * 0.9, 0, 1)
+
+
+def make_tissue(size: int, seed: int, *, n_anomalies: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """An (size, size, 3) uint8 RGB tissue image and its bool anomaly mask."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    tissue = _smooth_noise(rng, (size, size), size / 6) * 0.12
+    for cy, cx, ry, rx in ((0.5, 0.5, 0.38, 0.42), (0.3, 0.62, 0.2, 0.25), (0.7, 0.35, 0.22, 0.2)):
+        tissue = np.maximum(tissue, 1 - ((yy - cy) / ry) ** 2 - ((xx - cx) / rx) ** 2)
+    tissue = tissue > 0.05
+    anomaly = np.zeros((size, size), bool)
+    inside = np.argwhere(tissue[::16, ::16]) * 16
+    for _ in range(n_anomalies):
+        cy, cx = inside[rng.integers(len(inside))]
+        r = size * rng.uniform(0.05, 0.08)
+        anomaly |= ((yy * size - cy) ** 2 + (xx * size - cx) ** 2) < r**2
+    anomaly &= tissue
+    shade = 1 + 0.06 * _smooth_noise(rng, (size, size), size / 20)[..., None]
+    img = np.broadcast_to(_STROMA, (size, size, 3)) * shade
+    nuc = _nuclei(rng, (size, size), np.where(anomaly, 0.0, 9.0), 2.5)
+    img = img * (1 - nuc[..., None]) + _NUCLEUS * nuc[..., None]
+    if anomaly.any():
+        tum = _nuclei(rng, (size, size), np.where(anomaly, 60.0, 0.0), 4.5)
+        img = img * (1 - tum[..., None]) + _TUMOUR * tum[..., None]
+    img += rng.normal(0, 4, img.shape).astype(np.float32)
+    img = np.where(tissue[..., None], img, 244 + rng.normal(0, 2, img.shape).astype(np.float32))
+    return np.clip(img, 0, 255).astype(np.uint8), anomaly
+
+
+def write_pyramid_tiff(path: str | os.PathLike, rgb: np.ndarray, mpp: float, *, downsamples=(1, 4, 16),
+                       tile: int = 256) -> Path:
+    """Write a tiled pyramidal RGB TIFF (one IFD per level, deflate) with its resolution, atomically."""
+    import tifffile
+    from PIL import Image
+
+    path = Path(path)
+    res = 1e4 / mpp  # pixels per centimetre
+    with atomic_path(path) as tmp, tifffile.TiffWriter(tmp, bigtiff=rgb.nbytes > 2**31) as tif:
+        for ds in downsamples:
+            level = rgb if ds == 1 else np.asarray(Image.fromarray(rgb).reduce(ds))
+            tif.write(level, tile=(tile, tile), photometric="rgb", compression="zlib", subfiletype=0 if ds == 1 else 1,
+                      resolution=(res / ds, res / ds), resolutionunit="CENTIMETER",
+                      description="napari-anonavila synthetic slide" if ds == 1 else None, metadata=None)
+    return path
+
+
+def write_sample_slides(folder: str | os.PathLike, *, size: int = 4096, mpp: float = 0.5, seed: int = 0,
+                        n_anomalies: int = 4) -> SampleSlides:
+    """Write ``normal.tif``, ``anomalous.tif`` and ``anomalous_mask.png`` (ground truth at 1/16 scale)."""
+    from PIL import Image
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    normal, _ = make_tissue(size, seed)
+    write_pyramid_tiff(folder / "normal.tif", normal, mpp)
+    del normal
+    anomalous, mask = make_tissue(size, seed + 1, n_anomalies=n_anomalies)
+    write_pyramid_tiff(folder / "anomalous.tif", anomalous, mpp)
+    ds = 16
+    small = mask.reshape(size // ds, ds, size // ds, ds).mean(axis=(1, 3)) >= 0.5
+    with atomic_path(folder / "anomalous_mask.png") as tmp:
+        Image.fromarray((small * 255).astype(np.uint8)).save(tmp, format="PNG")
+    return SampleSlides(folder / "normal.tif", folder / "anomalous.tif", folder / "anomalous_mask.png", ds, mpp)
+
+
+def cell_labels(mask_path: str | os.PathLike, mask_downsample: int, cells_rc: np.ndarray, patch_size_l0: int
+                ) -> np.ndarray:
+    """1 where at least half of a grid cell lies in the planted anomaly, else 0."""
+    from PIL import Image
+
+    mask = np.asarray(Image.open(mask_path)) > 127
+    k = patch_size_l0 / mask_downsample
+    out = np.zeros(len(cells_rc), np.int64)
+    for i, (r, c) in enumerate(cells_rc):
+        block = mask[int(r * k) : int((r + 1) * k), int(c * k) : int((c + 1) * k)]
+        out[i] = int(block.size > 0 and block.mean() >= 0.5)
+    return out
