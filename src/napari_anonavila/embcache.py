@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._atomic import atomic_path, atomic_write
+from ._atomic import atomic_write
 
 __all__ = ["EmbeddingCache", "EmbeddingWriter"]
 
@@ -64,11 +64,10 @@ class EmbeddingWriter:
         self.n, self.dim = key["grid"]["n_cells"], key["embed_dim"]
         self.rows = 0
         cache.folder.mkdir(parents=True, exist_ok=True)
-        self._ctx = atomic_path(cache.array_path)
-        self._tmp = self._ctx.__enter__()
-        self._fh = open(self._tmp, "wb")
-        np.lib.format.write_array_header_1_0(self._fh, {"descr": "<f4", "fortran_order": False,
-                                                        "shape": (self.n, self.dim)})
+        self._tmp = cache.folder / f".embeddings.npy.{os.getpid()}.{id(self)}.partial"
+        self._fh = open(self._tmp, "wb")  # noqa: SIM115 (closed by commit or abort)
+        header = {"descr": "<f4", "fortran_order": False, "shape": (self.n, self.dim)}
+        np.lib.format.write_array_header_1_0(self._fh, header)
 
     def append(self, rows: np.ndarray) -> None:
         rows = np.ascontiguousarray(rows, dtype="<f4")
@@ -78,16 +77,18 @@ class EmbeddingWriter:
         self.rows += len(rows)
 
     def commit(self) -> None:
+        """Move the complete array into place, then write its key (a crash in between leaves no valid key)."""
         if self.rows != self.n:
             raise ValueError(f"embedding cache incomplete: {self.rows} of {self.n} rows")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
         self._fh.close()
         self.cache.key_path.unlink(missing_ok=True)
-        self._ctx.__exit__(None, None, None)
+        os.replace(self._tmp, self.cache.array_path)
         with atomic_write(self.cache.key_path) as fh:
             json.dump(self.key, fh, indent=1)
 
     def abort(self) -> None:
         """Drop the partial file; an existing cache is left as it was."""
-        if not self._fh.closed:
-            self._fh.close()
-            self._ctx.__exit__(RuntimeError, RuntimeError("aborted"), None)
+        self._fh.close()
+        self._tmp.unlink(missing_ok=True)

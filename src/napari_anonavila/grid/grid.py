@@ -46,8 +46,9 @@ class PatchGrid:
     def xy_l0(self) -> np.ndarray:
         """(N, 2) top-left level-0 (x, y) of every kept patch."""
         p = self.patch_size_l0
-        return np.stack([self.origin_xy_l0[0] + self.cells_rc[:, 1] * p, self.origin_xy_l0[1] + self.cells_rc[:, 0] * p],
-                        axis=1).astype(np.int64)
+        x = self.origin_xy_l0[0] + self.cells_rc[:, 1] * p
+        y = self.origin_xy_l0[1] + self.cells_rc[:, 0] * p
+        return np.stack([x, y], axis=1).astype(np.int64)
 
     def key(self) -> dict:
         """What identifies this grid for caches and provenance."""

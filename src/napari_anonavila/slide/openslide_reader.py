@@ -65,7 +65,8 @@ class OpenSlideSlide(Slide):
         try:
             region = self._osr.read_region(location_xy_l0, level, size_xy)
         except openslide.OpenSlideError as err:
-            raise SlideReadError(f"{self.path}: cannot decode region at {location_xy_l0} level {level} ({err})") from err
+            raise SlideReadError(f"{self.path}: cannot decode region at {location_xy_l0}, level {level} ({err})") \
+                from err
         return composite_on_white(np.asarray(region))
 
     def read_associated(self, name: str) -> np.ndarray:
