@@ -48,3 +48,28 @@ def demo_backend():
     from napari_anonavila.backends import get_backend
 
     return get_backend("demo", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def sample_slides(tmp_path_factory):
+    """Synthetic normal and planted-anomaly slides (2048 px, 0.5 um/px) with their ground truth."""
+    from napari_anonavila.sample import write_sample_slides
+
+    return write_sample_slides(tmp_path_factory.mktemp("sample"), size=2048, n_anomalies=3, seed=3)
+
+
+@pytest.fixture(scope="session")
+def fitted_on_sample(sample_slides, demo_backend):
+    """A demo-backend detector fitted on the normal synthetic slide."""
+    from napari_anonavila.detector import Detector
+    from napari_anonavila.grid import make_grid
+    from napari_anonavila.pipeline import iter_slide_embeddings
+    from napari_anonavila.progress import drain
+    from napari_anonavila.slide import open_slide
+    from napari_anonavila.training import TrainConfig
+
+    det = Detector.create(demo_backend)
+    with open_slide(sample_slides.normal) as s:
+        embs = drain(iter_slide_embeddings(s, make_grid(s, patch_px=128), demo_backend, det.backend_id))
+    det.fit(embs, config=TrainConfig(epochs=20, batch_size=32, accumulate=1))
+    return det

@@ -1,6 +1,7 @@
 """The embedding cache: image embeddings of one slide's patch grid, keyed by slide content, backend and grid.
 
-Files ``embeddings.npy`` (float32, one row per grid cell in grid order) and ``embeddings.json`` (the key).
+Files ``embeddings.npy`` (float32, one row per grid cell in grid order) and ``embeddings.json`` (the key),
+plus the patch grid (``grid.npz``/``grid.json``) and the thumbnail, so that a re-score reads no pixels.
 Rows are streamed to a temporary file and renamed into place only when complete, so an interrupted run
 never leaves a cache that looks valid. A key mismatch is detected and the cache rebuilt, never reused.
 """
@@ -14,7 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ._atomic import atomic_write
+from ._atomic import atomic_path, atomic_write
+from .grid import PatchGrid
+from .slide import Slide
 
 __all__ = ["EmbeddingCache", "EmbeddingWriter"]
 
@@ -54,6 +57,49 @@ class EmbeddingCache:
 
     def writer(self, key: dict) -> EmbeddingWriter:
         return EmbeddingWriter(self, key)
+
+    # -- the grid and thumbnail, so that a re-score reads no pixels at all ----------------------------
+    def load_grid(self, key: dict) -> PatchGrid | None:
+        """The patch grid stored for ``key`` (slide fingerprint and grid settings), or None."""
+        meta_path, arr_path = self.folder / "grid.json", self.folder / "grid.npz"
+        try:
+            meta = json.loads(meta_path.read_text())
+            if meta.get("key") != json.loads(json.dumps(key)):
+                return None
+            with np.load(arr_path) as z:
+                cells, tissue = z["cells_rc"], z["tissue"]
+        except (OSError, ValueError, KeyError):
+            return None
+        return PatchGrid(meta["patch_size_l0"], tuple(meta["shape_rc"]), cells, tissue, tuple(meta["origin_xy_l0"]),
+                         meta["mpp"])
+
+    def save_grid(self, key: dict, grid: PatchGrid) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.folder / "grid.npz") as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, cells_rc=grid.cells_rc, tissue=grid.tissue)
+        meta = {"key": key, "patch_size_l0": grid.patch_size_l0, "shape_rc": list(grid.shape_rc),
+                "origin_xy_l0": list(grid.origin_xy_l0), "mpp": grid.mpp}
+        with atomic_write(self.folder / "grid.json") as fh:
+            json.dump(meta, fh, indent=1)
+
+    def thumbnail(self, slide: Slide, max_side: int = 1024) -> tuple[np.ndarray, float]:
+        """The slide's thumbnail, read once and then kept beside the cache."""
+        from PIL import Image
+
+        img_path, meta_path = self.folder / "thumbnail.png", self.folder / "thumbnail.json"
+        try:
+            meta = json.loads(meta_path.read_text())
+            if meta["fingerprint"] == slide.fingerprint() and meta["max_side"] == max_side:
+                return np.asarray(Image.open(img_path).convert("RGB")), float(meta["downsample"])
+        except (OSError, ValueError, KeyError):
+            pass
+        img, ds = slide.thumbnail(max_side)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(img_path) as tmp:
+            Image.fromarray(img).save(tmp, format="PNG")
+        with atomic_write(meta_path) as fh:
+            json.dump({"fingerprint": slide.fingerprint(), "max_side": max_side, "downsample": ds}, fh)
+        return img, ds
 
 
 class EmbeddingWriter:

@@ -159,7 +159,7 @@ def score_slide(detector, slide: Slide | str | os.PathLike, *, out_dir: str | os
     """Open (if needed), grid, score and (with ``out_dir``) write outputs and the embedding cache."""
     from ._atomic import check_writable
     from .export.slide_outputs import write_slide_outputs
-    from .grid import make_grid
+    from .grid import make_grid, patch_size_l0
     from .progress import drain
     from .slide import open_slide
 
@@ -168,14 +168,22 @@ def score_slide(detector, slide: Slide | str | os.PathLike, *, out_dir: str | os
     try:
         if out_dir is not None:
             check_writable(os.path.join(out_dir, "summary.json"), overwrite=overwrite)
-        grid = make_grid(sl, patch_um=patch_um, patch_px=patch_px, min_tissue=min_tissue,
-                         roi_polygons_xy_l0=roi_polygons_xy_l0)
         cache = EmbeddingCache(out_dir) if out_dir is not None else None
+        grid_key = {"slide_fingerprint": sl.fingerprint(), "patch_size_l0": patch_size_l0(sl, patch_um=patch_um,
+                    patch_px=patch_px), "min_tissue": min_tissue, "mpp": sl.mpp,
+                    "roi_polygons_xy_l0": [np.asarray(p).tolist() for p in roi_polygons_xy_l0 or []]}
+        grid = cache.load_grid(grid_key) if cache else None
+        if grid is None:
+            grid = make_grid(sl, patch_um=patch_um, patch_px=patch_px, min_tissue=min_tissue,
+                             roi_polygons_xy_l0=roi_polygons_xy_l0)
+            if cache:
+                cache.save_grid(grid_key, grid)
         gen = iter_score_slide(sl, grid, detector, batch_size=batch_size, workers=workers, prefetch=prefetch,
                                cache=cache, mode=mode, top_k=top_k)
         result = drain(gen, on_progress, cancel)
         if out_dir is not None:
-            write_slide_outputs(out_dir, result, detector, sl, overwrite=overwrite, checkpoint=checkpoint)
+            write_slide_outputs(out_dir, result, detector, sl, thumbnail=cache.thumbnail(sl), overwrite=overwrite,
+                                checkpoint=checkpoint)
         return result
     finally:
         if own:

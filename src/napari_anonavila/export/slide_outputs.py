@@ -39,7 +39,7 @@ PATCH_COLUMNS = ["x_l0", "y_l0", "size_l0", "row", "col", "d_normal", "d_abnorma
                  "top_abnormal"]
 
 
-def write_slide_outputs(out_dir: str | os.PathLike, result, detector, slide, *, overwrite: bool = False,
+def write_slide_outputs(out_dir: str | os.PathLike, result, detector, slide, *, thumbnail=None, overwrite: bool = False,
                         checkpoint: dict | None = None, top_k: int = 10, extra: dict | None = None) -> dict:
     """Write the four outputs to ``out_dir``; return the summary. Refuses a complete result unless ``overwrite``."""
     out = Path(out_dir)
@@ -66,7 +66,7 @@ def write_slide_outputs(out_dir: str | os.PathLike, result, detector, slide, *, 
         "provenance": provenance(result, detector, slide_fingerprint=slide.fingerprint(), checkpoint=checkpoint),
         **(extra or {}),
     }
-    thumb, tds = slide.thumbnail(1024)
+    thumb, tds = thumbnail if thumbnail is not None else slide.thumbnail(1024)
     title = f"{slide.path.name}: max {scores['max']:.3g}, top-1% {scores['top1']:.3g} ({result.mode})"
     with contextlib.ExitStack() as stack:
         # entered in reverse, so summary.json is renamed into place last

@@ -16,7 +16,7 @@ from pathlib import Path
 import dask.array as da
 import numpy as np
 
-from ..errors import MissingMppWarning
+from ..errors import MissingMppWarning, SlideReadError
 
 __all__ = ["Slide", "composite_on_white"]
 
@@ -61,6 +61,8 @@ class Slide:
         self.level_downsamples: list[float] = []
         self.levels: list[da.Array] = []
         self.reads = 0  # region reads served, for tests and benchmarks
+        self.closed = False
+        self._fingerprint: str | None = None
         self._lock = threading.Lock()
         if mpp is not None and not (mpp > 0 and math.isfinite(mpp)):
             raise ValueError(f"mpp must be a positive number of microns per pixel, got {mpp}")
@@ -77,8 +79,14 @@ class Slide:
     def read_associated(self, name: str) -> np.ndarray:
         raise KeyError(f"{self.path.name}: no associated image {name!r}; available: {self.associated_images}")
 
+    def _close(self) -> None:
+        """Release the reader's file handle."""
+
     def close(self) -> None:
-        """Release the file handle."""
+        """Release the file handle; later reads raise SlideReadError."""
+        if not self.closed:
+            self.closed = True
+            self._close()
 
     # -- public ------------------------------------------------------------------------------------
     @property
@@ -90,6 +98,8 @@ class Slide:
         """RGB (rows, cols, 3) uint8 of ``size_xy`` pixels at ``level``; outside the slide is white. Thread-safe."""
         if not 0 <= level < len(self.level_shapes):
             raise ValueError(f"{self.path.name}: level {level} out of range 0..{len(self.level_shapes) - 1}")
+        if self.closed:
+            raise SlideReadError(f"{self.path}: the slide is closed")
         if size_xy[0] < 1 or size_xy[1] < 1:
             raise ValueError(f"region size must be positive, got {size_xy}")
         with self._lock:
@@ -116,6 +126,11 @@ class Slide:
 
     def fingerprint(self) -> str:
         """SHA-256 over the file size and its first and last 4 MiB: cheap, and changes with the content."""
+        if self._fingerprint is None:
+            self._fingerprint = self._hash_file()
+        return self._fingerprint
+
+    def _hash_file(self) -> str:
         h = hashlib.sha256()
         size = self.path.stat().st_size
         h.update(str(size).encode())

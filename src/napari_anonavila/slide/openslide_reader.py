@@ -74,7 +74,7 @@ class OpenSlideSlide(Slide):
             return super().read_associated(name)
         return composite_on_white(np.asarray(self._osr.associated_images[name].convert("RGBA")))
 
-    def close(self) -> None:
+    def _close(self) -> None:
         self._osr.close()
 
 

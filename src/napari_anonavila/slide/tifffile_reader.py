@@ -31,9 +31,12 @@ class TifffileSlide(Slide):
 
         try:
             self._tif = tifffile.TiffFile(str(path))
-            series = self._tif.series[0]
-            levels = [self._level_array(lvl) for lvl in series.levels]
+        except (tifffile.TiffFileError, OSError, ValueError) as err:
+            raise SlideReadError(f"{path}: not a readable TIFF ({err})") from err
+        try:
+            levels = [self._level_array(lvl) for lvl in self._tif.series[0].levels]
         except (tifffile.TiffFileError, OSError, ValueError, KeyError, IndexError) as err:
+            self._tif.close()
             raise SlideReadError(f"{path}: not a readable TIFF ({err})") from err
         super().__init__(path, mpp=mpp, file_mpp=self._file_mpp())
         self.vendor = "ome-tiff" if self._tif.is_ome else "tiff"
@@ -99,7 +102,7 @@ class TifffileSlide(Slide):
         arr = self._tif.series[int(name.removeprefix("series"))].asarray()
         return np.asarray(_to_rgb(da.from_array(arr)))
 
-    def close(self) -> None:
+    def _close(self) -> None:
         self._tif.close()
 
 
