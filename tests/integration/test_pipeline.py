@@ -81,7 +81,7 @@ def test_term_edit_rescored_from_cache_differs_and_reads_nothing(scored, sample_
     _, out, _ = scored
     det = copy.deepcopy(fitted_on_sample)
     pools = det.pools
-    det.set_pools(TermPools(pools.normal[:-5], pools.abnormal + ("an image showing necrotic debris",)))
+    det.set_pools(TermPools(pools.normal[:-5], (*pools.abnormal, "an image showing necrotic debris")))
     with open_slide(sample_slides.anomalous) as s:
         res = score_slide(det, s, out_dir=out, patch_px=128, overwrite=True)
         assert s.reads == 0

@@ -32,9 +32,9 @@ def test_metadata(name, reader, n_levels, mpp):
         assert s.reader == reader
         assert len(s.levels) == len(s.level_shapes) == len(s.level_downsamples) == n_levels
         assert s.mpp == (pytest.approx(mpp, abs=1e-4) if mpp else None)
-        for lvl, shape in zip(s.levels, s.level_shapes):
+        for lvl, shape in zip(s.levels, s.level_shapes, strict=False):
             assert lvl.shape == (*shape, 3) and lvl.dtype == np.uint8
-        assert all(a > b for a, b in zip(s.level_shapes[0], s.level_shapes[-1])) or n_levels == 1
+        assert all(a > b for a, b in zip(s.level_shapes[0], s.level_shapes[-1], strict=False)) or n_levels == 1
         assert s.reads == 0  # opening reads no pixels
 
 
