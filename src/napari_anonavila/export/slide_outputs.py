@@ -77,8 +77,19 @@ def write_slide_outputs(out_dir: str | os.PathLike, result, detector, slide, *, 
         render_overlay(tmp["overlay.png"], thumb, tds, heat, result.grid.patch_size_l0, title=title,
                        points_xy_l0=xy[top])
         with open(tmp["summary.json"], "w", encoding="utf-8") as fh:
-            json.dump(summary, fh, indent=1, default=_json_default)
+            json.dump(_finite_or_none(summary), fh, indent=1, default=_json_default, allow_nan=False)
     return summary
+
+
+def _finite_or_none(obj):
+    """NaN and infinities become null, so the summary is strict JSON (an empty slide has NaN scores)."""
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_none(v) for v in obj]
+    return obj
 
 
 def _json_default(o):
