@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import weakref
 
 import dask.array as da
 import numpy as np
@@ -38,6 +39,8 @@ class TifffileSlide(Slide):
         except (tifffile.TiffFileError, OSError, ValueError, KeyError, IndexError) as err:
             self._tif.close()
             raise SlideReadError(f"{path}: not a readable TIFF ({err})") from err
+        # close the file when the slide is garbage-collected (e.g. its napari layer was deleted)
+        self._finalizer = weakref.finalize(self, self._tif.close)
         super().__init__(path, mpp=mpp, file_mpp=self._file_mpp())
         self.vendor = "ome-tiff" if self._tif.is_ome else "tiff"
         shape0 = levels[0].shape
@@ -103,7 +106,7 @@ class TifffileSlide(Slide):
         return np.asarray(_to_rgb(da.from_array(arr)))
 
     def _close(self) -> None:
-        self._tif.close()
+        self._finalizer()
 
 
 def _to_rgb(arr: da.Array) -> da.Array:

@@ -1,0 +1,189 @@
+"""The Term-pool editor: both pools side by side; edits re-encode only new prompts and re-score from the cache."""
+
+from __future__ import annotations
+
+import warnings
+
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QFileDialog,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ...errors import AnonavilaError
+from ...terms import TermPools, dedupe, load_pool, save_pool
+from ..session import session_for
+
+__all__ = ["TermsWidget"]
+
+
+class _PoolList(QWidget):
+    """One editable pool: a list of terms (double-click to edit) with add, remove, import and export."""
+
+    def __init__(self, kind: str, owner: TermsWidget) -> None:
+        super().__init__()
+        self.kind, self.owner = kind, owner
+        self.title = QLabel()
+        self.list = QListWidget()
+        self.list.setSelectionMode(QListWidget.SelectionMode.ExtendedSelection)
+        buttons = QGridLayout()
+        for i, (text, slot) in enumerate((("Add", self.add), ("Remove", self.remove), ("Import...", self.import_),
+                                          ("Export...", self.export))):
+            b = QPushButton(text)
+            b.clicked.connect(slot)
+            buttons.addWidget(b, i // 2, i % 2)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.title)
+        layout.addWidget(self.list)
+        layout.addLayout(buttons)
+        self.list.itemChanged.connect(lambda _i: owner.mark_dirty())
+
+    def set_terms(self, terms: list[str]) -> None:
+        self.list.blockSignals(True)
+        self.list.clear()
+        for t in terms:
+            item = QListWidgetItem(t)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsEditable)
+            self.list.addItem(item)
+        self.list.blockSignals(False)
+        self.title.setText(f"<b>{self.kind.capitalize()}</b> ({len(terms)} terms)")
+
+    def terms(self) -> list[str]:
+        return [self.list.item(i).text() for i in range(self.list.count())]
+
+    def add(self, *_, text: str = "new term") -> None:
+        item = QListWidgetItem(text)
+        item.setFlags(item.flags() | Qt.ItemFlag.ItemIsEditable)
+        self.list.addItem(item)
+        self.list.setCurrentItem(item)
+        self.list.editItem(item)
+        self.owner.mark_dirty()
+
+    def remove(self, *_) -> None:
+        for item in self.list.selectedItems():
+            self.list.takeItem(self.list.row(item))
+        self.owner.mark_dirty()
+
+    def import_(self, *_, path: str | None = None) -> None:
+        path = path or QFileDialog.getOpenFileName(self, f"Import {self.kind} terms", "",
+                                                   "Term pools (*.csv *.txt);;All files (*)")[0]
+        if not path:
+            return
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                prompts = load_pool(path, template=self.owner.template)
+        except AnonavilaError as err:
+            show_error(str(err))
+            return
+        for w in caught:
+            show_warning(str(w.message))
+        self.set_terms([_strip(p, self.owner.template) for p in prompts])
+        self.owner.mark_dirty()
+
+    def export(self, *_, path: str | None = None) -> None:
+        path = path or QFileDialog.getSaveFileName(self, f"Export {self.kind} terms", f"{self.kind}_words.csv",
+                                                   "Authors' CSV (*.csv);;Plain text (*.txt)")[0]
+        if not path:
+            return
+        try:
+            save_pool(self.owner.prompts(self.kind), path, kind=self.kind, template=self.owner.template,
+                      overwrite=True)
+            show_info(f"wrote {path}")
+        except AnonavilaError as err:
+            show_error(str(err))
+
+
+def _strip(prompt: str, template: str) -> str:
+    prefix, _, suffix = template.partition("{}")
+    if prompt.startswith(prefix) and prompt.endswith(suffix) and len(prompt) > len(prefix) + len(suffix):
+        return prompt[len(prefix) : len(prompt) - len(suffix)]
+    return prompt
+
+
+class TermsWidget(QWidget):
+    """Edit the detector's term pools; Apply re-encodes new prompts, refits centroids and re-scores from cache."""
+
+    def __init__(self, viewer) -> None:
+        super().__init__()
+        self.viewer = viewer
+        self.session = session_for(viewer)
+        self.template = "an image showing {}"
+        self.normal = _PoolList("normal", self)
+        self.abnormal = _PoolList("abnormal", self)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        apply_b, restore_b = QPushButton("Apply and re-score"), QPushButton("Restore defaults")
+        apply_b.clicked.connect(self.apply)
+        restore_b.clicked.connect(self.restore_defaults)
+        pools = QHBoxLayout()
+        pools.addWidget(self.normal)
+        pools.addWidget(self.abnormal)
+        row = QHBoxLayout()
+        row.addWidget(restore_b)
+        row.addWidget(apply_b)
+        layout = QVBoxLayout(self)
+        layout.addLayout(pools)
+        layout.addLayout(row)
+        layout.addWidget(self.status)
+        self.session.detector_changed.connect(self.load_from_detector)
+        self.load(TermPools.default())
+
+    def load(self, pools: TermPools) -> None:
+        self.template = pools.template
+        self.normal.set_terms(pools.terms("normal"))
+        self.abnormal.set_terms(pools.terms("abnormal"))
+        self.status.setText("")
+
+    def load_from_detector(self, det) -> None:
+        if det is not None:
+            self.load(det.pools)
+
+    def restore_defaults(self, *_) -> None:
+        self.load(TermPools.default())
+        self.mark_dirty()
+
+    def mark_dirty(self) -> None:
+        self.normal.title.setText(f"<b>Normal</b> ({self.normal.list.count()} terms)")
+        self.abnormal.title.setText(f"<b>Abnormal</b> ({self.abnormal.list.count()} terms)")
+        self.status.setText("Edited: press Apply to re-score.")
+
+    def prompts(self, kind: str) -> list[str]:
+        pool = self.normal if kind == "normal" else self.abnormal
+        return [self.template.format(t.strip()) for t in pool.terms() if t.strip()]
+
+    def pools(self) -> TermPools:
+        """The edited pools, deduplicated with a notification naming the duplicates."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            normal = dedupe(self.prompts("normal"), source="normal pool")
+            abnormal = dedupe(self.prompts("abnormal"), source="abnormal pool")
+        for w in caught:
+            show_warning(str(w.message))
+        return TermPools(tuple(normal), tuple(abnormal), self.template)
+
+    def apply(self, *_) -> bool:
+        """Give the detector the edited pools and re-score the current slide from its embedding cache."""
+        det = self.session.detector
+        if det is None:
+            show_error("no detector yet: score a slide first (Score widget)")
+            return False
+        try:
+            pools = self.pools()
+            det.set_pools(pools)
+        except AnonavilaError as err:
+            show_error(str(err))
+            return False
+        self.session.detector_changed.emit(det)
+        self.status.setText("Centroids recomputed from the normal reference. The MLP was trained with the old "
+                            "pools: retraining is advisable (Retrain widget).")
+        self.session.rescore_requested.emit()
+        return True

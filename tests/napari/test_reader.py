@@ -1,0 +1,65 @@
+"""The reader and sample contributions, and the manifest."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_anonavila._napari.reader import get_reader
+from napari_anonavila.errors import MissingMppWarning, SlideReadError
+
+from ..conftest import shared_path
+
+
+@pytest.mark.parametrize(("name", "n_levels", "mpp"), [
+    ("cmu-1-small-region.svs", 1, 0.499), ("fluorescence-dapi-40x.ndpi", 7, 0.2282),
+    ("os-2-ki67-crop.ome.tif", 1, 0.2271), ("tcga-cr-7395-01a-01-ts1.svs", 2, None),
+    ("kidney-48-5.tif", 1, None)])
+def test_reader_gives_a_lazy_multiscale_layer(viewer, name, n_levels, mpp):
+    path = shared_path("slides", name)
+    reader = get_reader(str(path))
+    assert callable(reader)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MissingMppWarning)
+        [(data, kwargs, kind)] = reader(str(path))
+    assert kind == "image" and kwargs["multiscale"] and kwargs["rgb"]
+    assert len(data) == n_levels
+    assert kwargs["metadata"]["mpp"] == (pytest.approx(mpp, abs=1e-4) if mpp else None)
+    layer = viewer.add_image(data, **kwargs)
+    assert layer.multiscale
+    expected = mpp or 1.0
+    assert layer.scale[-1] == pytest.approx(expected, abs=1e-4)
+    assert layer.units[-1] == ("micrometer" if mpp else "pixel")  # the scale bar shows true size when mpp is known
+
+
+def test_reader_declines_other_files_and_reports_corrupt_ones(viewer):
+    assert get_reader("image.png") is None
+    assert get_reader(["a.svs", "b.svs"]) is None
+    reader = get_reader(str(shared_path("slides", "broken.svs")))
+    with pytest.raises(SlideReadError, match=r"broken\.svs"):
+        reader(str(shared_path("slides", "broken.svs")))
+
+
+def test_manifest_validates():
+    exe = Path(sys.executable).parent / "npe2"
+    out = subprocess.run([str(exe), "validate", "napari-anonavila"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "valid" in out.stdout
+
+
+def test_sample_data(viewer, monkeypatch, tmp_path):
+    from napari_anonavila._napari import sample_data
+
+    monkeypatch.setenv("ANONAVILA_CACHE", str(tmp_path))
+    monkeypatch.setattr(sample_data, "write_sample_slides",
+                        lambda folder, size: __import__("napari_anonavila.sample", fromlist=["x"])
+                        .write_sample_slides(folder, size=1024))
+    [(data, kwargs, _)] = sample_data.sample_slide()
+    layer = viewer.add_image(data, **kwargs)
+    assert layer.data[0].shape == (1024, 1024, 3)
+    assert np.asarray(layer.data[-1]).mean() < 255
