@@ -34,7 +34,7 @@ def run(device: str = "cpu", b: int = 100, d: int = 512) -> dict:
     with torch.no_grad():
         ref = per_image(v, tn, ta, s, mlp)
         ours = text_augmented_embeddings(v, tn, ta, s, mlp)
-        err = max(float((a - r).abs().max()) for a, r in zip(ours, ref))
+        err = max(float((a - r).abs().max()) for a, r in zip(ours, ref, strict=False))
         t_ref = median_time(lambda: (per_image(v, tn, ta, s, mlp), sync()), repeats=7)
         t_ours = median_time(lambda: (text_augmented_embeddings(v, tn, ta, s, mlp), sync()), repeats=21)
     return {"device": device, "batch": b, "dim": d, "pools": [92, 48], "per_image_ms": t_ref * 1e3,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from napari.qt.threading import thread_worker
 
 from ..grid import make_grid
@@ -11,14 +13,31 @@ from ..training import TrainConfig
 __all__ = ["fit_worker", "score_worker"]
 
 
+def _spare_a_core() -> tuple[int, int]:
+    """Reader threads and torch threads that leave one core to the UI thread."""
+    cores = os.cpu_count() or 2
+    return max(1, min(8, cores - 1)), max(1, cores - 1)
+
+
 @thread_worker(ignore_errors=True)  # the widgets show errors in the notification area
 def score_worker(slide, detector, *, cache, patch_um, roi, batch_size, mode, top_k=3, grid=None):
-    """Yield ('grid', grid) then Progress per batch; return the SlideResult. Runs off the UI thread."""
-    if grid is None:
-        grid = make_grid(slide, patch_um=patch_um if slide.mpp else None, roi_polygons_xy_l0=roi)
-    yield ("grid", grid)
-    result = yield from iter_score_slide(slide, grid, detector, batch_size=batch_size, cache=cache, mode=mode,
-                                         top_k=top_k)
+    """Yield ('grid', grid) then Progress per batch; return the SlideResult. Runs off the UI thread.
+
+    It leaves one CPU core to the UI thread (reader and torch threads), so the viewer stays responsive.
+    """
+    import torch
+
+    readers, threads = _spare_a_core()
+    before = torch.get_num_threads()
+    torch.set_num_threads(min(before, threads))
+    try:
+        if grid is None:
+            grid = make_grid(slide, patch_um=patch_um if slide.mpp else None, roi_polygons_xy_l0=roi)
+        yield ("grid", grid)
+        result = yield from iter_score_slide(slide, grid, detector, batch_size=batch_size, cache=cache, mode=mode,
+                                             top_k=top_k, workers=readers)
+    finally:
+        torch.set_num_threads(before)
     return result
 
 

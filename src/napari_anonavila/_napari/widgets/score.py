@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,7 @@ __all__ = ["ScoreWidget"]
 HEATMAP = "anomaly heatmap"
 TOPK = "top-k patches"
 REGIONS = ("whole slide", "current view", "shapes layer")
+_REFRESH_S = 0.3  # at most ~3 heatmap redraws a second while batches arrive
 
 
 class ScoreWidget(Container):
@@ -206,6 +208,7 @@ class ScoreWidget(Container):
         self.run_button.text = "Run"
 
     def _on_aborted(self, stage):
+        self._refresh_heatmap()
         kept = sum(len(p.score) for p in self._partial)
         show_info(f"{stage} cancelled; {kept} scored patches are kept on the heatmap" if kept else f"{stage} cancelled")
 
@@ -215,6 +218,7 @@ class ScoreWidget(Container):
             grid = event[1]
             self._grid = grid
             self._heat = np.full(grid.shape_rc, np.nan)
+            self._last_refresh = 0.0
             if len(grid) == 0:
                 show_warning("no tissue patches in this region; nothing to score")
             return
@@ -225,7 +229,10 @@ class ScoreWidget(Container):
         cells = self._grid.cells_rc[start : start + len(scores)]
         self._heat[cells[:, 0], cells[:, 1]] = scores.score
         self._partial.append(scores)
-        self._refresh_heatmap()
+        now = time.perf_counter()
+        if now - self._last_refresh >= _REFRESH_S:  # coalesce batches: each redraw costs the UI a frame
+            self._last_refresh = now
+            self._refresh_heatmap()
 
     def _refresh_heatmap(self):
         if self._heat is None:
@@ -256,9 +263,13 @@ class ScoreWidget(Container):
         self._refresh_heatmap()
         slide = self.session.slide
         data, kwargs, _ = topk_layer_data(result, self.session.detector, self.top_k.value, slide_scale(slide))
-        if TOPK in self.viewer.layers:
-            self.viewer.layers.remove(TOPK)
-        self.viewer.add_points(data, **kwargs)
+        if TOPK in self.viewer.layers:  # update in place: cheaper than a new layer, and keeps the user's styling
+            layer = self.viewer.layers[TOPK]
+            layer.data = data
+            layer.features = kwargs["features"]
+            layer.text = kwargs["text"]
+        else:
+            self.viewer.add_points(data, **kwargs)
         self.viewer.layers.selection.active = self.slide_layer.value
         s = slide_scores(self._heat)
         self.scores_label.value = (f"max {s['max']:.3g}, top-1% {s['top1']:.3g}\n"
