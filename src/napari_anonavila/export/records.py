@@ -1,0 +1,105 @@
+"""The exportable form of one slide's result: per-patch rows plus slide geometry and provenance.
+
+Built from a live result (:func:`from_result`) or read back from a ``score-slide`` output folder
+(:func:`read_result_dir`), so exports work the same from the CLI, the API and napari.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputFileError
+from .tables import explain_columns, read_csv
+
+__all__ = ["REVIEW_STATES", "PatchTable", "from_result", "read_result_dir"]
+
+REVIEW_STATES = ("unreviewed", "confirmed", "rejected", "unsure")
+
+
+@dataclass
+class PatchTable:
+    """Rows in grid order. ``x_l0, y_l0`` are top-left level-0 pixels; ``top_*`` are 'term:weight|...' strings."""
+
+    x_l0: np.ndarray
+    y_l0: np.ndarray
+    size_l0: int
+    row: np.ndarray
+    col: np.ndarray
+    d_normal: np.ndarray
+    d_abnormal: np.ndarray
+    score: np.ndarray
+    top_normal: list[str]
+    top_abnormal: list[str]
+    shape_rc: tuple[int, int]
+    slide: dict
+    provenance: dict
+    review: dict[int, str] = field(default_factory=dict)  # patch index -> review state
+
+    def __len__(self) -> int:
+        return int(self.score.shape[0])
+
+    @property
+    def rank(self) -> np.ndarray:
+        r = np.empty(len(self), np.int64)
+        r[np.argsort(-self.score, kind="stable")] = np.arange(1, len(self) + 1)
+        return r
+
+    def top_k(self, k: int) -> np.ndarray:
+        return np.argsort(-self.score, kind="stable")[:k]
+
+    def heatmap(self) -> np.ndarray:
+        h = np.full(self.shape_rc, np.nan)
+        h[self.row, self.col] = self.score
+        return h
+
+
+def from_result(result, detector, *, fingerprint: str | None = None) -> PatchTable:
+    """A PatchTable from a SlideResult and the detector that produced it (``fingerprint``: the slide's)."""
+    from .provenance import provenance
+
+    s, g = result.scores, result.grid
+    n = len(s)
+    xy = g.xy_l0()[:n]
+    names_n, names_a = detector.term_names("normal"), detector.term_names("abnormal")
+    expl = [explain_columns(s, i, names_n, names_a) for i in range(n)]
+    prov = provenance(result, detector, slide_fingerprint=fingerprint or _fingerprint(result.slide["path"]))
+    return PatchTable(xy[:, 0].copy(), xy[:, 1].copy(), g.patch_size_l0, g.cells_rc[:n, 0].copy(),
+                      g.cells_rc[:n, 1].copy(), np.asarray(s.d_normal, float), np.asarray(s.d_abnormal, float),
+                      np.asarray(s.score, float), [e[0] for e in expl], [e[1] for e in expl], tuple(g.shape_rc),
+                      dict(result.slide), prov)
+
+
+def _fingerprint(path: str) -> str | None:
+    from ..slide import open_slide
+
+    try:
+        with open_slide(path) as s:
+            return s.fingerprint()
+    except Exception:  # a moved slide: provenance records None
+        return None
+
+
+def read_result_dir(folder: str | os.PathLike) -> PatchTable:
+    """Read ``patches.csv`` and ``summary.json`` written by ``anonavila score-slide``."""
+    folder = Path(folder)
+    try:
+        summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise InputFileError(f"{folder}: not a score-slide result folder (summary.json: {err})") from err
+    cols = ["x_l0", "y_l0", "size_l0", "row", "col", "d_normal", "d_abnormal", "score", "top_normal", "top_abnormal"]
+    rows = read_csv(folder / "patches.csv", cols)
+    try:
+        num = {c: np.array([float(r[c]) for r in rows]) for c in cols[:8]}
+    except ValueError as err:
+        raise InputFileError(f"{folder / 'patches.csv'}: a numeric column holds text ({err})") from err
+    size = int(num["size_l0"][0]) if rows else int(summary["heatmap"]["cell_size_l0"])
+    prov = summary.get("provenance", {})
+    return PatchTable(num["x_l0"].astype(np.int64), num["y_l0"].astype(np.int64), size, num["row"].astype(np.int64),
+                      num["col"].astype(np.int64), num["d_normal"], num["d_abnormal"], num["score"],
+                      [r["top_normal"] for r in rows], [r["top_abnormal"] for r in rows],
+                      tuple(summary["heatmap"]["shape_rc"]), prov.get("slide", {}), prov)

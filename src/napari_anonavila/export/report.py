@@ -1,0 +1,70 @@
+"""A one-page, self-contained HTML report per slide: overlay, colour bar, slide scores, top-k with terms."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .._atomic import atomic_write, check_writable
+from ..maps import slide_scores
+from .records import PatchTable
+
+__all__ = ["write_report"]
+
+
+def _png(img: np.ndarray) -> str:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _terms(cell: str) -> str:
+    return "<br>".join(html.escape(t.replace(":", " (") + ")") for t in cell.split("|") if t)
+
+
+def write_report(path: str | os.PathLike, table: PatchTable, *, overlay_png: bytes, slide=None, top_k: int = 10,
+                 overwrite: bool = False) -> Path:
+    """Write the HTML report; ``slide`` (open) adds thumbnails of the top-k patches."""
+    path = check_writable(path, overwrite=overwrite)
+    s = slide_scores(table.heatmap())
+    prov = table.provenance or {}
+    rows = []
+    for r, i in enumerate(table.top_k(top_k), start=1):
+        thumb = ""
+        if slide is not None:
+            lvl = slide.best_level(table.size_l0 / 160)
+            side = max(1, round(table.size_l0 / slide.level_downsamples[lvl]))
+            img = slide.read_region((int(table.x_l0[i]), int(table.y_l0[i])), lvl, (side, side))
+            thumb = f'<img src="{_png(img)}" width="160" height="160">'
+        state = table.review.get(int(i), "unreviewed")
+        rows.append(f"<tr><td>{r}</td><td>{thumb}</td><td>{table.score[i]:.4g}</td>"
+                    f"<td>({int(table.x_l0[i])}, {int(table.y_l0[i])})</td><td>{_terms(table.top_abnormal[i])}</td>"
+                    f"<td>{_terms(table.top_normal[i])}</td><td>{state}</td></tr>")
+    overlay = "data:image/png;base64," + base64.b64encode(overlay_png).decode()
+    fmt = lambda v: "n/a" if v is None or not np.isfinite(v) else f"{v:.4g}"  # noqa: E731
+    backend = html.escape(str(prov.get("backend", {}).get("spec", "?")))
+    name = html.escape(Path(str(table.slide.get("path", "slide"))).name)
+    doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>Anomaly report: {name}</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:top;font-size:13px}}th{{background:#eee}}</style></head>
+<body><h1>Anomaly report: {name}</h1>
+<p>Backend <code>{backend}</code>; scoring mode {html.escape(str(prov.get('scoring_mode', '?')))};
+{len(table)} patches of {table.size_l0} level-0 px; created {html.escape(str(prov.get('created', '?')))}.
+Full provenance is in the JSON sidecar.</p>
+<h2>Slide scores</h2><table><tr><th></th><th>max</th><th>top-1% mean</th></tr>
+<tr><th>raw</th><td>{fmt(s['max'])}</td><td>{fmt(s['top1'])}</td></tr>
+<tr><th>3x3 eroded</th><td>{fmt(s['max_eroded'])}</td><td>{fmt(s['top1_eroded'])}</td></tr></table>
+<h2>Heatmap</h2><img src="{overlay}" style="max-width:100%">
+<h2>Top {top_k} patches</h2><table><tr><th>rank</th><th>patch</th><th>score</th><th>level-0 (x, y)</th>
+<th>abnormal terms</th><th>normal terms</th><th>review</th></tr>{''.join(rows)}</table>
+</body></html>"""
+    with atomic_write(path, encoding="utf-8") as fh:
+        fh.write(doc)
+    return path
