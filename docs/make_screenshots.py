@@ -87,6 +87,24 @@ def main() -> None:
     wait(retrain)
     pump(1)
     v.screenshot(str(OUT / "napari_retrain.png"), canvas_only=False)
+    v.window.remove_dock_widget("all")
+    from napari_anonavila._napari.widgets.export import ExportWidget
+
+    qa = ExportWidget(v)
+    v.window.add_dock_widget(qa, name="QA review and export", area="right")
+    qa.mark("confirmed", indices=[0, 1])
+    qa.mark("rejected", indices=[2])
+    qa.mark("unsure", indices=[3])
+    import tempfile
+
+    qa.folder.value = Path(tempfile.mkdtemp())
+    written = qa.export()
+    v.layers["top-k patches"].visible = False
+    qa.import_geojson(written["geojson"])
+    v.layers["anomaly heatmap"].visible = False
+    v.reset_view()
+    pump(1)
+    v.screenshot(str(OUT / "napari_qa.png"), canvas_only=False)
     print("wrote", sorted(p.name for p in OUT.glob("napari_*.png")))
     v.close()
 

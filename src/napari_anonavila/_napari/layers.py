@@ -7,13 +7,15 @@ its centre sits on the centre of the patch's pixels (napari puts pixel centres a
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from ..maps.overlay import contrast_limits
 from ..slide import Slide
 
-__all__ = ["HEATMAP_COLORMAP", "heatmap_layer_data", "slide_layer_data", "slide_scale", "topk_features",
-           "topk_layer_data"]
+__all__ = ["HEATMAP_COLORMAP", "features_to_layer_data", "heatmap_layer_data", "slide_layer_data", "slide_scale",
+           "topk_features", "topk_layer_data"]
 
 
 def _heatmap_colormap():
@@ -97,7 +99,42 @@ def topk_layer_data(result, detector, k: int, scale: float, name: str = "top-k p
     coords = np.stack([(xy[:, 1] + (p - 1) / 2) * scale, (xy[:, 0] + (p - 1) / 2) * scale], axis=1) \
         if len(xy) else np.zeros((0, 2))
     kwargs = {"name": name, "features": feats, "size": p * scale * 0.35, "units": _units(scale),
+              "metadata": {"anonavila_l0_per_world": 1 / scale},
               "face_color": "transparent", "border_color": "cyan", "border_width": 0.12, "symbol": "ring",
               "text": {"string": "{rank}: {top_abnormal}", "color": "cyan", "size": 8,
                        "anchor": "upper_left", "translation": (-p * scale * 0.2, 0)}}
     return (coords, kwargs, "points")
+
+
+def features_to_layer_data(features, scale: float, name: str = "QuPath") -> list[tuple]:
+    """Imported QuPath features -> a Shapes layer per object type and a Points layer for point objects."""
+    out = []
+    by_type: dict[str, list] = {}
+    points = [f for f in features if f.points_xy is not None]
+    for f in features:
+        if f.polygons_xy:
+            by_type.setdefault(f.object_type, []).append(f)
+    for otype, feats in sorted(by_type.items()):
+        shapes, props = [], {"name": [], "classification": [], "object_type": [], "review": [], "measurements": [],
+                             "metadata": []}
+        colors = []
+        for f in feats:
+            for ring in f.polygons_xy:
+                shapes.append(np.asarray(ring)[:, ::-1] * scale)  # level-0 (x, y) -> world (row, col)
+                props["name"].append(f.name or "")
+                props["classification"].append(f.classification or "")
+                props["object_type"].append(otype)
+                props["review"].append(f.metadata.get("review", ""))
+                props["measurements"].append(json.dumps(f.measurements))
+                props["metadata"].append(json.dumps(f.metadata))
+                colors.append(np.array([*(f.color or [255, 255, 0])], float) / 255)
+        out.append((shapes, {"name": f"{name} {otype}s", "shape_type": "polygon", "features": props,
+                             "edge_color": np.array(colors), "face_color": "transparent", "edge_width": 2 * scale,
+                             "units": _units(scale), "metadata": {"source": "qupath-geojson",
+                                                                   "anonavila_l0_per_world": 1 / scale}}, "shapes"))
+    if points:
+        coords = np.concatenate([f.points_xy[:, ::-1] * scale for f in points])
+        props = {"name": [f.name or "" for f in points for _ in f.points_xy],
+                 "classification": [f.classification or "" for f in points for _ in f.points_xy]}
+        out.append((coords, {"name": f"{name} points", "features": props, "units": _units(scale)}, "points"))
+    return out

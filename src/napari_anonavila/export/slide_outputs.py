@@ -66,19 +66,30 @@ def write_slide_outputs(out_dir: str | os.PathLike, result, detector, slide, *, 
         "provenance": provenance(result, detector, slide_fingerprint=slide.fingerprint(), checkpoint=checkpoint),
         **(extra or {}),
     }
-    thumb, tds = thumbnail if thumbnail is not None else slide.thumbnail(1024)
-    title = f"{slide.path.name}: max {scores['max']:.3g}, top-1% {scores['top1']:.3g} ({result.mode})"
+    picture = overlay_png(result, slide, thumbnail, top_k)
     with contextlib.ExitStack() as stack:
         # entered in reverse, so summary.json is renamed into place last
         tmp = {name: stack.enter_context(atomic_path(out / name)) for name in reversed(OUTPUT_FILES)}
         write_csv(tmp["patches.csv"], PATCH_COLUMNS, _patch_rows(result, detector), overwrite=True)
         with open(tmp["heatmap.npy"], "wb") as fh:
             np.save(fh, heat.astype(np.float32))
-        render_overlay(tmp["overlay.png"], thumb, tds, heat, result.grid.patch_size_l0, title=title,
-                       points_xy_l0=xy[top])
+        tmp["overlay.png"].write_bytes(picture)
         with open(tmp["summary.json"], "w", encoding="utf-8") as fh:
             json.dump(_finite_or_none(summary), fh, indent=1, default=_json_default, allow_nan=False)
     return summary
+
+
+def overlay_png(result, slide, thumbnail=None, top_k: int = 10) -> bytes:
+    """The overlay picture of a result as PNG bytes (for reports)."""
+    import io
+
+    thumb, tds = thumbnail if thumbnail is not None else slide.thumbnail(1024)
+    scores = result.slide_scores()
+    buf = io.BytesIO()
+    render_overlay(buf, thumb, tds, result.heatmap(), result.grid.patch_size_l0,
+                   title=f"{slide.path.name}: max {scores['max']:.3g}, top-1% {scores['top1']:.3g} ({result.mode})",
+                   points_xy_l0=result.grid.xy_l0()[result.top_k(top_k)])
+    return buf.getvalue()
 
 
 def _finite_or_none(obj):

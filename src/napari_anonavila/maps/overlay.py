@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -24,9 +25,9 @@ def contrast_limits(values: np.ndarray) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def render_overlay(path: str | os.PathLike, thumbnail: np.ndarray, thumb_downsample: float, heatmap: np.ndarray,
-                   patch_size_l0: int, *, title: str = "", label: str = "anomaly score", points_xy_l0=None,
-                   alpha: float = 0.55) -> Path:
+def render_overlay(path: str | os.PathLike | BinaryIO, thumbnail: np.ndarray, thumb_downsample: float,
+                   heatmap: np.ndarray, patch_size_l0: int, *, title: str = "", label: str = "anomaly score",
+                   points_xy_l0=None, alpha: float = 0.55) -> Path | BinaryIO:
     """Write a PNG: thumbnail, heatmap cells in their level-0 place, optional top-k markers, and a colour bar.
 
     Cell opacity rises with the score, so low-scoring tissue stays visible underneath.
@@ -61,7 +62,10 @@ def render_overlay(path: str | os.PathLike, thumbnail: np.ndarray, thumb_downsam
     cb.set_label(label)
     cb.formatter.set_powerlimits((-2, 3))
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
+    if hasattr(path, "write"):  # a binary buffer
+        fig.savefig(path, format="png")
+    else:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
     plt.close(fig)
-    return Path(path)
+    return path
