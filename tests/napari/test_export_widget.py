@@ -51,7 +51,7 @@ def test_mark_export_and_import_back(qa, tmp_path):
     record = json.loads(written["provenance"].read_text())
     assert set(record["review_state"].values()) == {"confirmed", "rejected"}
     layers = qa_widget.import_geojson(written["geojson"])
-    tiles = [ly for ly in layers if ly.name.endswith("tiles")][0]
+    tiles = next(ly for ly in layers if ly.name.endswith("tiles"))
     assert len(tiles.data) == len(w.session.result.scores)
     # a tile polygon sits on its patch: world (row, col) = level-0 (y, x) times the scale
     first = tiles.data[0]
