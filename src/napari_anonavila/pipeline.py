@@ -155,7 +155,8 @@ def score_slide(detector, slide: Slide | str | os.PathLike, *, out_dir: str | os
                 patch_um: float | None = None, patch_px: int | None = None, min_tissue: float = 0.25,
                 roi_polygons_xy_l0=None, mpp: float | None = None, batch_size: int = 32, workers: int | None = None,
                 prefetch: int = 2, mode: str | None = None, top_k: int = 3, overwrite: bool = False,
-                checkpoint: dict | None = None, on_progress=None, cancel=None) -> SlideResult:
+                checkpoint: dict | None = None, extra: dict | None = None, on_progress=None, cancel=None
+                ) -> SlideResult:
     """Open (if needed), grid, score and (with ``out_dir``) write outputs and the embedding cache."""
     from ._atomic import check_writable
     from .export.slide_outputs import write_slide_outputs
@@ -183,7 +184,7 @@ def score_slide(detector, slide: Slide | str | os.PathLike, *, out_dir: str | os
         result = drain(gen, on_progress, cancel)
         if out_dir is not None:
             write_slide_outputs(out_dir, result, detector, sl, thumbnail=cache.thumbnail(sl), overwrite=overwrite,
-                                checkpoint=checkpoint)
+                                checkpoint=checkpoint, extra=extra)
         return result
     finally:
         if own:

@@ -1,0 +1,102 @@
+"""Cohort bookkeeping: which slides, where their outputs go, which are already finished, and the cohort table."""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..errors import InputFileError
+from ..maps import SLIDE_SCORE_NAMES
+
+__all__ = ["COHORT_COLUMNS", "BatchSettings", "cohort_row", "expand_inputs", "finished", "slide_out_dir"]
+
+COHORT_COLUMNS = ["slide", "status", "error", "n_patches", *SLIDE_SCORE_NAMES, "seconds", "out_dir"]
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """What determines a slide's result besides the slide and the model; part of the resume check."""
+
+    patch_um: float | None = None
+    patch_px: int | None = None
+    min_tissue: float = 0.25
+    mode: str | None = None
+    batch_size: int = 32
+    mpp: float | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def expand_inputs(items: list[str]) -> list[Path]:
+    """Slides from paths, glob patterns, and list files (``.txt``/``.csv``: one path a line, or a ``slide`` column)."""
+    out: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.suffix.lower() in (".txt", ".csv", ".lst") and p.is_file():
+            out += _read_list(p)
+        elif any(c in item for c in "*?["):
+            matches = sorted(glob.glob(item, recursive=True))
+            if not matches:
+                raise InputFileError(f"{item}: the pattern matches no file")
+            out += [Path(m) for m in matches]
+        else:
+            out.append(p)
+    seen, unique = set(), []
+    for p in out:
+        key = os.path.realpath(p)
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    if not unique:
+        raise InputFileError("no slides given")
+    return unique
+
+
+def _read_list(path: Path) -> list[Path]:
+    lines = [ln.strip() for ln in path.read_text(encoding="utf-8-sig").splitlines()]
+    lines = [ln for ln in lines if ln and not ln.startswith("#")]
+    if path.suffix.lower() == ".csv" and lines and "," in lines[0]:
+        header = [h.strip() for h in lines[0].split(",")]
+        if "slide" not in header:
+            raise InputFileError(f"{path}: a CSV list needs a 'slide' column; found {header}")
+        col = header.index("slide")
+        lines = [ln.split(",")[col].strip() for ln in lines[1:]]
+    elif lines and lines[0].lower() == "slide":
+        lines = lines[1:]
+    base = path.parent
+    return [Path(ln) if Path(ln).is_absolute() else base / ln for ln in lines]
+
+
+def slide_out_dir(out: Path, slide: Path, all_slides: list[Path]) -> Path:
+    """``out/<stem>``, or ``out/<stem>-<hash>`` when two slides share a stem."""
+    stem = slide.name.split(".")[0]
+    clash = sum(1 for s in all_slides if s.name.split(".")[0] == stem) > 1
+    if clash or stem.lower() in ("", "cohort"):
+        stem += "-" + hashlib.sha256(str(slide.resolve()).encode()).hexdigest()[:8]
+    return out / stem
+
+
+def finished(out_dir: Path, *, slide_fingerprint: str, checkpoint_sha: str, settings: BatchSettings) -> bool:
+    """True when ``out_dir`` holds a complete result for this slide content, model and settings."""
+    try:
+        summary = json.loads((out_dir / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return False
+    prov = summary.get("provenance") or {}
+    return ((prov.get("slide") or {}).get("fingerprint_sha256") == slide_fingerprint
+            and (prov.get("checkpoint") or {}).get("sha256") == checkpoint_sha
+            and summary.get("batch_settings") == settings.to_dict())
+
+
+def cohort_row(slide: Path, status: str, *, error: str = "", summary: dict | None = None, seconds: float = 0.0,
+               out_dir: Path | None = None) -> dict:
+    scores = (summary or {}).get("slide_scores") or {}
+    return {"slide": str(slide), "status": status, "error": error.replace("\n", " ")[:500],
+            "n_patches": (summary or {}).get("n_patches", ""),
+            **{k: "" if scores.get(k) is None else scores[k] for k in SLIDE_SCORE_NAMES},
+            "seconds": round(seconds, 2), "out_dir": str(out_dir or "")}

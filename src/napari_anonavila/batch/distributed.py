@@ -1,0 +1,199 @@
+"""dask.distributed glue: one task per slide, retries for transient failures, a resumable cohort run.
+
+No scoring logic here: each task calls the core's ``score_slide``. Deterministic input errors (a corrupt
+slide, no tissue, a bad setting) are recorded, not retried; other exceptions are retried by dask up to
+``retries`` times, and a worker that dies mid-slide has its task rescheduled by the scheduler. Outputs are
+written atomically, so a slide is either complete or absent.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from functools import lru_cache
+from pathlib import Path
+
+from .._atomic import atomic_write
+from ..errors import AnonavilaError, BackendUnavailableError
+from .cohort import COHORT_COLUMNS, BatchSettings, cohort_row, finished, slide_out_dir
+
+__all__ = ["WORK_LOG", "run_batch", "score_one"]
+
+logger = logging.getLogger(__name__)
+WORK_LOG = "batch-work.log"  # one line per slide actually scored (appended by workers)
+
+
+@lru_cache(maxsize=2)
+def _detector(model: str, sha: str, device: str):
+    """One loaded model per worker process (keyed by the checkpoint's hash)."""
+    import torch
+
+    from ..detector import Detector
+
+    torch.set_num_threads(max(1, int(os.environ.get("ANONAVILA_TORCH_THREADS", "1"))))
+    return Detector.load(model, device=device)
+
+
+def _device() -> str:
+    """This worker's device: one GPU per worker (by worker name) when there are GPUs, else the CPU."""
+    import torch
+
+    n = torch.cuda.device_count()
+    if n == 0:
+        return "cpu"
+    try:
+        from distributed import get_worker
+
+        return f"cuda:{int(get_worker().name) % n}"
+    except (ValueError, TypeError):
+        return "cuda:0"
+
+
+def score_one(slide: str, model: str, model_sha: str, out_dir: str, settings: BatchSettings, log_dir: str) -> dict:
+    """The task: score one slide into ``out_dir``; return its cohort row. Raises only for transient failures."""
+    from ..pipeline import score_slide
+
+    t0 = time.perf_counter()
+    try:
+        if _already_done(slide, out_dir, model_sha, settings):  # a rescheduled task whose outputs were complete
+            return cohort_row(Path(slide), "ok", summary=_summary(Path(out_dir)), out_dir=Path(out_dir))
+        det = _detector(model, model_sha, _device())
+        score_slide(det, slide, out_dir=out_dir, patch_um=settings.patch_um, patch_px=settings.patch_px,
+                    min_tissue=settings.min_tissue, mode=settings.mode, batch_size=settings.batch_size,
+                    mpp=settings.mpp, overwrite=True, checkpoint={"path": model, "sha256": model_sha},
+                    extra={"batch_settings": settings.to_dict()})
+    except (AnonavilaError, ValueError) as err:
+        if isinstance(err, BackendUnavailableError):
+            raise  # a worker without the model's package: let another worker try
+        return cohort_row(Path(slide), "failed", error=f"{type(err).__name__}: {err}",
+                          seconds=time.perf_counter() - t0, out_dir=Path(out_dir))
+    with open(os.path.join(log_dir, WORK_LOG), "a", encoding="utf-8") as fh:  # O_APPEND: one short line is atomic
+        fh.write(f"{slide}\t{os.getpid()}\n")
+    return cohort_row(Path(slide), "ok", summary=_summary(Path(out_dir)), seconds=time.perf_counter() - t0,
+                      out_dir=Path(out_dir))
+
+
+def _already_done(slide: str, out_dir: str, model_sha: str, settings: BatchSettings) -> bool:
+    from ..slide import open_slide
+
+    with open_slide(slide, mpp=settings.mpp) as sl:
+        return finished(Path(out_dir), slide_fingerprint=sl.fingerprint(), checkpoint_sha=model_sha, settings=settings)
+
+
+def _client(scheduler: str | None, n_workers: int | None):
+    from distributed import Client, LocalCluster
+
+    logging.getLogger("distributed").setLevel(logging.WARNING)  # the CLI shows its own progress
+    if scheduler:
+        return Client(scheduler), None
+    import torch
+
+    gpus = torch.cuda.device_count()
+    n = n_workers or (gpus or max(1, (os.cpu_count() or 2) // 2))
+    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
+                           resources={"GPU": 1} if gpus else None, silence_logs=logging.ERROR)
+    return Client(cluster), cluster
+
+
+def run_batch(slides: list[Path], model: str | os.PathLike, out: str | os.PathLike, *,
+              settings: BatchSettings | None = None, scheduler: str | None = None, n_workers: int | None = None,
+              retries: int = 2, labels: dict[str, int] | None = None,
+              on_result: Callable[[dict], None] | None = None, log: Callable[[str], None] = logger.info) -> dict:
+    """Score ``slides`` on a dask cluster; write ``cohort.csv`` (and metrics with ``labels``); return a report.
+
+    Finished slides (complete outputs whose provenance matches slide, model and settings) are skipped.
+    """
+    from distributed import as_completed
+
+    from ..backends import sha256_file
+
+    settings = settings or BatchSettings()
+    from ..slide import open_slide
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = str(Path(model).resolve())
+    sha = sha256_file(model)
+    rows: dict[str, dict] = {}
+    todo = []
+    for s in slides:
+        target = slide_out_dir(out, s, slides)
+        try:
+            with open_slide(s, mpp=settings.mpp) as sl:
+                fp = sl.fingerprint()
+        except AnonavilaError as err:
+            rows[str(s)] = cohort_row(s, "failed", error=f"{type(err).__name__}: {err}", out_dir=target)
+            continue
+        if finished(target, slide_fingerprint=fp, checkpoint_sha=sha, settings=settings):
+            rows[str(s)] = cohort_row(s, "skipped", summary=_summary(target), out_dir=target)
+        else:
+            todo.append((s, target))
+    log(f"{len(slides)} slide(s): {len(todo)} to score, {sum(r['status'] == 'skipped' for r in rows.values())} "
+        f"already finished, {sum(r['status'] == 'failed' for r in rows.values())} unreadable")
+    client, cluster = _client(scheduler, n_workers) if todo else (None, None)
+    try:
+        if client is not None:
+            if client.dashboard_link:
+                log(f"dask dashboard: {client.dashboard_link}")
+            resources = {"GPU": 1} if cluster is not None and cluster.scheduler_info.get("workers") and any(
+                w.get("resources", {}).get("GPU") for w in cluster.scheduler_info["workers"].values()) else None
+            futures = {client.submit(score_one, str(s), model, sha, str(t), settings, str(out), retries=retries,
+                                     key=f"score-{t.name}", pure=False, resources=resources): (s, t) for s, t in todo}
+            for fut in as_completed(futures):
+                s, t = futures[fut]
+                try:
+                    row = fut.result()
+                except Exception as err:  # retries exhausted, or the worker died too often
+                    row = cohort_row(s, "failed", error=f"{type(err).__name__}: {err}", out_dir=t)
+                rows[str(s)] = row
+                if on_result:
+                    on_result(row)
+    finally:
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
+    ordered = [rows[str(s)] for s in slides]
+    from ..export.tables import write_csv
+
+    write_csv(out / "cohort.csv", COHORT_COLUMNS, ([r[c] for c in COHORT_COLUMNS] for r in ordered), overwrite=True)
+    report = {"n": len(slides), "scored": len(todo), **{k: sum(r["status"] == k for r in ordered)
+                                                        for k in ("ok", "skipped", "failed")}}
+    if labels is not None:
+        report["metrics"] = _evaluate(ordered, labels, out)
+    return report
+
+
+def _summary(folder: Path) -> dict | None:
+    import json
+
+    try:
+        return json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _evaluate(rows: list[dict], labels: dict[str, int], out: Path) -> dict:
+    """Slide-level AUROC and AUPR (bootstrap CIs) of every slide score, over slides with a label and a score."""
+    import json
+
+    import numpy as np
+
+    from ..maps import SLIDE_SCORE_NAMES
+    from ..metrics import bootstrap_metrics
+
+    usable = [r for r in rows if r["status"] in ("ok", "skipped") and Path(r["slide"]).name.split(".")[0] in labels
+              and r["max"] != ""]
+    y = np.array([labels[Path(r["slide"]).name.split(".")[0]] for r in usable])
+    result = {}
+    for k in SLIDE_SCORE_NAMES:
+        try:
+            m = bootstrap_metrics(y, np.array([float(r[k]) for r in usable]), n_boot=2000, seed=0)
+            result[k] = {name: v.to_dict() for name, v in m.items()}
+        except ValueError as err:
+            result[k] = {"error": str(err)}
+    with atomic_write(out / "cohort_metrics.json") as fh:
+        json.dump({"n": len(usable), "metrics": result}, fh, indent=1)
+    return result
