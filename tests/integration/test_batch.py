@@ -34,7 +34,7 @@ def cohort(tmp_path_factory):
     for i in range(4):
         img, _ = make_tissue(1024, seed=10 + i, n_anomalies=2 * (i % 2))
         slides.append(write_pyramid_tiff(folder / f"case{i}.tif", img, mpp=0.5))
-    return slides + [shared_path("slides", "broken.svs")]
+    return [*slides, shared_path("slides", "broken.svs")]
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,8 @@ def test_cohort_run_failure_row_and_resume(cohort, model, cluster, tmp_path):
     again = run_batch(cohort, model, out, settings=SETTINGS, scheduler=cluster.scheduler_address)
     assert (again["scored"], again["skipped"], again["failed"]) == (0, 4, 1)  # no work done on the re-run
     assert all(v == 1 for v in _log_counts(out).values())
-    changed = run_batch(cohort[:1], model, out, settings=BatchSettings(patch_px=256), scheduler=cluster.scheduler_address)
+    changed = run_batch(cohort[:1], model, out, settings=BatchSettings(patch_px=256),
+                        scheduler=cluster.scheduler_address)
     assert changed["scored"] == 1  # other settings: not finished
 
 
@@ -118,7 +119,7 @@ def test_a_killed_worker_loses_and_doubles_nothing(cohort, model, tmp_path):
                     except ProcessLookupError:
                         continue
 
-        report = run_batch(cohort[:4] * 1, model, out, settings=SETTINGS, scheduler=cl.scheduler_address,
+        report = run_batch(cohort[:4], model, out, settings=SETTINGS, scheduler=cl.scheduler_address,
                            on_result=kill_one)
     assert killed.is_set()
     assert report["ok"] == 4, _cohort(out)

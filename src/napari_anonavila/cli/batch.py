@@ -18,7 +18,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, type=existing_path, help="checkpoint (.safetensors)")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--scheduler", metavar="ADDRESS", help="an existing dask scheduler (default: a local cluster)")
-    p.add_argument("--n-workers", type=positive_int, help="local dask worker processes (default: one per GPU, else cores/2)")
+    p.add_argument("--n-workers", type=positive_int,
+                   help="local dask worker processes (default: one per GPU, else half the cores)")
     p.add_argument("--retries", type=int, default=2, help="retries of a slide after a transient failure")
     p.add_argument("--labels", type=existing_path, help="CSV slide_id,label: runs the paper's slide-level evaluation")
     p.add_argument("--mode", choices=["sum", "max", "l2", "zero_shot"], default=None)
