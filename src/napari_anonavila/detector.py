@@ -182,7 +182,7 @@ class Detector:
 
     # -- scoring -----------------------------------------------------------------------------------
     def score_embeddings(self, embeddings: np.ndarray | torch.Tensor, *, mode: ScoreMode | str | None = None,
-                         top_k: int = 3, chunk: int = 2048) -> PatchScores:
+                         top_k: int = 3, chunk: int = 512) -> PatchScores:
         """Anomaly scores and term explanations for image embeddings (N, D)."""
         mode = ScoreMode(mode or self.mode)
         embs = check_embeddings(embeddings, self.embed_dim) if len(embeddings) else torch.zeros(0, self.embed_dim)

@@ -89,10 +89,10 @@ def score_batch(
     Zero-shot mode needs neither ``mlp`` nor ``centroids``: the score is the softmax probability mass on
     the abnormal pool over both pools together.
     """
-    # float64 throughout: scores are often 1e-5..1e-3, near float32's resolution of 1 - cos, and must not
-    # depend on how patches were batched.
-    v = F.normalize(img_embs.double(), dim=-1)
-    normal_text, abnormal_text = normal_text.double(), abnormal_text.double()
+    # The head runs in float32 (its (B, K, D) tensor is the cost); the distances 1 - cos(h, c) run in float64,
+    # because scores are often 1e-5..1e-3. Scores then agree across batchings to about 1e-8 absolute.
+    v = F.normalize(img_embs.float(), dim=-1)
+    normal_text, abnormal_text = normal_text.float(), abnormal_text.float()
     w_n = term_weights(v, normal_text, logit_scale_exp)
     w_a = term_weights(v, abnormal_text, logit_scale_exp)
     if mode is ScoreMode.ZERO_SHOT:
@@ -106,8 +106,8 @@ def score_batch(
             raise ValueError(f"score mode {mode.value!r} needs a trained MLP and centroids; fit the detector first")
         h_n = pool_embeddings(v, normal_text, w_n, mlp)
         h_a = pool_embeddings(v, abnormal_text, w_a, mlp)
-        d_n = 1 - F.cosine_similarity(h_n, centroids[0].double().reshape(1, -1), dim=-1)
-        d_a = 1 - F.cosine_similarity(h_a, centroids[1].double().reshape(1, -1), dim=-1)
+        d_n = 1 - F.cosine_similarity(h_n.double(), centroids[0].double().reshape(1, -1), dim=-1)
+        d_a = 1 - F.cosine_similarity(h_a.double(), centroids[1].double().reshape(1, -1), dim=-1)
         score = _combine(d_n, d_a, mode)
     tn_i, tn_w = _top(w_n, top_k)
     ta_i, ta_w = _top(w_a, top_k)

@@ -71,8 +71,8 @@ def test_cache_rescore_equals_fresh_without_reading_pixels(scored, sample_slides
         again = score_slide(fitted_on_sample, s, out_dir=out, patch_px=128, overwrite=True)
         assert s.reads == 0
     assert again.from_cache
-    # float64 scoring: batch shapes differ between runs (16 vs 4096 rows), results agree to ~1e-16
-    np.testing.assert_allclose(again.scores.score, res.scores.score, rtol=1e-9, atol=0)
+    # batch shapes differ between the runs (16 vs 512 rows): float32 head, float64 distances agree to 1e-8
+    np.testing.assert_allclose(again.scores.score, res.scores.score, rtol=0, atol=1e-8)
 
 
 def test_term_edit_rescored_from_cache_differs_and_reads_nothing(scored, sample_slides, fitted_on_sample, tmp_path):
@@ -131,8 +131,8 @@ def test_score_invariant_to_batch_size(sample_slides, fitted_on_sample):
         a = score_slide(fitted_on_sample, s, patch_px=256, batch_size=3, workers=2)
         b = score_slide(fitted_on_sample, s, patch_px=256, batch_size=64, workers=4)
     assert len(a.scores) == len(g)
-    # the float32 VLM's output depends on the batch shape at ~1e-7; scores follow within 1e-4 relative
-    np.testing.assert_allclose(a.scores.score, b.scores.score, rtol=1e-4, atol=0)
+    # the float32 VLM and head depend on the batch shape at ~1e-7: scores agree to 1e-4 relative or 1e-9 absolute
+    np.testing.assert_allclose(a.scores.score, b.scores.score, rtol=1e-4, atol=1e-9)
     assert (np.argsort(a.scores.score) == np.argsort(b.scores.score)).mean() > 0.95
 
 
