@@ -52,8 +52,8 @@ def measure(slide_name: str, backend, batch: int, patch_px=None) -> dict:
 
 
 def main() -> None:
-    vit = get_backend(f"open_clip:ViT-B-16@{vit_b16_weights()}", device="cpu")
-    demo = get_backend("demo", device="cpu")
+    vit = get_backend(f"open_clip:ViT-B-16@{vit_b16_weights()}")  # CUDA when present, else the CPU
+    demo = get_backend("demo")
     rows = [measure("cmu-1-small-region.svs", vit, batch=16),
             measure("tcga-cr-7395-01a-01-ts1.svs", demo, batch=64, patch_px=64),
             measure("fluorescence-dapi-40x.ndpi", demo, batch=64, patch_px=64)]
@@ -61,7 +61,7 @@ def main() -> None:
         print(r, flush=True)
     m = machine()
     md = ["## End to end on real slides: reading and encoding overlap", "",
-          f"{m['date']}, {m['cpu']}, {m['cores']} cores, CPU only. Same patches, one run each row: read-only "
+          f"{m['date']}, {m['cpu']}, {m['cores']} cores, GPU: {m['gpu'] or 'none'}. Same patches, one run each row: read-only "
           "(reader threads read, decode, resize and normalise), encode-only (tensors already in memory) and the "
           "streaming pipeline. Reproduce: `.venv/bin/python bench/bench_end_to_end.py`.", "",
           "| slide | encoder | patches | read only | encode only | end to end | end to end / max | patches/s |",

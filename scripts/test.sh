@@ -2,7 +2,7 @@
 # Command 2: set up .venv (with test tools) and run the whole test suite against the installed package.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh all,test
+bash scripts/setup.sh all,conch,test
 # A real napari window needs an X server: install Xvfb and Mesa when we are root and they are missing.
 if ! command -v xvfb-run >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "[test] installing Xvfb and the Qt xcb libraries for the napari GUI tests"

@@ -56,6 +56,8 @@ class ConchBackend(VLMBackend):
             state = {k.removeprefix("module."): v for k, v in state.items()}
             coca_model.resize_pos_embed(state, model)
             missing = model.load_state_dict(state, strict=False).missing_keys
+        except KeyError as err:
+            raise CheckpointError(f"{weights}: not CONCH weights; tensor {err} is missing") from err
         except Exception as err:  # torch raises many types for bad files
             raise CheckpointError(f"{weights}: not valid CONCH weights ({err})") from err
         if missing:
