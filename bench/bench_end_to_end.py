@@ -61,7 +61,8 @@ def main() -> None:
         print(r, flush=True)
     m = machine()
     md = ["## End to end on real slides: reading and encoding overlap", "",
-          f"{m['date']}, {m['cpu']}, {m['cores']} cores, GPU: {m['gpu'] or 'none'}. Same patches, one run each row: read-only "
+          f"{m['date']}, {m['cpu']}, {m['cores']} cores, GPU: {m['gpu'] or 'none'}. Same patches, one run each "
+          "row: read-only "
           "(reader threads read, decode, resize and normalise), encode-only (tensors already in memory) and the "
           "streaming pipeline. Reproduce: `.venv/bin/python bench/bench_end_to_end.py`.", "",
           "| slide | encoder | patches | read only | encode only | end to end | end to end / max | patches/s |",
