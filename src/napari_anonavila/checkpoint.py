@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ._atomic import atomic_path, check_writable
+from ._atomic import atomic_write, check_writable
 from .errors import CheckpointError
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "OfficialCheckpoint", "read_checkpoint", "read_official", "write_checkpoint"]
@@ -26,12 +26,15 @@ _MLP_KEYS = [f"linear{i}.{p}" for i in (1, 2, 3) for p in ("weight", "bias")]
 def write_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict, *,
                      overwrite: bool = False) -> Path:
     """Write tensors plus JSON metadata to one ``.safetensors`` file, atomically."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     path = check_writable(path, overwrite=overwrite)
     header = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "meta": json.dumps(meta)}
-    with atomic_path(path) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=header)
+    # serialised in memory and written through our own atomic path (safetensors' save_file leaves a stray
+    # temporary file behind when the process is killed)
+    data = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=header)
+    with atomic_write(path, "wb") as fh:
+        fh.write(data)
     return path
 
 
@@ -71,6 +74,23 @@ def _is_zip(path: Path) -> bool:
         return False
 
 
+def _check_official_shapes(path: Path, state: dict) -> None:
+    """Text embeddings (n, D) with one D, an MLP for that D, and centroids of D/4 values."""
+    tn, ta = state["normal_text_embs"], state["abnormal_text_embs"]
+    if tn.ndim != 2 or ta.ndim != 2 or tn.shape[1] != ta.shape[1] or tn.shape[0] < 1 or ta.shape[0] < 1:
+        raise CheckpointError(f"{path}: text embeddings have shapes {tuple(tn.shape)} and {tuple(ta.shape)}; "
+                              "expected (n_normal, D) and (n_abnormal, D)")
+    d = tn.shape[1]
+    expected = {"MLP.linear1.weight": (d, 2 * d), "MLP.linear1.bias": (d,), "MLP.linear2.weight": (d // 2, d),
+                "MLP.linear2.bias": (d // 2,), "MLP.linear3.weight": (d // 4, d // 2), "MLP.linear3.bias": (d // 4,)}
+    for k, shape in expected.items():
+        if tuple(state[k].shape) != shape:
+            raise CheckpointError(f"{path}: {k} has shape {tuple(state[k].shape)}, expected {shape} for D={d}")
+    for k in ("normal_img_normal_text_centroid", "normal_img_abnormal_text_centroid"):
+        if state[k].numel() != d // 4:
+            raise CheckpointError(f"{path}: {k} has {state[k].numel()} values, expected {d // 4} for D={d}")
+
+
 class OfficialCheckpoint(dict):
     """The parts of an authors' checkpoint we use: MLP state, text embeddings, centroids, logit scale."""
 
@@ -98,6 +118,7 @@ def read_official(path: str | os.PathLike) -> OfficialCheckpoint:
     bad = [k for k in need if not isinstance(state[k], torch.Tensor)]
     if bad:
         raise CheckpointError(f"{path}: entries {bad[:4]} are not tensors")
+    _check_official_shapes(path, state)
     out = OfficialCheckpoint(
         mlp={k: state[f"MLP.{k}"].float() for k in _MLP_KEYS},
         normal_text=state["normal_text_embs"].float(),

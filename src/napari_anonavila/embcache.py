@@ -8,6 +8,7 @@ never leaves a cache that looks valid. A key mismatch is detected and the cache 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -109,6 +110,7 @@ class EmbeddingWriter:
         self.cache, self.key = cache, key
         self.n, self.dim = key["grid"]["n_cells"], key["embed_dim"]
         self.rows = 0
+        self.committed = False
         cache.folder.mkdir(parents=True, exist_ok=True)
         self._tmp = cache.folder / f".embeddings.npy.{os.getpid()}.{id(self)}.partial"
         self._fh = open(self._tmp, "wb")  # noqa: SIM115 (closed by commit or abort)
@@ -133,8 +135,10 @@ class EmbeddingWriter:
         os.replace(self._tmp, self.cache.array_path)
         with atomic_write(self.cache.key_path) as fh:
             json.dump(self.key, fh, indent=1)
+        self.committed = True
 
     def abort(self) -> None:
         """Drop the partial file; an existing cache is left as it was."""
-        self._fh.close()
+        with contextlib.suppress(OSError):  # flushing may fail again on a full disk; the file goes anyway
+            self._fh.close()
         self._tmp.unlink(missing_ok=True)

@@ -145,7 +145,7 @@ def iter_score_slide(slide: Slide, grid: PatchGrid, detector, *, batch_size: int
             if writer:
                 writer.commit()
         finally:
-            if writer and writer.rows != writer.n:
+            if writer and not writer.committed:
                 writer.abort()
     timing["total_s"] = time.perf_counter() - t_start
     return SlideResult(slide.describe(), grid, PatchScores.concat(parts, top_k), mode, timing, cached is not None)
@@ -205,6 +205,10 @@ def iter_slide_embeddings(slide: Slide, grid: PatchGrid, backend: VLMBackend, ba
         yield Progress("encode", start + len(embs), len(grid))
     if cache and len(grid):
         writer = cache.writer(key)
-        writer.append(out)
-        writer.commit()
+        try:
+            writer.append(out)
+            writer.commit()
+        finally:
+            if not writer.committed:
+                writer.abort()
     return out

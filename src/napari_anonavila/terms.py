@@ -58,7 +58,10 @@ def _decode(path: Path) -> str:
 
 
 def _parse_csv(text: str, path: Path) -> list[str]:
-    rows = [r for r in csv.reader(io.StringIO(text)) if any(c.strip() for c in r)]
+    try:  # newline="" lets the csv module handle CRLF, LF and bare CR line ends
+        rows = [r for r in csv.reader(io.StringIO(text, newline="")) if any(c.strip() for c in r)]
+    except csv.Error as err:
+        raise TermPoolError(f"{path}: malformed CSV ({err})") from err
     if not rows or rows[0][0].strip().casefold() not in _CSV_HEADERS:
         found = rows[0][0].strip()[:40] if rows else "nothing"
         raise TermPoolError(

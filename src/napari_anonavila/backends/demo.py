@@ -45,17 +45,17 @@ def register_demo_config() -> None:
 def write_demo_weights(path: str | os.PathLike, seed: int = _SEED) -> Path:
     """Build the demo architecture with seeded random weights and save them as safetensors."""
     import open_clip
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    from .._atomic import atomic_path
+    from .._atomic import atomic_write
 
     register_demo_config()
     torch.manual_seed(seed)
     model = open_clip.CLIP(**open_clip.get_model_config(DEMO_MODEL))
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     path = Path(path)
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp))
+    with atomic_write(path, "wb") as fh:
+        fh.write(save(state))
     return path
 
 

@@ -50,6 +50,10 @@ def _run(args: argparse.Namespace) -> int:
     except (AnonavilaError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # disk full, file too large, permissions: nothing partial was kept
+        print(f"error: {err.strerror or err} ({err.filename or 'output'}); earlier outputs are unchanged",
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted; no partial outputs were written", file=sys.stderr)
         return 130

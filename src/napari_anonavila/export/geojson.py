@@ -172,7 +172,10 @@ def _geometry(geom, where: str) -> tuple[str, list[np.ndarray], np.ndarray | Non
 
 
 def _feature(obj: dict, where: str) -> Feature | None:
-    props = obj.get("properties") or {}
+    props = obj.get("properties")
+    props = {} if props is None else props
+    if not isinstance(props, dict):
+        raise InputFileError(f"{where}: 'properties' is not an object")
     otype = props.get("objectType")
     if otype is None and "object_type" in props:
         warnings.warn(f"{where}: legacy key 'object_type' read as 'objectType'", UserWarning, stacklevel=3)
