@@ -97,4 +97,35 @@ def test_full_disk_gives_a_clear_error_and_no_corruption(scored, sample_slides, 
     for name in ("patches.csv", "heatmap.npy", "overlay.png", "summary.json"):
         assert after[name] == before[name]
     assert not [n for n in after if ".partial" in n]  # the failed writes cleaned up after themselves
-    _ = os
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 4 MiB tmpfs (needs root and mount(8)); skipped where it cannot be mounted."""
+    mnt = tmp_path / "tmpfs"
+    mnt.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("tmpfs cannot be mounted here")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_no_space_left_on_a_real_small_disk(scored, sample_slides, small_tmpfs):
+    model, _ = scored
+    out = small_tmpfs / "out"
+    subprocess.run([EXE, "-q", "score-slide", str(sample_slides.anomalous), "--model", str(model), "--out", str(out),
+                    "--patch-px", "256"], check=True, capture_output=True)
+    folder = out / "anomalous"
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    free = os.statvfs(small_tmpfs).f_bavail * os.statvfs(small_tmpfs).f_frsize
+    (small_tmpfs / "filler").write_bytes(b"\0" * max(0, free - 20_000))  # leave ~20 kB
+    proc = subprocess.run([EXE, "-q", "score-slide", str(sample_slides.anomalous), "--model", str(model), "--out",
+                           str(out), "--patch-px", "64", "--overwrite"], capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert "No space left on device" in proc.stderr and "Traceback" not in proc.stderr
+    after = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    for name in ("patches.csv", "heatmap.npy", "overlay.png", "summary.json"):
+        assert after[name] == before[name]
+    assert not [n for n in after if ".partial" in n]

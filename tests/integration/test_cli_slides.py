@@ -77,3 +77,14 @@ def test_demo_main_job(tmp_path, capsys):
     assert report["localisation_auroc"] > 0.85
     assert (tmp_path / "anomalous" / "overlay.png").is_file()
     assert (tmp_path / "model.safetensors").is_file()
+
+
+def test_train_from_normal_slides(sample_slides, tmp_path, tiny_weights):
+    from napari_anonavila.detector import Detector
+
+    model = tmp_path / "from-slides.safetensors"
+    assert main(["-q", "train", "--normal", str(sample_slides.normal), "--centroid-set", str(sample_slides.normal),
+                 "--patch-px", "256", "--batch-size", "8", "--accumulate", "1", "--out", str(model), "--backend",
+                 f"open_clip:anonavila-demo@{tiny_weights}"]) == 0
+    det = Detector.load(model)
+    assert det.is_fitted and det.info["n_train"] == det.info["n_centroid"] > 10

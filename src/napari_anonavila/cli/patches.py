@@ -21,11 +21,14 @@ __all__ = ["add_commands"]
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train the MLP on folders of normal patches and save a checkpoint")
-    p.add_argument("--normal", nargs="+", required=True, type=existing_path, metavar="DIR",
-                   help="folder(s) of normal patches (searched recursively: png, jpg, tif)")
-    p.add_argument("--centroid-set", nargs="+", type=existing_path, metavar="DIR",
-                   help="separate normal folder(s) for the centroids (default: the training patches)")
+    p = sub.add_parser("train", help="train the MLP on normal patches (folders or slides) and save a checkpoint")
+    p.add_argument("--normal", nargs="+", type=existing_path, metavar="DIR_OR_SLIDE",
+                   help="normal patch folder(s) (searched recursively: png, jpg, tif) and/or normal slides "
+                        "(their tissue patches)")
+    p.add_argument("--centroid-set", nargs="+", type=existing_path, metavar="DIR_OR_SLIDE",
+                   help="separate normal folder(s) or slides for the centroids (default: the training patches)")
+    p.add_argument("--patch-um", type=positive_float, help="patch field for slides in microns (default 128)")
+    p.add_argument("--patch-px", type=positive_int, help="patch size for slides in level-0 pixels")
     p.add_argument("--out", required=True, type=Path, help="checkpoint to write (.safetensors)")
     add_backend_args(p)
     add_terms_args(p)
@@ -49,8 +52,23 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_score_patches)
 
 
-def _embed_folders(det, folders, bars) -> torch.Tensor:
-    return torch.cat([det.embed(f, on_progress=bars) for f in folders])
+def _embed_sources(det, sources, args, bars) -> torch.Tensor:
+    """Embeddings of patch folders (as the authors cut them) and of normal slides' tissue patches."""
+    from ..grid import make_grid
+    from ..pipeline import iter_slide_embeddings
+    from ..progress import drain
+    from ..slide import open_slide
+
+    parts = []
+    for src in sources:
+        if src.is_dir():
+            parts.append(det.embed(src, on_progress=bars))
+            continue
+        with open_slide(src) as slide:
+            grid = make_grid(slide, patch_um=args.patch_um, patch_px=args.patch_px)
+            embs = drain(iter_slide_embeddings(slide, grid, det.backend, det.backend_id), bars)
+        parts.append(torch.as_tensor(embs))
+    return torch.cat(parts)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -65,11 +83,13 @@ def _train(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     det = Detector.create(args.backend, terms_from_args(args), device=args.device)
     bars = progress_bar(args)
-    normal = _embed_folders(det, args.normal, bars)
-    centroid = _embed_folders(det, args.centroid_set, bars) if args.centroid_set else None
+    if not args.normal:
+        raise ValueError("give the normal reference with --normal (patch folders and/or slides)")
+    normal = _embed_sources(det, args.normal, args, bars)
+    centroid = _embed_sources(det, args.centroid_set, args, bars) if args.centroid_set else None
     losses = det.fit(normal, centroid, config=config, on_progress=bars)
     bars.close()
-    det.info["normal_folders"] = [str(f) for f in args.normal]
+    det.info["normal_sources"] = [str(f) for f in args.normal]
     det.save(args.out, overwrite=args.overwrite)
     print(f"trained on {normal.shape[0]} normal patches: loss {losses[0]:.4f} -> {losses[-1]:.4f}; wrote {args.out}")
     return 0

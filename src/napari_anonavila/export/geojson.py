@@ -159,16 +159,34 @@ def _geometry(geom, where: str) -> tuple[str, list[np.ndarray], np.ndarray | Non
     kind, coords = geom["type"], geom.get("coordinates")
     try:
         if kind == "Polygon":
-            return kind, [np.asarray(coords[0], float)[:, :2]], None
-        if kind == "MultiPolygon":
-            return kind, [np.asarray(poly[0], float)[:, :2] for poly in coords], None
-        if kind == "Point":
-            return kind, [], np.asarray([coords], float)[:, :2]
-        if kind == "MultiPoint":
-            return kind, [], np.asarray(coords, float)[:, :2]
-    except (TypeError, IndexError, ValueError) as err:
-        raise InputFileError(f"{where}: malformed {kind} coordinates ({err})") from err
-    raise InputFileError(f"{where}: unsupported geometry type {kind!r}")
+            out = kind, [_ring(coords[0])], None
+        elif kind == "MultiPolygon":
+            out = kind, [_ring(poly[0]) for poly in coords], None
+        elif kind == "Point":
+            out = kind, [], _points([coords])
+        elif kind == "MultiPoint":
+            out = kind, [], _points(coords)
+        else:
+            raise InputFileError(f"{where}: unsupported geometry type {kind!r}")
+    except (TypeError, IndexError, KeyError, ValueError) as err:
+        raise InputFileError(f"{where}: malformed {kind} coordinates ({type(err).__name__}: {err})") from err
+    if not out[1] and (out[2] is None or not len(out[2])):
+        raise InputFileError(f"{where}: empty {kind} geometry")
+    return out
+
+
+def _ring(coords) -> np.ndarray:
+    ring = np.asarray(coords, float)
+    if ring.ndim != 2 or ring.shape[1] < 2 or len(ring) < 3 or not np.isfinite(ring).all():
+        raise ValueError(f"a ring needs at least 3 finite (x, y) vertices, got shape {ring.shape}")
+    return ring[:, :2]
+
+
+def _points(coords) -> np.ndarray:
+    pts = np.asarray(coords, float)
+    if pts.ndim != 2 or pts.shape[1] < 2 or not np.isfinite(pts).all():
+        raise ValueError(f"points need finite (x, y) coordinates, got shape {pts.shape}")
+    return pts[:, :2]
 
 
 def _feature(obj: dict, where: str) -> Feature | None:
