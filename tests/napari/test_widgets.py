@@ -197,3 +197,36 @@ def test_demo_fit_on_normal_regions_then_score(viewer, qtbot, sample_slides):
     qtbot.waitUntil(lambda: w.session.result is not None, timeout=120_000)
     assert w.session.detector.backend_spec == "demo"
     assert TOPK in viewer.layers
+
+
+def test_current_view_region_scores_only_what_is_visible(viewer, qtbot, sample_slides, fitted_on_sample, tmp_path):
+    layer = _open(viewer, sample_slides.anomalous)
+    w = ScoreWidget(viewer)
+    w.model.value = fitted_on_sample.save(tmp_path / "m.safetensors")
+    w.patch_um.value = 64.0
+    w.region.value = "current view"
+    viewer.camera.center = (256, 256)  # world units are microns (0.5 um/px): the top-left quarter
+    viewer.camera.zoom = 4.0
+    qtbot.wait(200)
+    layer.refresh()
+    w.start()
+    wait_worker(qtbot, w)
+    res = w.session.result
+    full = (2048 // 128) ** 2
+    assert 0 < len(res.scores) < full
+    x0, y0 = res.grid.xy_l0().min(axis=0)
+    assert x0 < 1024 and y0 < 1024
+
+
+def test_retrain_on_another_normal_slide(scored, qtbot, sample_slides):
+    viewer, w, _ = scored
+    normal = _open(viewer, sample_slides.normal)
+    r = RetrainWidget(viewer)
+    r.other_slide.value = normal
+    r.epochs.value = 2
+    before = w.session.result.scores.score.copy()
+    r.start()
+    qtbot.waitUntil(lambda: r.worker is None, timeout=120_000)
+    wait_worker(qtbot, w)
+    assert not np.allclose(w.session.result.scores.score, before)
+    assert w.session.detector.info["n_train"] > 20

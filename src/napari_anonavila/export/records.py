@@ -58,8 +58,11 @@ class PatchTable:
         return h
 
 
-def from_result(result, detector, *, fingerprint: str | None = None) -> PatchTable:
-    """A PatchTable from a SlideResult and the detector that produced it (``fingerprint``: the slide's)."""
+def from_result(result, detector, *, fingerprint: str | None = None, checkpoint: dict | None = None) -> PatchTable:
+    """A PatchTable from a SlideResult and the detector that produced it.
+
+    ``fingerprint`` is the slide's (computed when missing); ``checkpoint`` ({path, sha256}) goes to provenance.
+    """
     from .provenance import provenance
 
     s, g = result.scores, result.grid
@@ -67,7 +70,8 @@ def from_result(result, detector, *, fingerprint: str | None = None) -> PatchTab
     xy = g.xy_l0()[:n]
     names_n, names_a = detector.term_names("normal"), detector.term_names("abnormal")
     expl = [explain_columns(s, i, names_n, names_a) for i in range(n)]
-    prov = provenance(result, detector, slide_fingerprint=fingerprint or _fingerprint(result.slide["path"]))
+    prov = provenance(result, detector, slide_fingerprint=fingerprint or _fingerprint(result.slide["path"]),
+                      checkpoint=checkpoint)
     return PatchTable(xy[:, 0].copy(), xy[:, 1].copy(), g.patch_size_l0, g.cells_rc[:n, 0].copy(),
                       g.cells_rc[:n, 1].copy(), np.asarray(s.d_normal, float), np.asarray(s.d_abnormal, float),
                       np.asarray(s.score, float), [e[0] for e in expl], [e[1] for e in expl], tuple(g.shape_rc),

@@ -8,6 +8,7 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton, Select, SpinBox
 from napari.utils.notifications import show_error, show_info, show_warning
 
+from ...backends import sha256_file
 from ...errors import AnonavilaError
 from ...export.bundle import FORMATS, check_provenance, export_all
 from ...export.geojson import read_geojson, region_feature
@@ -98,7 +99,9 @@ class ExportWidget(Container):
         folder = chosen_path(self.folder)
         if folder is None:
             raise ValueError("choose a folder to export to")
-        table = from_result(res, det, fingerprint=slide.fingerprint())
+        ck = self.session.checkpoint
+        checkpoint = {"path": str(ck), "sha256": sha256_file(ck)} if ck and ck.is_file() else None
+        table = from_result(res, det, fingerprint=slide.fingerprint(), checkpoint=checkpoint)
         table.review = self.review_state()
         scale = slide_scale(slide)
         regions = [region_feature(poly, name) for name in self.regions.value

@@ -10,7 +10,7 @@ from napari.utils.notifications import show_error, show_info
 from ...errors import AnonavilaError
 from ...training import TrainConfig
 from ..layers import slide_scale
-from ..session import chosen_path, session_for, shapes_to_polygons_xy_l0
+from ..session import chosen_path, session_for, shapes_to_polygons_xy_l0, slide_of
 from ..workers import fit_worker
 
 __all__ = ["RetrainWidget"]
@@ -47,7 +47,8 @@ class _LossPlot:
 
 
 class RetrainWidget(Container):
-    """Retrain the session's MLP on a normal reference, then recompute centroids and re-score from the cache."""
+    """Retrain the session's MLP on a normal reference (regions of the scored slide, another slide, or a patch
+    folder), then recompute centroids and re-score from the cache."""
 
     def __init__(self, viewer) -> None:
         from napari.layers import Shapes
@@ -56,6 +57,9 @@ class RetrainWidget(Container):
         self.session = session_for(viewer)
         self.regions = ComboBox(label="normal regions", nullable=True,
                                 choices=lambda *_: [ly for ly in viewer.layers if isinstance(ly, Shapes)])
+        self.other_slide = ComboBox(label="or normal slide", nullable=True,
+                                    choices=lambda *_: [ly for ly in viewer.layers if slide_of(ly) is not None],
+                                    tooltip="a whole slide of normal tissue (its tissue patches)")
         self.folder = FileEdit(label="or patch folder", mode="d")
         self.epochs = SpinBox(label="epochs", value=20, min=1, max=1000)
         self.batch_size = SpinBox(label="batch size", value=32, min=2, max=1024)
@@ -68,7 +72,7 @@ class RetrainWidget(Container):
         self.out = FileEdit(label="save as", mode="w", filter="*.safetensors")
         self.save_button = PushButton(text="Save checkpoint", enabled=False)
         self.plot = _LossPlot()
-        super().__init__(widgets=[self.regions, self.folder, self.epochs, self.batch_size, self.lr, self.accumulate,
+        super().__init__(widgets=[self.regions, self.other_slide, self.folder, self.epochs, self.batch_size, self.lr, self.accumulate,
                                   self.train_button, self.progress, self.status, self.out, self.save_button])
         self.native.layout().addWidget(self.plot.canvas)
         self.worker = None
@@ -99,9 +103,14 @@ class RetrainWidget(Container):
             if not polys:
                 raise ValueError(f"Shapes layer {self.regions.value.name!r} has no region drawn")
         folder = chosen_path(self.folder)
+        reference_slide = slide if polys else None
+        if self.other_slide.value is not None:
+            if polys:
+                raise ValueError("choose normal regions or a normal slide, not both")
+            reference_slide = slide_of(self.other_slide.value)
         config = TrainConfig(epochs=self.epochs.value, batch_size=self.batch_size.value, lr=self.lr.value,
                              accumulate=self.accumulate.value)
-        self.worker = fit_worker(det, slide=slide if polys else None, roi=polys, folder=folder, config=config)
+        self.worker = fit_worker(det, slide=reference_slide, roi=polys, folder=folder, config=config)
         self.plot.reset()
         self.train_button.text = "Cancel"
         self.worker.yielded.connect(self._on_progress)
