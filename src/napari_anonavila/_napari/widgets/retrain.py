@@ -72,8 +72,9 @@ class RetrainWidget(Container):
         self.out = FileEdit(label="save as", mode="w", filter="*.safetensors")
         self.save_button = PushButton(text="Save checkpoint", enabled=False)
         self.plot = _LossPlot()
-        super().__init__(widgets=[self.regions, self.other_slide, self.folder, self.epochs, self.batch_size, self.lr, self.accumulate,
-                                  self.train_button, self.progress, self.status, self.out, self.save_button])
+        super().__init__(widgets=[self.regions, self.other_slide, self.folder, self.epochs, self.batch_size, self.lr,
+                                  self.accumulate, self.train_button, self.progress, self.status, self.out,
+                                  self.save_button])
         self.native.layout().addWidget(self.plot.canvas)
         self.worker = None
         self.train_button.changed.connect(self._on_train)
