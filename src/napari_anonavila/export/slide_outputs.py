@@ -58,8 +58,8 @@ def write_slide_outputs(out_dir: str | os.PathLike, result, detector, slide, *, 
                     "napari_scale": list(result.geometry.napari_scale),
                     "napari_translate": list(result.geometry.napari_translate)},
         "top_k": [{"rank": r + 1, "x_l0": int(xy[i, 0]), "y_l0": int(xy[i, 1]), "score": float(result.scores.score[i]),
-                   "top_normal": explain_columns(result.scores, i, names_n, names_a)[0],
-                   "top_abnormal": explain_columns(result.scores, i, names_n, names_a)[1]}
+                   **dict(zip(("top_normal", "top_abnormal"), explain_columns(result.scores, i, names_n, names_a),
+                              strict=True))}
                   for r, i in enumerate(top)],
         "timings_s": result.timings,
         "from_embedding_cache": result.from_cache,
