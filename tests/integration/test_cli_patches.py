@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -137,7 +138,7 @@ def test_train_batch_size_below_two(workspace, capsys, tmp_path):
 
 
 def test_console_script_is_installed():
-    exe = shutil.which("anonavila", path=str(__import__("pathlib").Path(sys.executable).parent))
+    exe = shutil.which("anonavila", path=str(Path(sys.executable).parent))
     assert exe is not None
     out = subprocess.run([exe, "--help"], capture_output=True, text=True, check=True).stdout
     for cmd in ("train", "score-patches", "slide-scores", "evaluate"):

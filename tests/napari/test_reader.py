@@ -53,12 +53,12 @@ def test_manifest_validates():
 
 
 def test_sample_data(viewer, monkeypatch, tmp_path):
+    from napari_anonavila import sample
     from napari_anonavila._napari import sample_data
 
     monkeypatch.setenv("ANONAVILA_CACHE", str(tmp_path))
     monkeypatch.setattr(sample_data, "write_sample_slides",
-                        lambda folder, size: __import__("napari_anonavila.sample", fromlist=["x"])
-                        .write_sample_slides(folder, size=1024))
+                        lambda folder, size: sample.write_sample_slides(folder, size=1024))  # small and quick
     [(data, kwargs, _)] = sample_data.sample_slide()
     layer = viewer.add_image(data, **kwargs)
     assert layer.data[0].shape == (1024, 1024, 3)

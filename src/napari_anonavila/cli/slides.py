@@ -56,13 +56,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _score_slide(args: argparse.Namespace) -> int:
+    from ..backends import sha256_file
     from ..detector import Detector
     from ..errors import AnonavilaError
     from ..pipeline import score_slide
 
     det = Detector.load(args.model, backend=args.backend, device=args.device)
-    ck = {"path": str(args.model), "sha256": __import__("napari_anonavila.backends", fromlist=["sha256_file"])
-          .sha256_file(args.model)}
+    ck = {"path": str(args.model), "sha256": sha256_file(args.model)}
     failed = 0
     for path in args.slides:
         out = args.out / path.name.split(".")[0]
