@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import IO
 
 from .errors import OutputExistsError
 
-__all__ = ["atomic_path", "atomic_write", "check_writable"]
+__all__ = ["atomic_path", "atomic_write", "check_writable", "partial_prefix", "sweep_partials"]
 
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
@@ -25,12 +26,35 @@ def check_writable(path: str | os.PathLike, *, overwrite: bool) -> Path:
     return path
 
 
+_HOST = socket.gethostname().replace(".", "_")
+
+
+def partial_prefix(path: Path) -> str:
+    """Temporary files are ``.<name>.<host>.<pid>.<random>.partial``: hidden, and traceable to their writer."""
+    return f".{path.name}.{_HOST}.{os.getpid()}."
+
+
+def sweep_partials(folder: str | os.PathLike) -> int:
+    """Remove temporary files left in ``folder`` by killed processes of this host; return how many."""
+    removed = 0
+    for p in Path(folder).glob(f".*.{_HOST}.*.partial"):
+        try:
+            pid = int(p.name.split(f".{_HOST}.", 1)[1].split(".", 1)[0])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            p.unlink(missing_ok=True)
+            removed += 1
+        except (ValueError, IndexError, PermissionError):
+            continue
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it over ``path``, else delete it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=partial_prefix(path), suffix=".partial", dir=path.parent)
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the permissions open() would
     tmp_path = Path(tmp)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._atomic import atomic_path, atomic_write
+from ._atomic import atomic_path, atomic_write, partial_prefix
 from .grid import PatchGrid
 from .slide import Slide
 
@@ -112,7 +112,7 @@ class EmbeddingWriter:
         self.rows = 0
         self.committed = False
         cache.folder.mkdir(parents=True, exist_ok=True)
-        self._tmp = cache.folder / f".embeddings.npy.{os.getpid()}.{id(self)}.partial"
+        self._tmp = cache.folder / f"{partial_prefix(cache.array_path)}{id(self)}.partial"
         self._fh = open(self._tmp, "wb")  # noqa: SIM115 (closed by commit or abort)
         header = {"descr": "<f4", "fortran_order": False, "shape": (self.n, self.dim)}
         np.lib.format.write_array_header_1_0(self._fh, header)

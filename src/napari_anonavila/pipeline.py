@@ -158,7 +158,7 @@ def score_slide(detector, slide: Slide | str | os.PathLike, *, out_dir: str | os
                 checkpoint: dict | None = None, extra: dict | None = None, on_progress=None, cancel=None
                 ) -> SlideResult:
     """Open (if needed), grid, score and (with ``out_dir``) write outputs and the embedding cache."""
-    from ._atomic import check_writable
+    from ._atomic import check_writable, sweep_partials
     from .export.slide_outputs import write_slide_outputs
     from .grid import make_grid, patch_size_l0
     from .progress import drain
@@ -169,6 +169,8 @@ def score_slide(detector, slide: Slide | str | os.PathLike, *, out_dir: str | os
     try:
         if out_dir is not None:
             check_writable(os.path.join(out_dir, "summary.json"), overwrite=overwrite)
+            if os.path.isdir(out_dir):
+                sweep_partials(out_dir)  # temporary files of killed runs
         cache = EmbeddingCache(out_dir) if out_dir is not None else None
         grid_key = {"slide_fingerprint": sl.fingerprint(), "patch_size_l0": patch_size_l0(sl, patch_um=patch_um,
                     patch_px=patch_px), "min_tissue": min_tissue, "mpp": sl.mpp,

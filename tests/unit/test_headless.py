@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -23,3 +24,18 @@ def test_core_imports_without_qt_or_napari():
 def test_top_level_import_loads_no_torch():
     code = "import sys, napari_anonavila\nassert 'torch' not in sys.modules, 'torch imported eagerly'\n"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_sweep_removes_only_partials_of_dead_processes(tmp_path):
+    from napari_anonavila._atomic import partial_prefix, sweep_partials
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    prefix = partial_prefix(tmp_path / "a.csv")  # .a.csv.<host>.<our pid>.
+    mine = tmp_path / f"{prefix}x1.partial"
+    theirs = tmp_path / f"{prefix.replace(f'.{os.getpid()}.', f'.{dead}.')}x2.partial"
+    other_host = tmp_path / ".a.csv.otherhost.1.x3.partial"
+    for p in (mine, theirs, other_host):
+        p.write_text("x")
+    assert sweep_partials(tmp_path) == 1
+    assert mine.exists() and other_host.exists() and not theirs.exists()
