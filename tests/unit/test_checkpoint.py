@@ -157,3 +157,18 @@ def test_nan_or_zero_norm_embeddings_are_rejected(fitted, bad):
     x[2] = bad
     with pytest.raises(ValueError, match=r"NaN|zero norm"):
         det.score_embeddings(x)
+
+
+def test_text_embeddings_are_cached_on_disk_per_weights(tiny_weights, monkeypatch):
+    from napari_anonavila.backends import get_backend
+
+    a = get_backend(f"open_clip:anonavila-demo@{tiny_weights}", device="cpu")
+    prompts = ["an image showing a rare term 1", "an image showing a rare term 2"]
+    first = a.encode_texts(prompts)
+    b = get_backend(f"open_clip:anonavila-demo@{tiny_weights}", device="cpu")  # a new session, same weights
+    calls = []
+    original = b._encode_text_raw
+    monkeypatch.setattr(b, "_encode_text_raw", lambda ps: (calls.append(list(ps)), original(ps))[1])
+    again = b.encode_texts([*prompts, "an image showing a new term"])
+    assert calls == [["an image showing a new term"]]  # only the prompt never seen with these weights
+    assert torch.equal(again[:2], first)

@@ -120,6 +120,7 @@ class VLMBackend:
         self.weights_sha256 = weights_sha256
         self.logit_scale_exp = float(self.model.logit_scale.detach().float().exp().cpu().reshape(-1)[0])
         self._text_cache: dict[str, torch.Tensor] = {}
+        self._disk_loaded = False
         # bfloat16 autocast on CUDA (checked: patch-score rank correlation with float32, bench/bench_gpu.py)
         self.autocast = device.type == "cuda"
         self.autocast_dtype = torch.bfloat16
@@ -162,12 +163,61 @@ class VLMBackend:
 
     @torch.no_grad()
     def encode_texts(self, prompts: Sequence[str]) -> torch.Tensor:
-        """Prompts -> L2-normalised float32 embeddings (K, D) on the CPU; cached per prompt for this model."""
+        """Prompts -> L2-normalised float32 embeddings (K, D) on the CPU.
+
+        Cached per (backend, weights hash, prompt): in memory, and on disk for hashed weights, so a term edit
+        or a new session encodes only prompts never seen with these weights.
+        """
         missing = [p for p in dict.fromkeys(prompts) if p not in self._text_cache]
+        if missing and self.weights_sha256 and not self._disk_loaded:
+            self._text_cache.update(_load_text_cache(self._text_cache_path()))
+            self._disk_loaded = True
+            missing = [p for p in missing if p not in self._text_cache]
         if missing:
             embs = F.normalize(self._encode_text_raw(missing).float(), dim=-1).cpu()
-            self._text_cache.update(zip(missing, embs, strict=False))
+            self._text_cache.update(zip(missing, embs, strict=True))
+            if self.weights_sha256:
+                _save_text_cache(self._text_cache_path(), self._text_cache)
         return torch.stack([self._text_cache[p] for p in prompts]) if prompts else torch.zeros(0, self.embed_dim)
+
+    def _text_cache_path(self) -> Path:
+        from .demo import cache_dir
+
+        key = hashlib.sha256(self.id.encode()).hexdigest()[:24]
+        return cache_dir() / "text-embeddings" / f"{key}.safetensors"
+
+
+def _load_text_cache(path: Path) -> dict[str, torch.Tensor]:
+    """Prompt -> embedding from a cache file; an unreadable file is ignored (and rebuilt)."""
+    import json
+
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            prompts = json.loads((fh.metadata() or {})["prompts"])
+            embs = fh.get_tensor("embeddings")
+    except Exception:  # missing or damaged cache: encode again
+        return {}
+    return dict(zip(prompts, embs, strict=True)) if len(prompts) == len(embs) else {}
+
+
+def _save_text_cache(path: Path, cache: dict[str, torch.Tensor]) -> None:
+    import json
+
+    from safetensors.torch import save
+
+    from .._atomic import atomic_write
+
+    prompts = list(cache)
+    data = save({"embeddings": torch.stack([cache[p] for p in prompts]).contiguous()},
+                metadata={"prompts": json.dumps(prompts)})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with atomic_write(path, "wb") as fh:
+            fh.write(data)
+    except OSError:  # a read-only or full cache folder only costs re-encoding later
+        pass
 
 
 def _image_size(model: torch.nn.Module) -> int:
