@@ -6,7 +6,6 @@ import csv
 import json
 import os
 import signal
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -106,22 +105,20 @@ def test_a_killed_worker_loses_and_doubles_nothing(cohort, model, tmp_path):
     out = tmp_path / "run"
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                                   silence_logs=40) as cl, distributed.Client(cl) as client:
-        pids = list(client.run(os.getpid).values())
-        killed = threading.Event()
+        pids = client.run(os.getpid)  # worker address -> pid
+        killed: list[int] = []
 
         def kill_one(row):
-            if not killed.is_set():
-                killed.set()
-                for pid in pids:  # kill the worker that is busy (the other just returned a result)
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                        break
-                    except ProcessLookupError:
-                        continue
+            if killed:
+                return
+            busy = [addr for addr, keys in client.processing().items() if keys]  # mid-slide right now
+            if busy:
+                killed.append(pids[busy[0]])
+                os.kill(pids[busy[0]], signal.SIGKILL)
 
         report = run_batch(cohort[:4], model, out, settings=SETTINGS, scheduler=cl.scheduler_address,
                            on_result=kill_one)
-    assert killed.is_set()
+    assert killed, "no worker was busy when the first result came back"
     assert report["ok"] == 4, _cohort(out)
     assert not [p for p in out.rglob("*") if "partial" in p.name]
     counts = _log_counts(out)
