@@ -16,7 +16,7 @@ import torch
 from ._atomic import atomic_write, check_writable
 from .errors import CheckpointError
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "OfficialCheckpoint", "read_checkpoint", "read_official", "write_checkpoint"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "read_checkpoint", "read_official", "write_checkpoint"]
 
 FORMAT = "napari-anonavila/detector"
 FORMAT_VERSION = 1
@@ -91,12 +91,12 @@ def _check_official_shapes(path: Path, state: dict) -> None:
             raise CheckpointError(f"{path}: {k} has {state[k].numel()} values, expected {d // 4} for D={d}")
 
 
-class OfficialCheckpoint(dict):
-    """The parts of an authors' checkpoint we use: MLP state, text embeddings, centroids, logit scale."""
+def read_official(path: str | os.PathLike) -> dict:
+    """Read the authors' ``torch.save({'model_state': ...})`` file (``module.`` prefixes and VLM weights optional).
 
-
-def read_official(path: str | os.PathLike) -> OfficialCheckpoint:
-    """Read the authors' ``torch.save({'model_state': ...})`` file (``module.`` prefixes and VLM weights optional)."""
+    Returns the parts we use: ``mlp`` (state dict), ``normal_text``, ``abnormal_text``, ``centroid_normal``,
+    ``centroid_abnormal``, ``logit_scale_exp`` (None without ``VLM.logit_scale``) and ``has_vlm``.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
@@ -119,14 +119,13 @@ def read_official(path: str | os.PathLike) -> OfficialCheckpoint:
     if bad:
         raise CheckpointError(f"{path}: entries {bad[:4]} are not tensors")
     _check_official_shapes(path, state)
-    out = OfficialCheckpoint(
-        mlp={k: state[f"MLP.{k}"].float() for k in _MLP_KEYS},
-        normal_text=state["normal_text_embs"].float(),
-        abnormal_text=state["abnormal_text_embs"].float(),
-        centroid_normal=state["normal_img_normal_text_centroid"].float().reshape(-1),
-        centroid_abnormal=state["normal_img_abnormal_text_centroid"].float().reshape(-1),
-        logit_scale_exp=float(state["VLM.logit_scale"].float().exp().reshape(-1)[0])
+    return {
+        "mlp": {k: state[f"MLP.{k}"].float() for k in _MLP_KEYS},
+        "normal_text": state["normal_text_embs"].float(),
+        "abnormal_text": state["abnormal_text_embs"].float(),
+        "centroid_normal": state["normal_img_normal_text_centroid"].float().reshape(-1),
+        "centroid_abnormal": state["normal_img_abnormal_text_centroid"].float().reshape(-1),
+        "logit_scale_exp": float(state["VLM.logit_scale"].float().exp().reshape(-1)[0])
         if "VLM.logit_scale" in state else None,
-        has_vlm=any(k.startswith("VLM.") for k in state),
-    )
-    return out
+        "has_vlm": any(k.startswith("VLM.") for k in state),
+    }

@@ -46,8 +46,9 @@ class EmbeddingCache:
         except (OSError, ValueError) as err:
             logger.warning("%s: unreadable embedding cache (%s); rebuilding", self.folder, err)
             return None
-        if stored != json.loads(json.dumps(key)):
-            diff = sorted(k for k in set(stored) | set(key) if stored.get(k) != json.loads(json.dumps(key)).get(k))
+        wanted = json.loads(json.dumps(key))  # as stored: tuples become lists
+        if stored != wanted:
+            diff = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
             logger.warning("%s: embedding cache is for another %s; rebuilding", self.folder, ", ".join(diff))
             return None
         if arr.shape != (key["grid"]["n_cells"], key["embed_dim"]):

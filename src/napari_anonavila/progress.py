@@ -23,10 +23,6 @@ class Progress:
     total: int
     info: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def fraction(self) -> float:
-        return self.done / self.total if self.total else 1.0
-
 
 ProgressCallback = Callable[[Progress], None]
 

@@ -54,10 +54,6 @@ class PatchScores:
             return cls(z, z, z, zi, zi.astype(np.float32), zi, zi.astype(np.float32))
         return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in cls.__dataclass_fields__))
 
-    def take(self, index: np.ndarray) -> PatchScores:
-        """Rows ``index`` of every field."""
-        return PatchScores(*(getattr(self, f)[index] for f in self.__dataclass_fields__))
-
 
 def _combine(d_n: torch.Tensor, d_a: torch.Tensor, mode: ScoreMode) -> torch.Tensor:
     if mode is ScoreMode.SUM:

@@ -13,7 +13,7 @@ from pathlib import Path
 from ._atomic import atomic_write, check_writable
 from .errors import TermPoolError
 
-__all__ = ["DEFAULT_TEMPLATE", "TermPools", "dedupe", "load_pool", "save_pool"]
+__all__ = ["DEFAULT_TEMPLATE", "TermPools", "dedupe", "load_pool", "save_pool", "strip_template"]
 
 DEFAULT_TEMPLATE = "an image showing {}"
 _CSV_HEADERS = {"normal", "abnormal"}
@@ -22,6 +22,13 @@ _CSV_HEADERS = {"normal", "abnormal"}
 def _key(prompt: str) -> str:
     """Comparison key: case- and whitespace-insensitive."""
     return " ".join(prompt.casefold().split())
+
+
+def strip_template(prompt: str, template: str) -> str | None:
+    """The term inside ``prompt`` made with ``template``, or None when the prompt does not follow it."""
+    prefix, _, suffix = template.partition("{}")
+    ok = prompt.startswith(prefix) and prompt.endswith(suffix) and len(prompt) > len(prefix) + len(suffix)
+    return prompt[len(prefix) : len(prompt) - len(suffix)] if ok else None
 
 
 def dedupe(prompts: list[str], *, source: str = "term pool") -> list[str]:
@@ -107,12 +114,10 @@ def save_pool(
             w.writerow([kind.capitalize()])
             w.writerows([p] for p in prompts)
         return path
-    prefix, _, suffix = template.partition("{}")
-    lines = []
-    for p in prompts:
-        if not (p.startswith(prefix) and p.endswith(suffix)):
-            raise TermPoolError(f"prompt {p!r} does not follow template {template!r}; save as .csv instead")
-        lines.append(p[len(prefix) : len(p) - len(suffix)])
+    lines = [strip_template(p, template) for p in prompts]
+    bad = [p for p, ln in zip(prompts, lines, strict=True) if ln is None]
+    if bad:
+        raise TermPoolError(f"prompt {bad[0]!r} does not follow template {template!r}; save as .csv instead")
     with atomic_write(path, encoding="utf-8") as fh:
         fh.write("".join(ln + "\n" for ln in lines))
     return path
@@ -159,12 +164,7 @@ class TermPools:
 
     def terms(self, kind: str) -> list[str]:
         """The pool's terms with the template removed where it applies (for display)."""
-        prefix, _, suffix = self.template.partition("{}")
-        out = []
-        for p in getattr(self, kind):
-            ok = p.startswith(prefix) and p.endswith(suffix) and len(p) > len(prefix) + len(suffix)
-            out.append(p[len(prefix) : len(p) - len(suffix)] if ok else p)
-        return out
+        return [strip_template(p, self.template) or p for p in getattr(self, kind)]
 
     def to_dict(self) -> dict:
         return {"normal": list(self.normal), "abnormal": list(self.abnormal), "template": self.template}

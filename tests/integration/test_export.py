@@ -227,3 +227,15 @@ def test_from_result_matches_result_dir(result_dir, fitted_on_sample):
     b = read_result_dir(out)
     np.testing.assert_allclose(a.score, b.score, rtol=1e-7)
     assert a.top_abnormal == b.top_abnormal and (a.x_l0 == b.x_l0).all()
+
+
+def test_review_state_survives_the_patch_csv(exported, tmp_path):
+    import shutil
+
+    table, written = exported
+    folder = tmp_path / "res"
+    folder.mkdir()
+    shutil.copy(written["csv"], folder / "patches.csv")
+    (folder / "summary.json").write_text(json.dumps({"heatmap": {"shape_rc": list(table.shape_rc),
+                                                                 "cell_size_l0": table.size_l0}}))
+    assert read_result_dir(folder).review == table.review

@@ -51,13 +51,15 @@ def _device() -> str:
         return "cuda:0"
 
 
-def score_one(slide: str, model: str, model_sha: str, out_dir: str, settings: BatchSettings, log_dir: str) -> dict:
+def score_one(slide: str, fingerprint: str, model: str, model_sha: str, out_dir: str, settings: BatchSettings,
+              log_dir: str) -> dict:
     """The task: score one slide into ``out_dir``; return its cohort row. Raises only for transient failures."""
     from ..pipeline import score_slide
 
     t0 = time.perf_counter()
     try:
-        if _already_done(slide, out_dir, model_sha, settings):  # a rescheduled task whose outputs were complete
+        # a rescheduled task whose outputs were already complete (its worker died after writing them)
+        if finished(Path(out_dir), slide_fingerprint=fingerprint, checkpoint_sha=model_sha, settings=settings):
             return cohort_row(Path(slide), "ok", summary=_summary(Path(out_dir)), out_dir=Path(out_dir))
         det = _detector(model, model_sha, _device())
         score_slide(det, slide, out_dir=out_dir, patch_um=settings.patch_um, patch_px=settings.patch_px,
@@ -75,26 +77,20 @@ def score_one(slide: str, model: str, model_sha: str, out_dir: str, settings: Ba
                       out_dir=Path(out_dir))
 
 
-def _already_done(slide: str, out_dir: str, model_sha: str, settings: BatchSettings) -> bool:
-    from ..slide import open_slide
-
-    with open_slide(slide, mpp=settings.mpp) as sl:
-        return finished(Path(out_dir), slide_fingerprint=sl.fingerprint(), checkpoint_sha=model_sha, settings=settings)
-
-
 def _client(scheduler: str | None, n_workers: int | None):
+    """(client, local cluster or None, per-task resources): a local cluster gets one worker per GPU."""
     from distributed import Client, LocalCluster
 
     logging.getLogger("distributed").setLevel(logging.WARNING)  # the CLI shows its own progress
     if scheduler:
-        return Client(scheduler), None
+        return Client(scheduler), None, None
     import torch
 
     gpus = torch.cuda.device_count()
     n = n_workers or (gpus or max(1, (os.cpu_count() or 2) // 2))
     cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
                            resources={"GPU": 1} if gpus else None, silence_logs=logging.ERROR)
-    return Client(cluster), cluster
+    return Client(cluster), cluster, {"GPU": 1} if gpus else None
 
 
 def run_batch(slides: list[Path], model: str | os.PathLike, out: str | os.PathLike, *,
@@ -129,18 +125,17 @@ def run_batch(slides: list[Path], model: str | os.PathLike, out: str | os.PathLi
         if finished(target, slide_fingerprint=fp, checkpoint_sha=sha, settings=settings):
             rows[str(s)] = cohort_row(s, "skipped", summary=_summary(target), out_dir=target)
         else:
-            todo.append((s, target))
+            todo.append((s, target, fp))
     log(f"{len(slides)} slide(s): {len(todo)} to score, {sum(r['status'] == 'skipped' for r in rows.values())} "
         f"already finished, {sum(r['status'] == 'failed' for r in rows.values())} unreadable")
-    client, cluster = _client(scheduler, n_workers) if todo else (None, None)
+    client, cluster, resources = _client(scheduler, n_workers) if todo else (None, None, None)
     try:
         if client is not None:
             if client.dashboard_link:
                 log(f"dask dashboard: {client.dashboard_link}")
-            resources = {"GPU": 1} if cluster is not None and cluster.scheduler_info.get("workers") and any(
-                w.get("resources", {}).get("GPU") for w in cluster.scheduler_info["workers"].values()) else None
-            futures = {client.submit(score_one, str(s), model, sha, str(t), settings, str(out), retries=retries,
-                                     key=f"score-{t.name}", pure=False, resources=resources): (s, t) for s, t in todo}
+            futures = {client.submit(score_one, str(s), fp, model, sha, str(t), settings, str(out), retries=retries,
+                                     key=f"score-{t.name}", pure=False, resources=resources): (s, t)
+                       for s, t, fp in todo}
             for fut in as_completed(futures):
                 s, t = futures[fut]
                 try:

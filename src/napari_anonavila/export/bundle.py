@@ -14,9 +14,8 @@ from ..errors import InputFileError
 from .geojson import write_geojson
 from .ome_tiff import cell_upsampling, write_heatmap_ome_tiff
 from .provenance import package_versions
-from .records import PatchTable
+from .records import PatchTable, write_patch_table
 from .report import write_report
-from .tables import write_csv
 
 __all__ = ["FORMATS", "check_provenance", "export_all"]
 
@@ -44,14 +43,7 @@ def export_all(out_dir: str | os.PathLike, table: PatchTable, *, formats: Sequen
         details["geojson"] = write_geojson(targets["geojson"], table, top_k=top_k, regions=regions, overwrite=True)
         written["geojson"] = targets["geojson"]
     if "csv" in formats:
-        rank = table.rank
-        rows = ([int(table.x_l0[i]), int(table.y_l0[i]), table.size_l0, int(table.row[i]), int(table.col[i]),
-                 f"{table.d_normal[i]:.8g}", f"{table.d_abnormal[i]:.8g}", f"{table.score[i]:.8g}", int(rank[i]),
-                 table.top_normal[i], table.top_abnormal[i], table.review.get(i, "unreviewed")]
-                for i in range(len(table)))
-        written["csv"] = write_csv(targets["csv"], ["x_l0", "y_l0", "size_l0", "row", "col", "d_normal", "d_abnormal",
-                                                    "score", "rank", "top_normal", "top_abnormal", "review"], rows,
-                                   overwrite=True)
+        written["csv"] = write_patch_table(targets["csv"], table, overwrite=True)
     if "ome-tiff" in formats:
         mpp = (table.provenance.get("grid") or {}).get("mpp") or table.slide.get("mpp")
         written["ome-tiff"] = write_heatmap_ome_tiff(targets["ome-tiff"], table.heatmap(), table.size_l0, mpp,

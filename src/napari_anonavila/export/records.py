@@ -14,11 +14,13 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputFileError
-from .tables import explain_columns, read_csv
+from .tables import explain_columns, read_csv, write_csv
 
-__all__ = ["REVIEW_STATES", "PatchTable", "from_result", "read_result_dir"]
+__all__ = ["PATCH_COLUMNS", "REVIEW_STATES", "PatchTable", "from_result", "read_result_dir", "write_patch_table"]
 
 REVIEW_STATES = ("unreviewed", "confirmed", "rejected", "unsure")
+PATCH_COLUMNS = ["x_l0", "y_l0", "size_l0", "row", "col", "d_normal", "d_abnormal", "score", "rank", "top_normal",
+                 "top_abnormal", "review"]
 
 
 @dataclass
@@ -103,7 +105,17 @@ def read_result_dir(folder: str | os.PathLike) -> PatchTable:
         raise InputFileError(f"{folder / 'patches.csv'}: a numeric column holds text ({err})") from err
     size = int(num["size_l0"][0]) if rows else int(summary["heatmap"]["cell_size_l0"])
     prov = summary.get("provenance", {})
+    review = {i: r["review"] for i, r in enumerate(rows) if r.get("review", "unreviewed") in REVIEW_STATES[1:]}
     return PatchTable(num["x_l0"].astype(np.int64), num["y_l0"].astype(np.int64), size, num["row"].astype(np.int64),
                       num["col"].astype(np.int64), num["d_normal"], num["d_abnormal"], num["score"],
                       [r["top_normal"] for r in rows], [r["top_abnormal"] for r in rows],
-                      tuple(summary["heatmap"]["shape_rc"]), prov.get("slide", {}), prov)
+                      tuple(summary["heatmap"]["shape_rc"]), prov.get("slide", {}), prov, review)
+
+
+def write_patch_table(path: str | os.PathLike, table: PatchTable, *, overwrite: bool = False) -> Path:
+    """The patch table as CSV: level-0 position, grid cell, distances, score, rank, terms and review state."""
+    rank = table.rank
+    rows = ([int(table.x_l0[i]), int(table.y_l0[i]), table.size_l0, int(table.row[i]), int(table.col[i]),
+             f"{table.d_normal[i]:.8g}", f"{table.d_abnormal[i]:.8g}", f"{table.score[i]:.8g}", int(rank[i]),
+             table.top_normal[i], table.top_abnormal[i], table.review.get(i, "unreviewed")] for i in range(len(table)))
+    return write_csv(path, PATCH_COLUMNS, rows, overwrite=overwrite)

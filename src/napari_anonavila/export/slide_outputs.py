@@ -16,27 +16,11 @@ import numpy as np
 
 from .._atomic import atomic_path, check_writable
 from ..maps.overlay import render_overlay
-from .provenance import provenance
-from .tables import explain_columns, write_csv
+from .records import from_result, write_patch_table
 
 __all__ = ["OUTPUT_FILES", "write_slide_outputs"]
 
 OUTPUT_FILES = ("patches.csv", "heatmap.npy", "overlay.png", "summary.json")
-
-
-def _patch_rows(result, detector):
-    s, xy = result.scores, result.grid.xy_l0()[: len(result.scores)]
-    names_n, names_a = detector.term_names("normal"), detector.term_names("abnormal")
-    rank = np.empty(len(s), np.int64)
-    rank[np.argsort(-s.score, kind="stable")] = np.arange(1, len(s) + 1)
-    for i in range(len(s)):
-        yield [int(xy[i, 0]), int(xy[i, 1]), result.grid.patch_size_l0, int(result.grid.cells_rc[i, 0]),
-               int(result.grid.cells_rc[i, 1]), f"{s.d_normal[i]:.8g}", f"{s.d_abnormal[i]:.8g}", f"{s.score[i]:.8g}",
-               int(rank[i]), *explain_columns(s, i, names_n, names_a)]
-
-
-PATCH_COLUMNS = ["x_l0", "y_l0", "size_l0", "row", "col", "d_normal", "d_abnormal", "score", "rank", "top_normal",
-                 "top_abnormal"]
 
 
 def write_slide_outputs(out_dir: str | os.PathLike, result, detector, slide, *, thumbnail=None, overwrite: bool = False,
@@ -46,31 +30,28 @@ def write_slide_outputs(out_dir: str | os.PathLike, result, detector, slide, *, 
     check_writable(out / "summary.json", overwrite=overwrite)
     out.mkdir(parents=True, exist_ok=True)
     heat = result.heatmap()
-    scores = result.slide_scores()
-    top = result.top_k(top_k)
-    xy = result.grid.xy_l0()
-    names_n, names_a = detector.term_names("normal"), detector.term_names("abnormal")
+    table = from_result(result, detector, fingerprint=slide.fingerprint(), checkpoint=checkpoint)
     summary = {
-        "slide_scores": scores,
-        "n_patches": len(result.scores),
-        "heatmap": {"file": "heatmap.npy", "shape_rc": list(heat.shape), "cell_size_l0": result.grid.patch_size_l0,
+        "slide_scores": result.slide_scores(),
+        "n_patches": len(table),
+        "heatmap": {"file": "heatmap.npy", "shape_rc": list(heat.shape), "cell_size_l0": table.size_l0,
                     "origin_xy_l0": list(result.grid.origin_xy_l0),
                     "napari_scale": list(result.geometry.napari_scale),
                     "napari_translate": list(result.geometry.napari_translate)},
-        "top_k": [{"rank": r + 1, "x_l0": int(xy[i, 0]), "y_l0": int(xy[i, 1]), "score": float(result.scores.score[i]),
-                   **dict(zip(("top_normal", "top_abnormal"), explain_columns(result.scores, i, names_n, names_a),
-                              strict=True))}
-                  for r, i in enumerate(top)],
+        "top_k": [{"rank": r + 1, "x_l0": int(table.x_l0[i]), "y_l0": int(table.y_l0[i]),
+                   "score": float(table.score[i]), "top_normal": table.top_normal[i],
+                   "top_abnormal": table.top_abnormal[i]}
+                  for r, i in enumerate(table.top_k(top_k))],
         "timings_s": result.timings,
         "from_embedding_cache": result.from_cache,
-        "provenance": provenance(result, detector, slide_fingerprint=slide.fingerprint(), checkpoint=checkpoint),
+        "provenance": table.provenance,
         **(extra or {}),
     }
     picture = overlay_png(result, slide, thumbnail, top_k)
     with contextlib.ExitStack() as stack:
         # entered in reverse, so summary.json is renamed into place last
         tmp = {name: stack.enter_context(atomic_path(out / name)) for name in reversed(OUTPUT_FILES)}
-        write_csv(tmp["patches.csv"], PATCH_COLUMNS, _patch_rows(result, detector), overwrite=True)
+        write_patch_table(tmp["patches.csv"], table, overwrite=True)
         with open(tmp["heatmap.npy"], "wb") as fh:
             np.save(fh, heat.astype(np.float32))
         tmp["overlay.png"].write_bytes(picture)

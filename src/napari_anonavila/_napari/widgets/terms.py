@@ -19,7 +19,7 @@ from qtpy.QtWidgets import (
 )
 
 from ...errors import AnonavilaError
-from ...terms import TermPools, dedupe, load_pool, save_pool
+from ...terms import TermPools, load_pool, save_pool, strip_template
 from ..session import session_for
 
 __all__ = ["TermsWidget"]
@@ -86,7 +86,7 @@ class _PoolList(QWidget):
             return
         for w in caught:
             show_warning(str(w.message))
-        self.set_terms([_strip(p, self.owner.template) for p in prompts])
+        self.set_terms([strip_template(p, self.owner.template) or p for p in prompts])
         self.owner.mark_dirty()
 
     def export(self, *_, path: str | None = None) -> None:
@@ -100,13 +100,6 @@ class _PoolList(QWidget):
             show_info(f"wrote {path}")
         except AnonavilaError as err:
             show_error(str(err))
-
-
-def _strip(prompt: str, template: str) -> str:
-    prefix, _, suffix = template.partition("{}")
-    if prompt.startswith(prefix) and prompt.endswith(suffix) and len(prompt) > len(prefix) + len(suffix):
-        return prompt[len(prefix) : len(prompt) - len(suffix)]
-    return prompt
 
 
 class TermsWidget(QWidget):
@@ -164,11 +157,11 @@ class TermsWidget(QWidget):
         """The edited pools, deduplicated with a notification naming the duplicates."""
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            normal = dedupe(self.prompts("normal"), source="normal pool")
-            abnormal = dedupe(self.prompts("abnormal"), source="abnormal pool")
-        for w in caught:
-            show_warning(str(w.message))
-        return TermPools(tuple(normal), tuple(abnormal), self.template)
+            try:
+                return TermPools.from_lists(self.prompts("normal"), self.prompts("abnormal"), template=self.template)
+            finally:
+                for w in caught:
+                    show_warning(str(w.message))
 
     def apply(self, *_) -> bool:
         """Give the detector the edited pools and re-score the current slide from its embedding cache."""
