@@ -46,17 +46,6 @@ def test_term_files(tmp_path_factory, lines, nl, bom, header, suffix):
     assert len(keys) == len(set(keys))
 
 
-@given(st.binary(max_size=300))
-def test_term_files_random_bytes(tmp_path_factory, data):
-    path = _write(tmp_path_factory, "pool.csv", data)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            assert load_pool(path)
-        except TermPoolError as err:
-            assert "pool.csv" in str(err)
-
-
 @given(slide=st.text(min_size=1, max_size=20), x=st.integers(0, 10**7), y=st.integers(0, 10**7),
        code=st.text(alphabet="0123456789abc", min_size=1, max_size=4))
 def test_patch_names_round_trip(slide, x, y, code):
@@ -93,15 +82,6 @@ def test_score_csvs(tmp_path_factory, rows, bom):
     assert all(np.isfinite(v) or np.isinf(v) for _, v in out)
 
 
-@given(st.binary(max_size=200))
-def test_score_csv_random_bytes(tmp_path_factory, data):
-    path = _write(tmp_path_factory, "s.csv", data)
-    try:
-        read_score_column(path, "patch_name", "Ascore")
-    except InputFileError as err:
-        assert "s.csv" in str(err)
-
-
 json_values = st.recursive(st.none() | st.booleans() | st.floats(allow_nan=False) | st.integers() | st.text(max_size=8),
                            lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4),
                            max_leaves=20)
@@ -128,15 +108,24 @@ def test_geojson_structures(tmp_path_factory, features):
         assert f.polygons_xy or f.points_xy is not None
 
 
-@given(st.binary(max_size=200))
-def test_geojson_random_bytes(tmp_path_factory, data):
-    path = _write(tmp_path_factory, "f.geojson", data)
+RANDOM_BYTES_READERS = {
+    "pool.csv": (load_pool, TermPoolError),
+    "s.csv": (lambda p: read_score_column(p, "patch_name", "Ascore"), InputFileError),
+    "f.geojson": (read_geojson, InputFileError),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RANDOM_BYTES_READERS))
+@given(data=st.binary(max_size=300))
+def test_text_parsers_on_random_bytes(tmp_path_factory, name, data):
+    read, error = RANDOM_BYTES_READERS[name]
+    path = _write(tmp_path_factory, name, data)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            read_geojson(path)
-        except InputFileError as err:
-            assert "f.geojson" in str(err)
+            read(path)
+        except error as err:
+            assert name in str(err)
 
 
 @given(st.binary(max_size=400))
