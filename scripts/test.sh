@@ -11,7 +11,6 @@ if ! command -v xvfb-run >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt
     libxcb-xfixes0 libxcb-shape0 libxcb-cursor0 libdbus-1-3 libfontconfig1) >/dev/null 2>&1 \
     || echo "[test] could not install Xvfb; GUI tests will skip"
 fi
-export ANONAVILA_CACHE="${ANONAVILA_CACHE:-$PWD/.venv/anonavila-cache}"
 xvfb=()
 command -v Xvfb >/dev/null 2>&1 || xvfb=(-p no:xvfb)  # without Xvfb the napari tests skip, saying why
 exec .venv/bin/python -m pytest "${xvfb[@]}" "$@"

@@ -20,11 +20,11 @@ def shared_path(*parts: str) -> Path:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _offline(tmp_path_factory):
-    """No hub access in tests; generated weights go to a per-session cache."""
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["TRANSFORMERS_OFFLINE"] = "1"
-    os.environ.setdefault("ANONAVILA_CACHE", str(tmp_path_factory.mktemp("anonavila-cache")))
+def _isolated(tmp_path_factory):
+    """No hub access, and every on-disk cache in this run's own folder: a run never reads an earlier run's files."""
+    home = tmp_path_factory.mktemp("home")
+    os.environ.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "ANONAVILA_CACHE": str(home / "anonavila"),
+                       "XDG_CACHE_HOME": str(home / "cache"), "HF_HOME": str(home / "hf")})
 
 
 @pytest.fixture(scope="session")

@@ -76,6 +76,20 @@ class Detector:
                    logit_scale_exp=vlm.logit_scale_exp, mode=mode)
 
     @property
+    def is_demo(self) -> bool:
+        """True for the random-weights demo backend, which carries no pathology knowledge."""
+        return self.backend_spec.strip() == "demo"
+
+    def describe(self) -> str:
+        """One line for people: which model and which term pools, with a clear note for the random demo model."""
+        if self.is_demo:
+            model = "demo model (random weights, NO pathology knowledge: for trying the tool only)"
+        else:
+            desc = getattr(self.backend, "description", "") or ""
+            model = f"{desc} [{self.backend_spec}]" if desc else self.backend_spec
+        return f"{model}; {self.pools.describe()}"
+
+    @property
     def embed_dim(self) -> int:
         return int(self.normal_text.shape[1])
 
@@ -174,8 +188,8 @@ class Detector:
     def set_pools(self, pools: TermPools) -> None:
         """Use new term pools: re-encode only new prompts, recompute centroids from the kept reference."""
         vlm = self.require_backend()
-        self.pools = pools
-        self.normal_text, self.abnormal_text = vlm.encode_texts(pools.normal), vlm.encode_texts(pools.abnormal)
+        texts = vlm.encode_texts(pools.normal), vlm.encode_texts(pools.abnormal)  # may fail: change nothing yet
+        self.pools, (self.normal_text, self.abnormal_text) = pools, texts
         if self.mlp is not None and self.reference is not None:
             self.fit_centroids(self.reference)
         self.info["pools_edited"] = True

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from .errors import CancelledError
 
-__all__ = ["Progress", "ProgressCallback", "drain"]
+__all__ = ["Progress", "ProgressCallback", "drain", "restage"]
 
 T = TypeVar("T")
 
@@ -43,3 +43,15 @@ def drain(
                 raise CancelledError(f"cancelled during {event.stage} at {event.done}/{event.total}")
     except StopIteration as stop:
         return stop.value
+
+
+def restage(gen: Generator[Progress, None, T], stage: str) -> Generator[Progress, None, T]:
+    """``gen`` with every event's stage renamed (e.g. 'encode' -> 'encoding the normal regions'); same result."""
+    try:
+        while True:
+            event = next(gen)
+            yield Progress(stage, event.done, event.total, event.info)
+    except StopIteration as stop:
+        return stop.value
+    finally:
+        gen.close()

@@ -13,9 +13,10 @@ from pathlib import Path
 from ._atomic import atomic_write, check_writable
 from .errors import TermPoolError
 
-__all__ = ["DEFAULT_TEMPLATE", "TermPools", "dedupe", "load_pool", "save_pool", "strip_template"]
+__all__ = ["DEFAULT_DOMAIN", "DEFAULT_TEMPLATE", "TermPools", "dedupe", "load_pool", "save_pool", "strip_template"]
 
 DEFAULT_TEMPLATE = "an image showing {}"
+DEFAULT_DOMAIN = "lymph-node"  # the shipped pools: the authors' lymph-node metastasis terms
 _CSV_HEADERS = {"normal", "abnormal"}
 
 
@@ -131,6 +132,7 @@ class TermPools:
     abnormal: tuple[str, ...]
     template: str = DEFAULT_TEMPLATE
     source: str = field(default="", compare=False)
+    domain: str = field(default="", compare=False)  # what tissue the terms describe, for people to read
 
     def __post_init__(self) -> None:
         for name in ("normal", "abnormal"):
@@ -160,15 +162,21 @@ class TermPools:
         words = resources.files("napari_anonavila") / "words"
         with resources.as_file(words / "normal.txt") as n, resources.as_file(words / "abnormal.txt") as a:
             pools = cls.from_files(n, a)
-        return cls(pools.normal, pools.abnormal, DEFAULT_TEMPLATE, "default lymph-node pools")
+        return cls(pools.normal, pools.abnormal, DEFAULT_TEMPLATE, "default lymph-node pools", DEFAULT_DOMAIN)
 
     def terms(self, kind: str) -> list[str]:
         """The pool's terms with the template removed where it applies (for display)."""
         return [strip_template(p, self.template) or p for p in getattr(self, kind)]
 
+    def describe(self) -> str:
+        """For people: the pools' domain and sizes, e.g. 'lymph-node terms (92 normal / 48 abnormal)'."""
+        return f"{self.domain or 'custom'} terms ({len(self.normal)} normal / {len(self.abnormal)} abnormal)"
+
     def to_dict(self) -> dict:
-        return {"normal": list(self.normal), "abnormal": list(self.abnormal), "template": self.template}
+        return {"normal": list(self.normal), "abnormal": list(self.abnormal), "template": self.template,
+                "domain": self.domain}
 
     @classmethod
     def from_dict(cls, d: dict) -> TermPools:
-        return cls(tuple(d["normal"]), tuple(d["abnormal"]), d.get("template", DEFAULT_TEMPLATE))
+        return cls(tuple(d["normal"]), tuple(d["abnormal"]), d.get("template", DEFAULT_TEMPLATE),
+                   domain=str(d.get("domain", "")))

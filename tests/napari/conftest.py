@@ -1,10 +1,18 @@
-"""GUI tests: a real napari window (under Xvfb in CI, started by pytest-xvfb)."""
+"""GUI tests: a real napari window (under Xvfb in CI, started by pytest-xvfb), driven through the doors a user uses.
+
+Slides open with ``viewer.open(path, plugin=...)``, widgets through napari's plugin machinery, and Shapes layers
+are made by clicking napari's own "new shapes layer" button (so they take the slide's scale).
+"""
 
 from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
+
+PLUGIN = "napari-anonavila"
+WIDGETS = ("All panels (tabbed)", "Score", "Review top-k", "Term pools", "Retrain", "QA review and export")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -21,6 +29,43 @@ def viewer(make_napari_viewer):
     return make_napari_viewer()
 
 
+@pytest.fixture
+def errors(monkeypatch):
+    """Messages the widgets show in napari's notification area with show_error."""
+    shown: list[str] = []
+    for mod in ("score", "terms", "retrain", "export"):
+        monkeypatch.setattr(f"napari_anonavila._napari.widgets.{mod}.show_error", shown.append)
+    return shown
+
+
+def open_widget(viewer, name: str):
+    """Open one of the plugin's widgets the way the Plugins menu does; return the widget napari made."""
+    _dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, name)
+    return widget
+
+
+def open_slide(viewer, path):
+    """File > Open with this plugin's reader; return the slide layer."""
+    [layer] = viewer.open(str(path), plugin=PLUGIN)
+    return layer
+
+
+def draw_shapes(viewer, slide_layer, world_polygons, shape_type: str = "rectangle"):
+    """Click napari's 'new shapes layer' button over the slide and draw polygons given in world coordinates."""
+    viewer.layers.selection.active = slide_layer
+    viewer.window._qt_viewer.layerButtons.newShapesButton.click()  # the real button (a test may use private API)
+    layer = viewer.layers[-1]
+    assert layer.scale[-1] == pytest.approx(slide_layer.scale[-1])  # napari copied the slide's scale
+    data = [np.array([layer.world_to_data(v) for v in np.asarray(poly, float)]) for poly in world_polygons]
+    layer.add(data, shape_type=shape_type)
+    return layer
+
+
 def wait_worker(qtbot, widget, timeout=120_000):
     """Wait until the widget's worker is gone (finished, errored or aborted)."""
     qtbot.waitUntil(lambda: widget.worker is None, timeout=timeout)
+
+
+def click(button) -> None:
+    """Press a magicgui PushButton as a user does."""
+    button.native.click()

@@ -20,21 +20,25 @@ from ..conftest import shared_path
     ("cmu-1-small-region.svs", 1, 0.499), ("fluorescence-dapi-40x.ndpi", 7, 0.2282),
     ("os-2-ki67-crop.ome.tif", 1, 0.2271), ("tcga-cr-7395-01a-01-ts1.svs", 2, None),
     ("kidney-48-5.tif", 1, None)])
-def test_reader_gives_a_lazy_multiscale_layer(viewer, name, n_levels, mpp):
+def test_file_open_gives_a_lazy_multiscale_layer(viewer, name, n_levels, mpp):
     path = shared_path("slides", name)
-    reader = get_reader(str(path))
-    assert callable(reader)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MissingMppWarning)
-        [(data, kwargs, kind)] = reader(str(path))
-    assert kind == "image" and kwargs["multiscale"] and kwargs["rgb"]
-    assert len(data) == n_levels
-    assert kwargs["metadata"]["mpp"] == (pytest.approx(mpp, abs=1e-4) if mpp else None)
-    layer = viewer.add_image(data, **kwargs)
-    assert layer.multiscale
-    expected = mpp or 1.0
-    assert layer.scale[-1] == pytest.approx(expected, abs=1e-4)
+        [layer] = viewer.open(str(path), plugin="napari-anonavila")
+    assert layer.multiscale and layer.rgb
+    assert len(layer.data) == n_levels
+    assert layer.metadata["mpp"] == (pytest.approx(mpp, abs=1e-4) if mpp else None)
+    assert layer.scale[-1] == pytest.approx(mpp or 1.0, abs=1e-4)
     assert layer.units[-1] == ("micrometer" if mpp else "pixel")  # the scale bar shows true size when mpp is known
+
+
+def test_file_open_of_a_generated_pyramid(viewer, sample_slides):
+    """The same door without ../shared: a pyramidal TIFF written here (0.5 um/px, 3 levels)."""
+    [layer] = viewer.open(str(sample_slides.anomalous), plugin="napari-anonavila")
+    assert layer.multiscale and len(layer.data) == 3
+    assert layer.scale[-1] == pytest.approx(0.5) and str(layer.units[-1]) == "micrometer"
+    assert layer.data[0].shape == (2048, 2048, 3)
+    assert np.asarray(layer.data[-1][:8, :8]).dtype == np.uint8
 
 
 def test_reader_declines_other_files_and_reports_corrupt_ones(viewer):

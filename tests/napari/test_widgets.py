@@ -1,72 +1,54 @@
-"""The Score, Review, Term and Retrain widgets in a real napari window, with the demo backend."""
+"""The Score, Term and Retrain widgets in a real napari window, opened through the plugin machinery."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from napari_anonavila._napari.layers import slide_layer_data
-from napari_anonavila._napari.widgets.retrain import RetrainWidget
-from napari_anonavila._napari.widgets.review import ReviewWidget
-from napari_anonavila._napari.widgets.score import HEATMAP, TOPK, ScoreWidget
-from napari_anonavila._napari.widgets.terms import TermsWidget
-from napari_anonavila.slide import open_slide
+from .conftest import click, draw_shapes, open_slide, open_widget, wait_worker
 
-from .conftest import wait_worker
-
-
-@pytest.fixture
-def errors(monkeypatch):
-    """Messages shown in napari's notification area by show_error."""
-    shown = []
-    for mod in ("score", "terms", "retrain"):
-        monkeypatch.setattr(f"napari_anonavila._napari.widgets.{mod}.show_error", shown.append)
-    return shown
-
-
-def _open(viewer, path):
-    data, kwargs, _ = slide_layer_data(open_slide(path))
-    return viewer.add_image(data, **kwargs)
+HEATMAP, TOPK = "anomaly heatmap", "top-k patches"
 
 
 @pytest.fixture
 def scored(viewer, qtbot, sample_slides, fitted_on_sample, tmp_path):
     """A viewer with the sample slide scored by a checkpoint (patch 64 um = 128 px)."""
-    model = fitted_on_sample.save(tmp_path / "model.safetensors")
-    layer = _open(viewer, sample_slides.anomalous)
-    w = ScoreWidget(viewer)
-    viewer.window.add_dock_widget(w)
-    w.model.value = model
+    layer = open_slide(viewer, sample_slides.anomalous)
+    w = open_widget(viewer, "Score")
+    w.model.value = fitted_on_sample.save(tmp_path / "model.safetensors")
     w.patch_um.value = 64.0
-    w.start()
+    click(w.run_button)
     wait_worker(qtbot, w)
     assert w.session.result is not None
     return viewer, w, layer
 
 
-def test_score_layers_features_and_alignment(scored):
-    viewer, w, slide_layer = scored
-    res = w.session.result
+def test_score_layers_and_features(scored):
+    viewer, w, _ = scored
     heat, pts = viewer.layers[HEATMAP], viewer.layers[TOPK]
     assert len(pts.data) == 10
-    assert list(pts.features.columns)[:5] == ["rank", "index", "score", "d_normal", "d_abnormal"]
-    assert pts.text.values[0].startswith("1: ")
+    assert list(pts.features.columns)[:4] == ["rank", "index", "x_l0", "y_l0"]
+    assert list(pts.text.values[:2]) == ["1", "2"]  # short rank labels; the terms are in the Review list
     assert pts.features["score"].is_monotonic_decreasing
-    p = res.grid.patch_size_l0
-    xy = res.grid.xy_l0()
-    for k in range(3):
-        i = pts.features["index"][k]
-        world = pts.data[k]
-        # the point sits over the centre of the patch's level-0 pixels ...
-        np.testing.assert_allclose(slide_layer.world_to_data(world)[-2:], [xy[i, 1] + (p - 1) / 2,
-                                                                           xy[i, 0] + (p - 1) / 2], atol=1e-6)
-        # ... and so does the heatmap cell that holds the patch's score
-        r, c = np.round(heat.world_to_data(world)).astype(int)[-2:]
-        assert (r, c) == tuple(res.grid.cells_rc[i])
+    for k in range(3):  # the heatmap cell under each point holds that patch's score
+        r, c = np.round(heat.world_to_data(pts.data_to_world(pts.data[k]))).astype(int)[-2:]
         assert heat.metadata["raw"][r, c] == pytest.approx(pts.features["score"][k])
     assert "max" in w.scores_label.value and "eroded" in w.scores_label.value
     _lo, hi = heat.contrast_limits
     assert hi < 1  # scores are tiny: no 0..1 assumption
+
+
+def test_low_scores_are_visible_and_unscored_cells_transparent(scored):
+    viewer, _w, _ = scored
+    heat = viewer.layers[HEATMAP]
+    raw = heat.metadata["raw"]
+    lo, hi = heat.contrast_limits
+    shown = np.asarray(heat.data)
+    scored_cells = ~np.isnan(raw)
+    rgba = heat.colormap.map((np.clip(shown, lo, hi) - lo) / (hi - lo))
+    rgba = rgba.reshape(*shown.shape, 4)
+    assert (rgba[~scored_cells][:, 3] == 0).all()  # no tissue: transparent
+    assert (rgba[scored_cells][:, 3] >= 0.3).all()  # every scored cell, the lowest included, is coloured
 
 
 def test_erosion_toggle_and_mode_rescore_from_cache(scored, qtbot):
@@ -85,123 +67,98 @@ def test_erosion_toggle_and_mode_rescore_from_cache(scored, qtbot):
     assert slide.reads == 0
 
 
-def test_review_row_and_point_centre_the_view(scored, qtbot):
-    viewer, _w, _ = scored
-    review = ReviewWidget(viewer)
-    viewer.window.add_dock_widget(review)
-    review.refresh()
-    assert review.table.rowCount() == 10
-    review.table.selectRow(2)
-    pts = viewer.layers[TOPK]
-    np.testing.assert_allclose(viewer.camera.center[-2:], pts.data[2], atol=1e-6)
-    assert "abnormal:" in review.details.text() and pts.features["abnormal_terms"][2] in review.details.text()
-    pts.selected_data = {4}
-    assert {i.row() for i in review.table.selectedItems()} == {4}
-    np.testing.assert_allclose(viewer.camera.center[-2:], pts.data[4], atol=1e-6)
-
-
-def test_cancel_keeps_what_was_scored(viewer, qtbot, sample_slides, fitted_on_sample, tmp_path):
-    model = fitted_on_sample.save(tmp_path / "model.safetensors")
-    _open(viewer, sample_slides.anomalous)
-    w = ScoreWidget(viewer)
-    w.model.value = model
-    w.patch_um.value = 32.0  # 64 px patches: many batches
-    w.batch_size.value = 2
-    w.start()
-    qtbot.waitUntil(lambda: w._heat is not None and np.isfinite(w._heat).sum() >= 4, timeout=60_000)
-    w._on_run()  # the Run button is Cancel while running
-    wait_worker(qtbot, w)
-    n = int(np.isfinite(w._heat).sum())
-    assert 4 <= n < len(w._grid)
-    assert w.session.result is None and HEATMAP in viewer.layers
-    assert w.run_button.text == "Run"
-
-
 def test_term_edit_rescores_from_cache_without_pixel_reads(scored, qtbot, errors):
     viewer, w, _ = scored
-    terms = TermsWidget(viewer)
+    terms = open_widget(viewer, "Term pools")
     before = w.session.result.scores.score.copy()
     slide = w.session.slide
     slide.reads = 0
     terms.abnormal.list.takeItem(0)
     terms.normal.add(text="reactive germinal centres")
-    assert terms.apply()
+    worker = terms.apply()
+    assert worker is not None
+    qtbot.waitUntil(lambda: terms.worker is None, timeout=60_000)
     wait_worker(qtbot, w)
     assert slide.reads == 0
     assert w.session.result.from_cache
     assert not np.allclose(w.session.result.scores.score, before)
     assert "retraining is advisable" in terms.status.text()
+    assert "(edited)" in w.model_info.value
     assert not errors
 
 
 def test_empty_pool_is_refused(scored, errors):
     viewer, w, _ = scored
-    terms = TermsWidget(viewer)
+    terms = open_widget(viewer, "Term pools")
     terms.normal.list.clear()
-    assert not terms.apply()
+    assert terms.apply() is None
     assert any("empty" in e for e in errors)
     assert w.session.detector.pools.normal  # unchanged
 
 
-def test_retrain_changes_scores_and_saves_a_loadable_checkpoint(scored, qtbot, tmp_path, errors):
+def test_retrain_changes_scores_and_saves_versioned_checkpoints(scored, qtbot, tmp_path, errors):
     from napari_anonavila.detector import Detector
 
-    viewer, w, _ = scored
-    shapes = viewer.add_shapes([np.array([[300, 300], [300, 700], [700, 700], [700, 300]])], shape_type="polygon",
-                               name="normal", units=("um", "um"))
-    r = RetrainWidget(viewer)
-    r.regions.value = shapes
+    viewer, w, slide_layer = scored
+    normal = draw_shapes(viewer, slide_layer, [[[100, 100], [100, 600], [600, 600], [600, 100]]])
+    r = open_widget(viewer, "Retrain")
+    r.regions.value = viewer.layers[normal.name]
     r.epochs.value = 3
     r.batch_size.value = 8
     before = w.session.result.scores.score.copy()
-    r.start()
+    click(r.train_button)
     qtbot.waitUntil(lambda: r.worker is None, timeout=60_000)
     wait_worker(qtbot, w)
+    assert not errors
     assert len(r.plot.losses) >= 3
     assert not np.allclose(w.session.result.scores.score, before)
-    r.out.value = tmp_path / "retrained-v1.safetensors"
+    # the default name is versioned, next to the checkpoint in use
+    assert r.out.value.name == "model-v1.safetensors" and r.out.value.parent == tmp_path
     path = r.save()
     again = Detector.load(path)
     np.testing.assert_allclose(again.score_embeddings(again.reference[:5]).score,
                                w.session.detector.score_embeddings(again.reference[:5]).score)
-    assert not errors
+    r.out.value = path  # saving again under the same name: GUI wording, and the next free name is offered
+    assert r.save() is None
+    assert "already exists" in errors[-1] and "--overwrite" not in errors[-1]
+    assert r.out.value.name == "model-v2.safetensors"
+
+
+def test_a_small_field_suggests_a_smaller_patch(scored, qtbot, errors):
+    viewer, w, slide_layer = scored
+    # a 250 um field at the default 128 um patch holds at most 1 patch; 32 um gives enough
+    small = draw_shapes(viewer, slide_layer, [[[300, 300], [300, 550], [550, 550], [550, 300]]])
+    w.session.detector = None
+    w.model.value = ""
+    w.normal_layer.value = viewer.layers[small.name]
+    w.patch_um.value = 128.0
+    click(w.run_button)
+    wait_worker(qtbot, w)
+    assert errors and "use a smaller patch" in errors[-1] and "um gives" in errors[-1]
 
 
 def test_bad_inputs_show_messages_and_leave_the_viewer_usable(viewer, qtbot, errors, tmp_path, sample_slides):
-    w = ScoreWidget(viewer)
-    w._on_run()  # no slide layer
+    w = open_widget(viewer, "Score")
+    click(w.run_button)  # no slide layer
     assert "no slide layer" in errors[-1]
-    _open(viewer, sample_slides.anomalous)
+    open_slide(viewer, sample_slides.anomalous)
     bad = tmp_path / "wrong.safetensors"
     bad.write_bytes(b"this is not a checkpoint")
     w.model.value = bad
-    w._on_run()
+    click(w.run_button)
+    wait_worker(qtbot, w)  # the model is read in the worker; its error comes back as a message
     assert "wrong.safetensors" in errors[-1]
     w.model.value = ""
-    w._on_run()  # neither a model nor normal regions for the demo fit
+    click(w.run_button)  # neither a model nor normal regions for the demo fit
     assert "Shapes layer of normal regions" in errors[-1]
     assert w.worker is None and w.run_button.text == "Run"
     viewer.add_points([[1, 1]])  # still usable
-    assert len(viewer.layers) == 2
-
-
-def test_demo_fit_on_normal_regions_then_score(viewer, qtbot, sample_slides):
-    layer = _open(viewer, sample_slides.anomalous)
-    shapes = viewer.add_shapes([np.array([[0, 0], [0, 400], [400, 400], [400, 0]])], shape_type="rectangle",
-                               name="normal", units=("um", "um"))
-    w = ScoreWidget(viewer)
-    w.slide_layer.value = layer
-    w.normal_layer.value = shapes
-    w.patch_um.value = 64.0
-    w.start()
-    qtbot.waitUntil(lambda: w.session.result is not None, timeout=120_000)
-    assert w.session.detector.backend_spec == "demo"
-    assert TOPK in viewer.layers
+    assert len(viewer.layers) >= 2
 
 
 def test_current_view_region_scores_only_what_is_visible(viewer, qtbot, sample_slides, fitted_on_sample, tmp_path):
-    layer = _open(viewer, sample_slides.anomalous)
-    w = ScoreWidget(viewer)
+    layer = open_slide(viewer, sample_slides.anomalous)
+    w = open_widget(viewer, "Score")
     w.model.value = fitted_on_sample.save(tmp_path / "m.safetensors")
     w.patch_um.value = 64.0
     w.region.value = "current view"
@@ -209,23 +166,22 @@ def test_current_view_region_scores_only_what_is_visible(viewer, qtbot, sample_s
     viewer.camera.zoom = 4.0
     qtbot.wait(200)
     layer.refresh()
-    w.start()
+    click(w.run_button)
     wait_worker(qtbot, w)
     res = w.session.result
-    full = (2048 // 128) ** 2
-    assert 0 < len(res.scores) < full
+    assert 0 < len(res.scores) < (2048 // 128) ** 2
     x0, y0 = res.grid.xy_l0().min(axis=0)
     assert x0 < 1024 and y0 < 1024
 
 
 def test_retrain_on_another_normal_slide(scored, qtbot, sample_slides):
     viewer, w, _ = scored
-    normal = _open(viewer, sample_slides.normal)
-    r = RetrainWidget(viewer)
+    normal = open_slide(viewer, sample_slides.normal)
+    r = open_widget(viewer, "Retrain")
     r.other_slide.value = normal
     r.epochs.value = 2
     before = w.session.result.scores.score.copy()
-    r.start()
+    click(r.train_button)
     qtbot.waitUntil(lambda: r.worker is None, timeout=120_000)
     wait_worker(qtbot, w)
     assert not np.allclose(w.session.result.scores.score, before)

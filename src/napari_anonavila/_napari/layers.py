@@ -1,8 +1,8 @@
-"""Results -> napari layer data: the slide pyramid, the heatmap image, the top-k points.
+"""Results -> napari layer data: the slide pyramid, the heatmap image, the review points, imported QuPath objects.
 
-World coordinates are level-0 pixels times the slide's scale (microns per pixel when known, else 1), in
-napari's (row, col) order. A heatmap cell of p level-0 pixels gets scale p and translate (p - 1) / 2, so that
-its centre sits on the centre of the patch's pixels (napari puts pixel centres at integer coordinates).
+Layer data are in the slide's level-0 pixel indices (points, shapes) or in grid cells (the heatmap); each
+layer's transform comes from the slide layer through :mod:`.coords`, so results sit on the tissue whatever the
+slide's scale, translate or affine, and all plugin layers share the slide's units.
 """
 
 from __future__ import annotations
@@ -12,31 +12,34 @@ import json
 import numpy as np
 
 from ..maps.overlay import contrast_limits
+from ..reviews import ReviewMarks
 from ..slide import Slide
+from .coords import cells_layer_transform
 
-__all__ = ["HEATMAP_COLORMAP", "features_to_layer_data", "heatmap_layer_data", "slide_layer_data", "slide_scale",
-           "topk_features", "topk_layer_data"]
+__all__ = ["HEATMAP_COLORMAP", "REVIEW_COLORS", "features_to_layer_data", "heatmap_for_display", "heatmap_kwargs",
+           "review_points", "slide_layer_data", "slide_scale"]
+
+HEATMAP_COLORMAP = "anonavila-heat"
+REVIEW_COLORS = {"unreviewed": "cyan", "confirmed": "red", "rejected": "lime", "unsure": "magenta"}
+_NAN_BAND = 0.02  # the lowest 2% of the colormap is transparent: only unscored cells (NaN) are put there
 
 
 def _heatmap_colormap():
-    """Inferno whose opacity rises with the value; the lowest 0.5% (where NaN cells are put) is transparent."""
+    """Inferno whose opacity rises with the value; below 2% (where only unscored cells sit) it is transparent."""
     from napari.utils.colormaps import Colormap
     from napari.utils.colormaps.colormap_utils import ensure_colormap
 
     base = ensure_colormap("inferno")
     xs = np.linspace(0, 1, 32)
     colors = base.map(xs)
-    colors[:, 3] = 0.2 + 0.7 * xs
-    controls = np.concatenate([[0.0, 0.005], 0.005 + xs[1:] * 0.995])
+    colors[:, 3] = 0.35 + 0.55 * xs  # the lowest scores stay visibly coloured
+    controls = np.concatenate([[0.0, _NAN_BAND], _NAN_BAND + xs[1:] * (1 - _NAN_BAND)])
     colors = np.concatenate([[[0, 0, 0, 0], colors[0]], colors[1:]])
-    return Colormap(colors=colors, controls=controls, name="anonavila-heat", display_name="anomaly (inferno)")
-
-
-HEATMAP_COLORMAP = "anonavila-heat"
+    return Colormap(colors=colors, controls=controls, name=HEATMAP_COLORMAP, display_name="anomaly score (inferno)")
 
 
 def slide_scale(slide: Slide) -> float:
-    """World units per level-0 pixel: microns when the slide has mpp, else pixels."""
+    """World units per level-0 pixel for a slide our reader opens: microns when the slide has mpp, else pixels."""
     return float(slide.mpp) if slide.mpp else 1.0
 
 
@@ -45,82 +48,95 @@ def slide_layer_data(slide: Slide) -> tuple:
     s = slide_scale(slide)
     meta = {**slide.describe(), "anonavila_slide": slide}
     kwargs = {"name": slide.path.name, "multiscale": True, "rgb": True, "metadata": meta, "scale": (s, s),
-              "units": _units(s), "contrast_limits": (0, 255)}
+              "units": ("um", "um") if slide.mpp else ("pixel", "pixel"), "contrast_limits": (0, 255)}
     return (slide.levels, kwargs, "image")
 
 
 def heatmap_for_display(heat: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
-    """NaN cells moved just below the contrast range, where the colormap is transparent."""
+    """(values to show, contrast limits): scored cells clipped into the range, NaN cells below it.
+
+    Every scored cell maps to at least ``_NAN_BAND`` of the colormap (visible); NaN cells map to 0 (transparent).
+    """
     lo, hi = contrast_limits(heat)
-    shown = np.where(np.isnan(heat), lo - (hi - lo), heat).astype(np.float32)
-    return shown, (lo - 0.004 * (hi - lo), hi)
+    span = hi - lo
+    clim_lo = lo - span * _NAN_BAND / (1 - 2 * _NAN_BAND)  # lo itself lands a little above the transparent band
+    shown = np.where(np.isnan(heat), clim_lo - span, np.clip(heat, lo, None)).astype(np.float32)
+    return shown, (clim_lo, hi)
 
 
-def _units(scale: float) -> tuple[str, str]:
-    return ("um", "um") if scale != 1.0 else ("pixel", "pixel")
-
-
-def heatmap_layer_data(heat: np.ndarray, patch_size_l0: int, scale: float, origin_xy_l0=(0, 0), name="anomaly heatmap"
-                       ) -> tuple:
-    """(data, kwargs, 'image') for the heatmap aligned with the slide layer."""
-    p = patch_size_l0
+def heatmap_kwargs(heat: np.ndarray, slide_layer, patch_size_l0: int, origin_xy_l0=(0, 0),
+                   *, name: str = "anomaly heatmap", label: str = "anomaly score") -> tuple[np.ndarray, dict]:
+    """(data, kwargs) of the heatmap image layer: one pixel per patch, placed through the slide layer's transform."""
     shown, clim = heatmap_for_display(heat)
-    kwargs = {"name": name, "scale": (p * scale, p * scale),
-              "translate": ((origin_xy_l0[1] + (p - 1) / 2) * scale, (origin_xy_l0[0] + (p - 1) / 2) * scale),
-              "colormap": _heatmap_colormap(), "contrast_limits": clim, "opacity": 0.8, "blending": "translucent",
-              "interpolation2d": "nearest", "metadata": {"raw": heat, "patch_size_l0": p}, "units": _units(scale)}
-    return (shown, kwargs, "image")
+    kwargs = {"name": name, "colormap": _heatmap_colormap(), "contrast_limits": clim, "opacity": 1.0,
+              "blending": "translucent", "interpolation2d": "nearest",
+              "metadata": {"raw": heat, "patch_size_l0": patch_size_l0, "label": label},
+              **cells_layer_transform(slide_layer, patch_size_l0, origin_xy_l0)}
+    return shown, kwargs
 
 
-def topk_features(result, detector, k: int) -> dict[str, list]:
-    """Rank, score, distances and the top normal/abnormal terms (with weights) of the k best patches."""
-    idx = result.top_k(k)
-    s = result.scores
+def review_points(result, detector, k: int, marks: ReviewMarks, slide_layer) -> tuple[np.ndarray, dict]:
+    """(data, kwargs) of the points layer: the top-k patches plus every reviewed patch of the grid.
+
+    Points sit at patch centres in the slide's level-0 pixel indices (row, col); the square marker outlines the
+    patch, its border colour is the review state, and its label is the rank (the terms are in the features).
+    """
+    from ..export.tables import explain_columns
+
+    order = np.argsort(-result.scores.score, kind="stable")
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(1, len(order) + 1)
+    reviewed, _aside = marks.on_grid(result.grid)
+    idx = sorted(set(order[:k].tolist()) | set(reviewed), key=lambda i: rank[i])
+    s, g = result.scores, result.grid
+    p = g.patch_size_l0
+    xy = g.xy_l0()[idx] if idx else np.zeros((0, 2), np.int64)
+    data = np.stack([xy[:, 1] + (p - 1) / 2, xy[:, 0] + (p - 1) / 2], axis=1) if idx else np.zeros((0, 2))
     names_n, names_a = detector.term_names("normal"), detector.term_names("abnormal")
+    expl = [explain_columns(s, i, names_n, names_a) for i in idx]
 
-    def terms(i, kind):
-        if kind == "n":
-            return [(names_n[j], float(w)) for j, w in zip(s.top_normal_idx[i], s.top_normal_w[i], strict=True)]
-        return [(names_a[j], float(w)) for j, w in zip(s.top_abnormal_idx[i], s.top_abnormal_w[i], strict=True)]
+    def pretty(cell: str) -> str:
+        return "; ".join(f"{t.rsplit(':', 1)[0]} ({float(t.rsplit(':', 1)[1]):.2f})" for t in cell.split("|") if t)
 
-    return {"rank": list(range(1, len(idx) + 1)), "index": [int(i) for i in idx],
-            "score": [float(s.score[i]) for i in idx], "d_normal": [float(s.d_normal[i]) for i in idx],
-            "d_abnormal": [float(s.d_abnormal[i]) for i in idx],
-            "top_normal": [terms(i, "n")[0][0] for i in idx], "top_abnormal": [terms(i, "a")[0][0] for i in idx],
-            "normal_terms": ["; ".join(f"{t} ({w:.2f})" for t, w in terms(i, "n")) for i in idx],
-            "abnormal_terms": ["; ".join(f"{t} ({w:.2f})" for t, w in terms(i, "a")) for i in idx]}
-
-
-def topk_layer_data(result, detector, k: int, scale: float, name: str = "top-k patches") -> tuple:
-    """(coords, kwargs, 'points'): one point at the centre of each top-k patch, with features and labels."""
-    feats = topk_features(result, detector, k)
-    p = result.grid.patch_size_l0
-    xy = result.grid.xy_l0()[feats["index"]] if feats["index"] else np.zeros((0, 2))
-    coords = np.stack([(xy[:, 1] + (p - 1) / 2) * scale, (xy[:, 0] + (p - 1) / 2) * scale], axis=1) \
-        if len(xy) else np.zeros((0, 2))
-    kwargs = {"name": name, "features": feats, "size": p * scale * 0.35, "units": _units(scale),
-              "metadata": {"anonavila_l0_per_world": 1 / scale},
-              "face_color": "transparent", "border_color": "cyan", "border_width": 0.12, "symbol": "ring",
-              "text": {"string": "{rank}: {top_abnormal}", "color": "cyan", "size": 8,
-                       "anchor": "upper_left", "translation": (-p * scale * 0.2, 0)}}
-    return (coords, kwargs, "points")
+    states = [reviewed.get(i, "unreviewed") for i in idx]
+    features = {"rank": [int(rank[i]) for i in idx], "index": [int(i) for i in idx],
+                "x_l0": [int(v) for v in xy[:, 0]], "y_l0": [int(v) for v in xy[:, 1]],
+                "score": [float(s.score[i]) for i in idx], "d_normal": [float(s.d_normal[i]) for i in idx],
+                "d_abnormal": [float(s.d_abnormal[i]) for i in idx],
+                "top_abnormal": [names_a[s.top_abnormal_idx[i][0]] for i in idx],
+                "top_normal": [names_n[s.top_normal_idx[i][0]] for i in idx],
+                "abnormal_terms": [pretty(e[1]) for e in expl], "normal_terms": [pretty(e[0]) for e in expl],
+                "review": states}
+    kwargs = {"name": "top-k patches", "features": features, "size": p, "symbol": "square",
+              "face_color": "transparent", "border_color": [REVIEW_COLORS[st] for st in states],
+              "border_width": 0.08, "border_width_is_relative": True,
+              "text": {"string": "{rank}", "color": "black", "size": 11, "anchor": "center"},
+              "metadata": {"patch_size_l0": p}, **cells_layer_transform(slide_layer)}
+    return data, kwargs
 
 
-def features_to_layer_data(features, scale: float, name: str = "QuPath") -> list[tuple]:
-    """Imported QuPath features -> a Shapes layer per object type and a Points layer for point objects."""
+def features_to_layer_data(features, slide_layer, name: str = "QuPath") -> list[tuple]:
+    """Imported QuPath features -> a Shapes layer per object type and a Points layer for point objects.
+
+    Vertices are level-0 (x, y); they become the slide's pixel indices (row, col) in layers with its transform.
+    """
+    tf = cells_layer_transform(slide_layer)
+
+    def to_rc(xy: np.ndarray) -> np.ndarray:
+        return np.asarray(xy, float)[:, ::-1] - 0.5  # level-0 (x, y), corner based -> pixel indices (row, col)
+
     out = []
     by_type: dict[str, list] = {}
-    points = [f for f in features if f.points_xy is not None]
     for f in features:
         if f.polygons_xy:
             by_type.setdefault(f.object_type, []).append(f)
     for otype, feats in sorted(by_type.items()):
-        shapes, props = [], {"name": [], "classification": [], "object_type": [], "review": [], "measurements": [],
-                             "metadata": []}
-        colors = []
+        shapes, colors = [], []
+        props: dict[str, list] = {k: [] for k in ("name", "classification", "object_type", "review", "measurements",
+                                                  "metadata")}
         for f in feats:
             for ring in f.polygons_xy:
-                shapes.append(np.asarray(ring)[:, ::-1] * scale)  # level-0 (x, y) -> world (row, col)
+                shapes.append(to_rc(ring))
                 props["name"].append(f.name or "")
                 props["classification"].append(f.classification or "")
                 props["object_type"].append(otype)
@@ -128,13 +144,15 @@ def features_to_layer_data(features, scale: float, name: str = "QuPath") -> list
                 props["measurements"].append(json.dumps(f.measurements))
                 props["metadata"].append(json.dumps(f.metadata))
                 colors.append(np.array([*(f.color or [255, 255, 0])], float) / 255)
+        sides = [float(np.ptp(s, axis=0).max()) for s in shapes]
+        width = max(2.0, float(np.median(sides)) / 40)  # level-0 pixels: visible at the zoom the objects need
         out.append((shapes, {"name": f"{name} {otype}s", "shape_type": "polygon", "features": props,
-                             "edge_color": np.array(colors), "face_color": "transparent", "edge_width": 2 * scale,
-                             "units": _units(scale), "metadata": {"source": "qupath-geojson",
-                                                                   "anonavila_l0_per_world": 1 / scale}}, "shapes"))
+                             "edge_color": np.array(colors), "face_color": "transparent", "edge_width": width,
+                             "metadata": {"source": "qupath-geojson"}, **tf}, "shapes"))
+    points = [f for f in features if f.points_xy is not None]
     if points:
-        coords = np.concatenate([f.points_xy[:, ::-1] * scale for f in points])
+        coords = np.concatenate([to_rc(f.points_xy) for f in points])
         props = {"name": [f.name or "" for f in points for _ in f.points_xy],
                  "classification": [f.classification or "" for f in points for _ in f.points_xy]}
-        out.append((coords, {"name": f"{name} points", "features": props, "units": _units(scale)}, "points"))
+        out.append((coords, {"name": f"{name} points", "features": props, **tf}, "points"))
     return out

@@ -1,4 +1,8 @@
-"""Per-viewer state shared by the widgets: the detector, the slide being scored and the latest result."""
+"""Per-viewer state shared by the widgets: the detector, the slide being scored, the latest result, review marks.
+
+Widgets receive the viewer from napari (a public-only proxy, a new one per widget); the session is keyed by the
+viewer underneath, so every widget of one window shares one session.
+"""
 
 from __future__ import annotations
 
@@ -8,44 +12,55 @@ from pathlib import Path
 import numpy as np
 from psygnal import Signal
 
-from ..backends.demo import cache_dir
-from ..embcache import EmbeddingCache
+from ..reviews import ReviewMarks
 from ..slide import Slide
+from .coords import layer_to_slide_xy_l0
 
-__all__ = ["Session", "session_for", "slide_of"]
+__all__ = ["Session", "chosen_path", "session_for", "shapes_to_polygons_xy_l0", "slide_of", "unwrap"]
 
 
 class Session:
-    """What the score, review, term and retrain widgets of one viewer share."""
+    """What the score, review, term, retrain and QA widgets of one viewer share."""
 
-    result_changed = Signal(object)  # the new SlideResult
+    result_changed = Signal(object)  # the new SlideResult (None when a run starts: results are being replaced)
     detector_changed = Signal(object)  # the new or edited Detector
     rescore_requested = Signal()  # terms or MLP changed: score the last grid again, from the cache
+    reviews_changed = Signal()  # review marks were set
 
     def __init__(self) -> None:
         self.detector = None
         self.result = None
         self.slide_layer = None
         self.checkpoint: Path | None = None
-        self.reference_xy: np.ndarray | None = None
+        self.busy: str | None = None  # what a worker is doing with the detector now (None: nothing)
+        self.top_k = 10  # how many top patches the points layer and the review table list
+        self._marks: dict[str, ReviewMarks] = {}
 
     @property
     def slide(self) -> Slide | None:
         return slide_of(self.slide_layer) if self.slide_layer is not None else None
 
-    def cache(self, slide: Slide) -> EmbeddingCache:
-        """The embedding cache of a slide for interactive sessions (in the user cache folder)."""
-        return EmbeddingCache(cache_dir() / "napari-sessions" / slide.fingerprint()[:20])
+    def marks(self, slide: Slide | None = None) -> ReviewMarks:
+        """The review marks of ``slide`` (default: the scored slide); they outlive results and re-scores."""
+        slide = slide or self.slide
+        key = str(slide.path.resolve()) if slide is not None else ""
+        return self._marks.setdefault(key, ReviewMarks())
 
 
 _SESSIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+def unwrap(obj):
+    """The napari object behind a plugin's public-only proxy (or the object itself)."""
+    return getattr(obj, "__wrapped__", obj)
+
+
 def session_for(viewer) -> Session:
     """The session of a viewer, created on first use."""
-    if viewer not in _SESSIONS:
-        _SESSIONS[viewer] = Session()
-    return _SESSIONS[viewer]
+    real = unwrap(viewer)
+    if real not in _SESSIONS:
+        _SESSIONS[real] = Session()
+    return _SESSIONS[real]
 
 
 def slide_of(layer) -> Slide | None:
@@ -54,9 +69,18 @@ def slide_of(layer) -> Slide | None:
     return s if isinstance(s, Slide) else None
 
 
-def shapes_to_polygons_xy_l0(shapes_layer, scale: float) -> list[np.ndarray]:
-    """A Shapes layer's shapes (world (row, col)) as level-0 (x, y) polygons."""
-    return [np.asarray(d)[:, -2:][:, ::-1] / scale for d in shapes_layer.data if len(d) >= 3]
+def shapes_to_polygons_xy_l0(shapes_layer, slide_layer) -> list[np.ndarray]:
+    """A Shapes layer's polygons and rectangles as level-0 (x, y) polygons of the slide, through both transforms."""
+    out = []
+    for data, kind in zip(shapes_layer.data, shapes_layer.shape_type, strict=True):
+        data = np.asarray(data, float)[:, -2:]
+        if kind == "ellipse":  # napari stores an ellipse as the 4 corners of its bounding box
+            m, u, v = data.mean(0), (data[1] - data[0]) / 2, (data[3] - data[0]) / 2
+            t = np.linspace(0, 2 * np.pi, 48, endpoint=False)[:, None]
+            data = m + np.cos(t) * u + np.sin(t) * v
+        if len(data) >= 3 and kind not in ("line", "path"):
+            out.append(layer_to_slide_xy_l0(shapes_layer, slide_layer, data))
+    return out
 
 
 def chosen_path(file_edit) -> Path | None:

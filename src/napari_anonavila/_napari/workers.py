@@ -1,16 +1,61 @@
-"""Thread workers around the core generators: they yield once per batch, so cancel acts within one batch."""
+"""Thread workers around the core generators. Everything slow runs here, never on the UI thread: loading or
+building a model, fitting, the tissue mask and grid, fingerprinting the slide, scoring and exporting.
+
+Workers yield once per batch, so Cancel acts within one batch. Besides :class:`~napari_anonavila.progress.Progress`
+they yield :class:`DetectorReady` and :class:`GridReady` so the widgets can show them as soon as they exist.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from pathlib import Path
 
+import numpy as np
 from napari.qt.threading import thread_worker
 
-from ..grid import make_grid
+from ..backends.demo import cache_dir
+from ..embcache import EmbeddingCache
+from ..grid import PatchGrid, make_grid, tissue_mask, too_few_patches_message
 from ..pipeline import iter_score_slide, iter_slide_embeddings
+from ..progress import Progress, restage
+from ..slide import Slide
 from ..training import TrainConfig
 
-__all__ = ["fit_worker", "score_worker"]
+__all__ = ["DetectorReady", "GridReady", "ScorePlan", "export_worker", "fit_worker", "pools_worker", "score_worker"]
+
+MIN_REFERENCE_PATCHES = 8  # fewer normal patches than this make no meaningful normal reference
+
+
+@dataclass(frozen=True)
+class DetectorReady:
+    """The run's detector exists (loaded, built or fitted); ``checkpoint`` is its file, if any."""
+
+    detector: object
+    checkpoint: Path | None = None
+
+
+@dataclass(frozen=True)
+class GridReady:
+    grid: PatchGrid
+
+
+@dataclass
+class ScorePlan:
+    """One Run of the Score widget: where the detector comes from, what to score, and how."""
+
+    slide: Slide
+    patch_um: float | None
+    batch_size: int
+    mode: str
+    roi: list[np.ndarray] | None = None
+    grid: PatchGrid | None = None  # score this grid again (a re-score): no tissue mask, no pixel reads if cached
+    detector: object | None = None  # use as is
+    model_path: Path | None = None  # else load this checkpoint
+    device: str = "auto"
+    demo_regions: list[np.ndarray] | None = None  # else build the demo model and fit it on these normal regions
+    fit_config: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=20, batch_size=32, accumulate=1))
 
 
 def _spare_a_core() -> tuple[int, int]:
@@ -19,43 +64,117 @@ def _spare_a_core() -> tuple[int, int]:
     return max(1, min(8, cores - 1)), max(1, cores - 1)
 
 
-@thread_worker(ignore_errors=True)  # the widgets show errors in the notification area
-def score_worker(slide, detector, *, cache, patch_um, roi, batch_size, mode, top_k=3, grid=None):
-    """Yield ('grid', grid) then Progress per batch; return the SlideResult. Runs off the UI thread.
+class _TorchThreads:
+    """Leave one core to the UI thread while the worker computes."""
 
-    It leaves one CPU core to the UI thread (reader and torch threads), so the viewer stays responsive.
+    def __enter__(self):
+        import torch
+
+        self.before = torch.get_num_threads()
+        torch.set_num_threads(min(self.before, _spare_a_core()[1]))
+
+    def __exit__(self, *exc):
+        import torch
+
+        torch.set_num_threads(self.before)
+
+
+def session_cache(slide: Slide, grid: PatchGrid) -> EmbeddingCache:
+    """The embedding cache of one grid of a slide, for interactive sessions (user cache folder, keyed by content).
+
+    One folder per grid, so going back to an earlier patch size or region re-scores without reading pixels.
     """
-    import torch
+    import hashlib
+    import json
 
-    readers, threads = _spare_a_core()
-    before = torch.get_num_threads()
-    torch.set_num_threads(min(before, threads))
-    try:
-        if grid is None:
-            grid = make_grid(slide, patch_um=patch_um if slide.mpp else None, roi_polygons_xy_l0=roi)
-        yield ("grid", grid)
-        result = yield from iter_score_slide(slide, grid, detector, batch_size=batch_size, cache=cache, mode=mode,
-                                             top_k=top_k, workers=readers)
-    finally:
-        torch.set_num_threads(before)
-    return result
+    grid_key = hashlib.sha256(json.dumps(grid.key(), sort_keys=True).encode()).hexdigest()[:16]
+    return EmbeddingCache(cache_dir() / "napari-sessions" / slide.fingerprint()[:20] / grid_key)
 
 
-@thread_worker(ignore_errors=True)  # the widgets show errors in the notification area
-def fit_worker(detector, *, slide=None, roi=None, patch_um=None, folder=None, config: TrainConfig, cache=None):
-    """Embed the normal reference (slide regions or a folder), train, fit centroids; yield Progress throughout."""
+def _reference_grid(slide: Slide, roi, patch_um: float | None, what: str) -> PatchGrid:
+    mask = tissue_mask(slide)
+    grid = make_grid(slide, patch_um=patch_um if slide.mpp else None, roi_polygons_xy_l0=roi, mask=mask)
+    if len(grid) < MIN_REFERENCE_PATCHES:
+        raise ValueError(too_few_patches_message(slide, grid, MIN_REFERENCE_PATCHES, what=what,
+                                                 roi_polygons_xy_l0=roi, mask=mask))
+    return grid
+
+
+def _iter_fit(detector, *, slide=None, roi=None, patch_um=None, folder=None, config: TrainConfig
+              ) -> Generator[Progress, None, list[float]]:
+    """Embed the normal reference (slide regions, a whole slide, or a folder), train, fit centroids."""
     import torch
 
     parts = []
     if slide is not None:
-        grid = make_grid(slide, patch_um=patch_um if slide.mpp else None, roi_polygons_xy_l0=roi, min_tissue=0.25)
-        if len(grid) < 2:
-            raise ValueError("the normal reference regions hold fewer than 2 tissue patches; draw larger regions")
-        embs = yield from iter_slide_embeddings(slide, grid, detector.backend, detector.backend_id, cache=None)
+        what = "the normal regions" if roi is not None else f"the normal slide {slide.path.name}"
+        grid = _reference_grid(slide, roi, patch_um, what)
+        embs = yield from restage(iter_slide_embeddings(slide, grid, detector.backend, detector.backend_id),
+                                  f"encoding {what}")
         parts.append(torch.as_tensor(embs))
     if folder is not None:
-        parts.append((yield from detector.iter_embed(folder)))
+        parts.append((yield from restage(detector.iter_embed(folder), f"encoding the patches in {folder.name}")))
     if not parts:
-        raise ValueError("choose a normal reference: a Shapes layer of normal regions or a folder of patches")
-    losses = yield from detector.iter_fit(torch.cat(parts), config=config)
-    return losses
+        raise ValueError("choose a normal reference: a Shapes layer of normal regions, a normal slide or a folder "
+                         "of normal patches")
+    return (yield from detector.iter_fit(torch.cat(parts), config=config))
+
+
+@thread_worker(ignore_errors=True)  # the widgets show errors in the notification area
+def score_worker(plan: ScorePlan):
+    """Get the detector (reuse, load, or build and fit the demo), lay the grid, score; return the SlideResult."""
+    with _TorchThreads():
+        det = plan.detector
+        if det is None and plan.model_path is not None:
+            from ..detector import Detector
+
+            yield Progress("loading model", 0, 1)
+            det = Detector.load(plan.model_path, device=plan.device)
+            yield DetectorReady(det, plan.model_path)
+        elif det is None:
+            from ..detector import Detector
+
+            yield Progress("building the demo model", 0, 1)
+            det = Detector.create("demo", device=plan.device)
+            yield from _iter_fit(det, slide=plan.slide, roi=plan.demo_regions, patch_um=plan.patch_um,
+                                 config=plan.fit_config)
+            yield DetectorReady(det, None)
+        grid = plan.grid
+        if grid is None:
+            yield Progress("finding tissue", 0, 1)
+            grid = make_grid(plan.slide, patch_um=plan.patch_um if plan.slide.mpp else None,
+                             roi_polygons_xy_l0=plan.roi)
+        yield GridReady(grid)
+        readers, _ = _spare_a_core()
+        result = yield from iter_score_slide(plan.slide, grid, det, batch_size=plan.batch_size,
+                                             cache=session_cache(plan.slide, grid), mode=plan.mode, workers=readers)
+    return result
+
+
+@thread_worker(ignore_errors=True)
+def fit_worker(detector, *, slide=None, roi=None, patch_um=None, folder=None, config: TrainConfig):
+    """Retrain ``detector`` on a normal reference; yield Progress throughout; return the losses."""
+    with _TorchThreads():
+        return (yield from _iter_fit(detector, slide=slide, roi=roi, patch_um=patch_um, folder=folder,
+                                     config=config))
+
+
+@thread_worker(ignore_errors=True)
+def pools_worker(detector, pools):
+    """Give ``detector`` new term pools: encodes only unseen prompts, recomputes the centroids; returns it."""
+    yield Progress("encoding terms", 0, 1)
+    detector.set_pools(pools)
+    return detector
+
+
+@thread_worker(ignore_errors=True)
+def export_worker(folder: Path, table, *, formats, top_k: int, regions, slide, result):
+    """Render the overlay and write the chosen formats; return the written paths."""
+    from ..export.bundle import export_all
+    from ..export.slide_outputs import overlay_png
+
+    yield Progress("rendering the overlay", 0, 2)
+    picture = overlay_png(result, slide) if "html" in formats else None
+    yield Progress("writing", 1, 2)
+    return export_all(folder, table, formats=formats, top_k=top_k, regions=regions, slide=slide,
+                      overlay_png=picture, overwrite=True)

@@ -11,15 +11,24 @@ from pathlib import Path
 
 from .._atomic import atomic_write, check_writable
 from ..errors import InputFileError
+from ..slide import slide_stem
 from .geojson import write_geojson
 from .ome_tiff import cell_upsampling, write_heatmap_ome_tiff
 from .provenance import package_versions
 from .records import PatchTable, write_patch_table
 from .report import write_report
 
-__all__ = ["FORMATS", "check_provenance", "export_all"]
+__all__ = ["FORMATS", "check_provenance", "export_all", "export_targets"]
 
 FORMATS = ("geojson", "csv", "ome-tiff", "html")
+
+
+def export_targets(out_dir: str | os.PathLike, slide: dict, formats: Sequence[str] = FORMATS) -> dict[str, Path]:
+    """The files an export of ``slide`` (its description) writes into ``out_dir``: format -> path."""
+    out, stem = Path(out_dir), slide_stem(str(slide.get("path") or "slide"))
+    names = {"geojson": f"{stem}.geojson", "csv": f"{stem}_patches.csv", "ome-tiff": f"{stem}_heatmap.ome.tif",
+             "html": f"{stem}_report.html"}
+    return {**{f: out / names[f] for f in formats}, "provenance": out / f"{stem}.provenance.json"}
 
 
 def export_all(out_dir: str | os.PathLike, table: PatchTable, *, formats: Sequence[str] = FORMATS, top_k: int = 10,
@@ -30,12 +39,10 @@ def export_all(out_dir: str | os.PathLike, table: PatchTable, *, formats: Sequen
     if unknown:
         raise ValueError(f"unknown export format(s) {sorted(unknown)}; choose from {', '.join(FORMATS)}")
     out = Path(out_dir)
-    stem = Path(str(table.slide.get("path", "slide"))).name.split(".")[0]
-    targets = {"geojson": out / f"{stem}.geojson", "csv": out / f"{stem}_patches.csv",
-               "ome-tiff": out / f"{stem}_heatmap.ome.tif", "html": out / f"{stem}_report.html"}
-    sidecar = out / f"{stem}.provenance.json"
+    targets = export_targets(out, table.slide, formats)
+    sidecar = targets["provenance"]
     for f in [*formats, "provenance"]:  # refuse before writing anything
-        check_writable(targets.get(f, sidecar), overwrite=overwrite)
+        check_writable(targets[f], overwrite=overwrite)
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
     details: dict = {}

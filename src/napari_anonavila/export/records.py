@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputFileError
+from ..reviews import REVIEW_STATES
 from .tables import explain_columns, read_csv, write_csv
 
 __all__ = ["PATCH_COLUMNS", "REVIEW_STATES", "PatchTable", "from_result", "read_result_dir", "write_patch_table"]
 
-REVIEW_STATES = ("unreviewed", "confirmed", "rejected", "unsure")
 PATCH_COLUMNS = ["x_l0", "y_l0", "size_l0", "row", "col", "d_normal", "d_abnormal", "score", "rank", "top_normal",
                  "top_abnormal", "review"]
 

@@ -15,7 +15,7 @@ from ..errors import GridError
 from ..slide import Slide
 from .tissue import TissueMask, tissue_mask
 
-__all__ = ["DEFAULT_PATCH_PX", "DEFAULT_PATCH_UM", "PatchGrid", "make_grid", "patch_size_l0"]
+__all__ = ["DEFAULT_PATCH_PX", "DEFAULT_PATCH_UM", "PatchGrid", "make_grid", "patch_size_l0", "too_few_patches_message"]
 
 DEFAULT_PATCH_UM = 128.0  # the paper's field: 256 px at 0.5 um/px, 512 px at 0.25 um/px
 DEFAULT_PATCH_PX = 256  # used when the slide has no mpp
@@ -101,6 +101,31 @@ def make_grid(slide: Slide, *, patch_um: float | None = None, patch_px: int | No
         warnings.warn(f"{slide.path.name}: no tissue patches found (min_tissue={min_tissue}); nothing to score",
                       UserWarning, stacklevel=2)
     return PatchGrid(p, (rows, cols), cells.astype(np.int64), frac[keep].astype(np.float32), (0, 0), slide.mpp)
+
+
+def too_few_patches_message(slide: Slide, grid: PatchGrid, needed: int, *, what: str = "the regions",
+                            roi_polygons_xy_l0: Sequence[np.ndarray] | None = None, min_tissue: float = 0.25,
+                            mask: TissueMask | None = None) -> str:
+    """Say that ``grid`` has fewer than ``needed`` patches, and which smaller patch sizes would give enough.
+
+    Tries halving the patch side (down to 8 level-0 pixels) and reports the first size that reaches ``needed``
+    tissue patches in the same regions, e.g. '... use a smaller patch: 64 um gives 6 patches'.
+    """
+    p = grid.patch_size_l0
+    size = (lambda q: f"{q * slide.mpp:g} um") if slide.mpp else (lambda q: f"{q} px")
+    msg = f"{what} hold {len(grid)} tissue patch(es) of {size(p)}, and at least {needed} are needed"
+    mask = mask or tissue_mask(slide)
+    q, tried = p // 2, []
+    while q >= 8:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            n = len(make_grid(slide, patch_px=q, min_tissue=min_tissue, roi_polygons_xy_l0=roi_polygons_xy_l0,
+                              mask=mask))
+        tried.append(f"{size(q)} gives {n}")
+        if n >= needed:
+            return f"{msg}: use a smaller patch ({', '.join(tried)}), or draw larger regions"
+        q //= 2
+    return f"{msg}: draw larger regions" + (f" (smaller patches do not help: {', '.join(tried)})" if tried else "")
 
 
 def _um(p: int, slide: Slide) -> str:

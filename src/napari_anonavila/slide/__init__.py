@@ -8,9 +8,26 @@ from pathlib import Path
 from ..errors import SlideReadError
 from .base import Slide, composite_on_white
 
-__all__ = ["SLIDE_SUFFIXES", "Slide", "composite_on_white", "open_slide"]
+__all__ = ["SLIDE_SUFFIXES", "Slide", "composite_on_white", "open_slide", "slide_stem"]
 
 SLIDE_SUFFIXES = (".svs", ".ndpi", ".mrxs", ".scn", ".bif", ".vms", ".vmu", ".svslide", ".tif", ".tiff")
+_STRIPPED = (".ome.tiff", ".ome.tif", ".ome.btf", *SLIDE_SUFFIXES, ".btf", ".dcm")
+
+
+def slide_stem(path: str | os.PathLike) -> str:
+    """A slide's name without its slide suffix, for output names: ``case.v1.svs`` -> ``case.v1``.
+
+    Only known slide suffixes are removed (``.ome.tif`` as one). The result is never empty or hidden: leading
+    dots become underscores and an empty name becomes ``slide``.
+    """
+    name = Path(path).name
+    low = name.lower()
+    for suffix in _STRIPPED:
+        if low.endswith(suffix) and len(name) > len(suffix):
+            name = name[: -len(suffix)]
+            break
+    stripped = name.lstrip(".")
+    return ("_" * (len(name) - len(stripped)) + stripped) if stripped else "slide"
 
 
 def open_slide(path: str | os.PathLike, mpp: float | None = None, *, reader: str | None = None) -> Slide:

@@ -1,1 +1,72 @@
-"""Dock widgets: score, review, terms, retrain. One magicgui Container (or Qt widget) per module."""
+"""Dock widgets: score, review, terms, retrain, QA, and all of them in one tabbed panel."""
+
+from __future__ import annotations
+
+__all__ = ["scroll_form", "tabify_when_docked", "wrapping"]
+
+# napari names a dock "<widget> (<plugin>)": the package name from the API, the display name from the menu
+_DOCK_SUFFIXES = ("(napari-anonavila)", "(Ano-NAViLa anomaly detection)")
+
+
+def wrapping(label):
+    """Let a magicgui Label (or a QLabel) wrap its text instead of widening its dock."""
+    from qtpy.QtWidgets import QSizePolicy
+
+    native = getattr(label, "native", label)
+    native.setWordWrap(True)
+    native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+    native.setMinimumWidth(120)
+    return label
+
+
+def scroll_form(owner, widgets: list, extra=()):
+    """Put ``widgets`` (magicgui) and ``extra`` (Qt) in a vertically scrolling form inside ``owner`` (a Container).
+
+    napari docks a magicgui widget by its inner ``native`` widget, which bypasses magicgui's own scroll area; this
+    scroll area sits inside that widget, so a dock can shrink to a few rows and several docks fit on one screen.
+    Returns the form (a magicgui Container holding ``widgets``).
+    """
+    from magicgui.widgets import Container
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QFrame, QScrollArea
+
+    form = Container(widgets=widgets)
+    for w in extra:
+        form.native.layout().addWidget(w)
+    area = QScrollArea()
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.Shape.NoFrame)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    area.setWidget(form.native)
+    area.setMinimumWidth(320)
+    owner.native.layout().setContentsMargins(0, 0, 0, 0)
+    owner.native.layout().addWidget(area)
+    return form
+
+
+def tabify_when_docked(widget) -> None:
+    """Once napari has docked ``widget`` (a QWidget), put it in tabs with this plugin's other docks in that area.
+
+    Docks opened one by one from the Plugins menu otherwise stack down the window edge and push each other off a
+    1920 x 1080 screen. Only Qt's public API is used.
+    """
+    from qtpy.QtCore import QTimer
+    from qtpy.QtWidgets import QDockWidget, QMainWindow
+
+    def tabify() -> None:
+        dock = widget.parent()
+        while dock is not None and not isinstance(dock, QDockWidget):
+            dock = dock.parent()
+        main = dock.parentWidget() if dock is not None else None
+        if not isinstance(main, QMainWindow):
+            return
+        area = main.dockWidgetArea(dock)
+        for other in main.findChildren(QDockWidget):
+            if (other is not dock and other.objectName().endswith(_DOCK_SUFFIXES) and other.isVisible()
+                    and main.dockWidgetArea(other) == area):
+                main.tabifyDockWidget(other, dock)
+                dock.show()
+                dock.raise_()
+                return
+
+    QTimer.singleShot(0, tabify)

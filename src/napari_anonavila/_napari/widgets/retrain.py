@@ -1,32 +1,49 @@
-"""The Retrain widget: train the MLP in place on normal regions or a folder, with a live loss curve and cancel."""
+"""The Retrain widget: train the MLP in place on normal regions, a normal slide or a folder, with a live loss curve."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import napari
 from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, ProgressBar, PushButton, SpinBox
 from napari.utils.notifications import show_error, show_info
 
-from ...errors import AnonavilaError
+from ...errors import AnonavilaError, OutputExistsError
+from ...slide import slide_stem
 from ...training import TrainConfig
-from ..layers import slide_scale
 from ..session import chosen_path, session_for, shapes_to_polygons_xy_l0, slide_of
-from ..workers import fit_worker
+from . import scroll_form, tabify_when_docked, wrapping
 
-__all__ = ["RetrainWidget"]
+__all__ = ["RetrainWidget", "versioned_checkpoint"]
+
+
+def versioned_checkpoint(slide_path: Path | None, checkpoint: Path | None) -> Path:
+    """The next free ``<name>-vN.safetensors``: beside the current checkpoint, else beside the slide."""
+    if checkpoint is not None:
+        folder, stem = checkpoint.parent, checkpoint.stem.rsplit("-v", 1)[0]
+    elif slide_path is not None:
+        folder, stem = slide_path.parent, f"{slide_stem(slide_path)}-anonavila"
+    else:
+        folder, stem = Path.cwd(), "anonavila-model"
+    n = 1
+    while (folder / f"{stem}-v{n}.safetensors").exists():
+        n += 1
+    return folder / f"{stem}-v{n}.safetensors"
 
 
 class _LossPlot:
-    """A small matplotlib canvas with the per-batch training loss."""
+    """A matplotlib canvas with the per-batch training loss, tall enough to read."""
 
     def __init__(self) -> None:
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
 
-        self.figure = Figure(figsize=(3.2, 1.6), dpi=90, tight_layout=True)
+        self.figure = Figure(figsize=(3.6, 2.2), dpi=90, layout="constrained")
         self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setMinimumHeight(170)
         self.ax = self.figure.add_subplot()
         self.losses: list[float] = []
+        self.draw()
 
     def reset(self) -> None:
         self.losses = []
@@ -39,10 +56,13 @@ class _LossPlot:
 
     def draw(self) -> None:
         self.ax.clear()
-        self.ax.plot(self.losses, color="tab:orange", lw=1)
-        self.ax.set_xlabel("batch", fontsize=7)
-        self.ax.set_ylabel("loss", fontsize=7)
-        self.ax.tick_params(labelsize=6)
+        if self.losses:
+            self.ax.plot(range(1, len(self.losses) + 1), self.losses, color="tab:orange", lw=1.2)
+        self.ax.set_xlabel("batch", fontsize=8)
+        self.ax.set_ylabel("contrastive loss", fontsize=8)
+        self.ax.set_title("training loss" if self.losses else "training loss (press Train)", fontsize=9)
+        self.ax.tick_params(labelsize=7)
+        self.ax.grid(alpha=0.3)
         self.canvas.draw_idle()
 
 
@@ -50,7 +70,7 @@ class RetrainWidget(Container):
     """Retrain the session's MLP on a normal reference (regions of the scored slide, another slide, or a patch
     folder), then recompute centroids and re-score from the cache."""
 
-    def __init__(self, viewer) -> None:
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
         from napari.layers import Shapes
 
         self.viewer = viewer
@@ -69,57 +89,75 @@ class RetrainWidget(Container):
         self.train_button = PushButton(text="Train")
         self.progress = ProgressBar(label="progress", value=0, max=1)
         self.status = Label(value="")
+        wrapping(self.status)
         self.out = FileEdit(label="save as", mode="w", filter="*.safetensors")
         self.save_button = PushButton(text="Save checkpoint", enabled=False)
         self.plot = _LossPlot()
-        super().__init__(widgets=[self.regions, self.other_slide, self.folder, self.epochs, self.batch_size, self.lr,
-                                  self.accumulate, self.train_button, self.progress, self.status, self.out,
-                                  self.save_button])
-        self.native.layout().addWidget(self.plot.canvas)
+        super().__init__()
+        self.form = scroll_form(self, [self.regions, self.other_slide, self.folder, self.epochs, self.batch_size,
+                                       self.lr, self.accumulate, self.train_button, self.progress, self.status,
+                                       self.out, self.save_button], extra=[self.plot.canvas])
+        tabify_when_docked(self.native)
         self.worker = None
+        self._trained = False
         self.train_button.changed.connect(self._on_train)
         self.save_button.changed.connect(self.save)
-        viewer.layers.events.inserted.connect(lambda *_: self.reset_choices())
-        viewer.layers.events.removed.connect(lambda *_: self.reset_choices())
+        viewer.layers.events.inserted.connect(self.reset_choices)
+        viewer.layers.events.removed.connect(self.reset_choices)
+
+    def reset_choices(self, *_):
+        self.form.reset_choices()
 
     def _on_train(self, *_):
         if self.worker is not None:
             self.worker.quit()
+            self.train_button.text = "Cancelling..."
             return
         try:
             self.start()
-        except (AnonavilaError, ValueError) as err:
+        except (AnonavilaError, ValueError, OSError) as err:
             show_error(str(err))
 
     def start(self):
-        det = self.session.detector
+        """Validate on the UI thread (cheap), then embed the reference and train in a worker."""
+        from ..workers import fit_worker
+
+        s = self.session
+        det = s.detector
         if det is None or det.backend is None:
-            raise ValueError("no detector with a backend yet: score a slide first (Score widget)")
-        slide = self.session.slide
+            raise ValueError("no model yet: score a slide first (Score widget)")
+        if s.busy:
+            raise ValueError(f"wait until {s.busy} has finished (or cancel it), then train")
         polys = None
         if self.regions.value is not None:
-            if slide is None:
+            if s.slide_layer is None:
                 raise ValueError("normal regions need a scored slide layer")
-            polys = shapes_to_polygons_xy_l0(self.regions.value, slide_scale(slide))
+            polys = shapes_to_polygons_xy_l0(self.regions.value, s.slide_layer)
             if not polys:
                 raise ValueError(f"Shapes layer {self.regions.value.name!r} has no region drawn")
         folder = chosen_path(self.folder)
-        reference_slide = slide if polys else None
+        reference_slide = s.slide if polys else None
         if self.other_slide.value is not None:
             if polys:
                 raise ValueError("choose normal regions or a normal slide, not both")
             reference_slide = slide_of(self.other_slide.value)
         config = TrainConfig(epochs=self.epochs.value, batch_size=self.batch_size.value, lr=self.lr.value,
                              accumulate=self.accumulate.value)
-        self.worker = fit_worker(det, slide=reference_slide, roi=polys, folder=folder, config=config)
+        patch_um = s.result.grid.patch_size_um if s.result is not None else None
+        self.worker = fit_worker(det, slide=reference_slide, roi=polys, folder=folder, config=config,
+                                 patch_um=patch_um)
+        s.busy = "training"
         self.plot.reset()
+        self.status.value = ""
         self.train_button.text = "Cancel"
         self.worker.yielded.connect(self._on_progress)
         self.worker.returned.connect(self._on_done)
-        self.worker.errored.connect(lambda err: show_error(f"training failed: {err}"))
-        self.worker.aborted.connect(lambda: show_info("training cancelled; the detector is unchanged"))
+        self.worker.errored.connect(lambda err: (show_error(f"training failed: {err}"),
+                                                 setattr(self.status, "value", f"training failed: {err}")))
+        self.worker.aborted.connect(lambda: show_info("training cancelled; the model is unchanged"))
         self.worker.finished.connect(self._on_finished)
         self.worker.start()
+        return self.worker
 
     def _on_progress(self, event):
         self.progress.label = event.stage
@@ -133,30 +171,39 @@ class RetrainWidget(Container):
         det = self.session.detector
         self.status.value = f"trained: loss {losses[0]:.4f} -> {losses[-1]:.4f}; re-scoring from the cache"
         self.save_button.enabled = True
-        if chosen_path(self.out) is None:
-            self.out.value = self._versioned_name()
+        self._trained = True
+        slide = self.session.slide
+        self.out.value = versioned_checkpoint(slide.path if slide else None, self.session.checkpoint)
         self.session.detector_changed.emit(det)
-        self.session.rescore_requested.emit()
 
     def _on_finished(self):
         self.worker = None
+        self.session.busy = None
         self.train_button.text = "Train"
-
-    def _versioned_name(self) -> Path:
-        base = self.session.checkpoint or Path.cwd() / "anonavila-model.safetensors"
-        stem = base.stem.split("-v")[0]
-        n = 1
-        while (base.parent / f"{stem}-v{n}.safetensors").exists():
-            n += 1
-        return base.parent / f"{stem}-v{n}.safetensors"
+        if self._trained:  # the model changed: show its scores
+            self._trained = False
+            self.session.rescore_requested.emit()
 
     def save(self, *_):
-        """Write the retrained detector as a new checkpoint (never over an existing file)."""
+        """Write the retrained model as a new checkpoint; an existing file is never replaced."""
+        path = chosen_path(self.out)
+        if path is None:
+            show_error("choose where to save the checkpoint ('save as')")
+            return None
+        if path.suffix != ".safetensors":
+            path = path.with_name(path.name + ".safetensors")
         try:
-            path = self.session.detector.save(Path(self.out.value))
+            path = self.session.detector.save(path)
+        except OutputExistsError:
+            free = versioned_checkpoint(None, path)
+            self.out.value = free
+            show_error(f"{path.name} already exists and is kept; choose another name ('{free.name}' is free and is "
+                       "now filled in), then press Save checkpoint again")
+            return None
         except (AnonavilaError, OSError, ValueError) as err:
-            show_error(str(err))
+            show_error(f"checkpoint not saved: {err}")
             return None
         self.session.checkpoint = path
+        self.status.value = f"saved {path}"
         show_info(f"saved {path}")
         return path

@@ -1,24 +1,30 @@
-"""The Review widget: the top-k table; selecting a row or clicking a point centres the viewer on the patch."""
+"""The Review widget: the top-k (and reviewed) patches; selecting a row or clicking a point centres the viewer."""
 
 from __future__ import annotations
 
+import napari
 import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QAbstractItemView, QLabel, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
-from ..session import session_for
+from ...reviews import PatchKey
+from ..coords import slide_xy_l0_to_world
+from ..layers import review_points
+from ..results import TOPK, layer_named
+from ..session import session_for, unwrap
+from . import tabify_when_docked
 
 __all__ = ["ReviewWidget"]
 
-TOPK = "top-k patches"
-_CANVAS_PX = 800
-_COLUMNS = ("rank", "score", "top abnormal term", "top normal term")
+_COLUMNS = ("rank", "score", "review", "top abnormal term", "top normal term")
+_VISIBLE_ROWS = 8
+_EMPTY = "Score a slide to list its most anomalous patches."
 
 
 class ReviewWidget(QWidget):
-    """A table of the top-k patches and the full term explanation of the selected one."""
+    """A table of the top-k and reviewed patches, and the full term explanation of the selected one."""
 
-    def __init__(self, viewer) -> None:
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__()
         self.viewer = viewer
         self.session = session_for(viewer)
@@ -27,43 +33,85 @@ class ReviewWidget(QWidget):
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.details = QLabel("Score a slide to list its most anomalous patches.")
+        self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        row_h = self.table.verticalHeader().defaultSectionSize()
+        self.table.setMinimumHeight(row_h * (_VISIBLE_ROWS + 1) + 6)
+        self.details = QLabel(_EMPTY)
         self.details.setWordWrap(True)
         self.details.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.details.setAlignment(Qt.AlignmentFlag.AlignTop)
         layout = QVBoxLayout(self)
-        layout.addWidget(self.table)
+        layout.addWidget(self.table, stretch=1)
         layout.addWidget(self.details)
+        self.rows: dict = {}
+        self._selected: PatchKey | None = None
+        self._points = None
         self.table.itemSelectionChanged.connect(self._on_row)
         self.session.result_changed.connect(lambda _r: self.refresh())
-        self._points = None
+        self.session.reviews_changed.connect(self.refresh)
+        self.refresh()
+        tabify_when_docked(self)
 
     def refresh(self) -> None:
-        """Fill the table from the top-k points layer (whose features hold the explanation)."""
-        if TOPK not in self.viewer.layers:
+        """Fill the table from the session's result; keep the selected patch selected (with its new score)."""
+        s = self.session
+        if s.result is None or s.detector is None or s.slide_layer is None:
+            self.rows = {}
+            self.table.setRowCount(0)
+            self.details.setText(_EMPTY)
             return
-        layer = self.viewer.layers[TOPK]
-        f = layer.features
-        self.table.setRowCount(len(f))
-        for r in range(len(f)):
-            values = (str(f["rank"][r]), f"{f['score'][r]:.4g}", f["top_abnormal"][r], f["top_normal"][r])
+        _data, kw = review_points(s.result, s.detector, s.top_k, s.marks(), s.slide_layer)
+        f = self.rows = kw["features"]
+        self.table.blockSignals(True)
+        self.table.setRowCount(len(f["rank"]))
+        for r in range(len(f["rank"])):
+            values = (str(f["rank"][r]), f"{f['score'][r]:.4g}", f["review"][r], f["top_abnormal"][r],
+                      f["top_normal"][r])
             for c, v in enumerate(values):
                 self.table.setItem(r, c, QTableWidgetItem(v))
         self.table.resizeColumnsToContents()
-        if self._points is not layer:
-            self._points = layer
+        self.table.blockSignals(False)
+        keys = self._keys()
+        if self._selected in keys:
+            self.table.selectRow(keys.index(self._selected))
+            self._show(keys.index(self._selected))
+        else:
+            self._selected = None
+            self.details.setText("Select a row, or click a patch in the 'top-k patches' layer.")
+        self._watch_points()
+
+    def _keys(self) -> list[PatchKey]:
+        f = self.rows
+        p = self.session.result.grid.patch_size_l0
+        return [PatchKey(x, y, p) for x, y in zip(f.get("x_l0", []), f.get("y_l0", []), strict=True)]
+
+    def _watch_points(self) -> None:
+        layer = layer_named(self.viewer, TOPK)
+        if layer is not None and unwrap(layer) is not self._points:
+            self._points = unwrap(layer)
             layer.selected_data.events.items_changed.connect(self._on_point)
 
     def select(self, row: int) -> None:
-        """Centre and zoom on top-k patch ``row`` (0-based) and show its terms."""
-        layer = self.viewer.layers[TOPK]
-        f = layer.features
-        centre = np.asarray(layer.data[row])
+        """Centre and zoom on listed patch ``row`` (0-based) and show its terms."""
+        f = self.rows
+        p = self.session.result.grid.patch_size_l0
+        x, y = f["x_l0"][row], f["y_l0"][row]
+        centre = slide_xy_l0_to_world(self.session.slide_layer, np.array([[x + p / 2, y + p / 2]]))[0]
+        corner = slide_xy_l0_to_world(self.session.slide_layer, np.array([[x, y], [x + p, y + p]]))
+        side = float(np.abs(corner[1] - corner[0]).max())
         self.viewer.camera.center = tuple(centre)
-        size = float(np.atleast_1d(layer.size)[row]) / 0.35  # the patch side in world units
-        self.viewer.camera.zoom = _CANVAS_PX / (3 * size)  # the patch fills about a third of the view
+        canvas = min(getattr(unwrap(self.viewer), "_canvas_size", None) or (800, 800))
+        self.viewer.camera.zoom = canvas / (3 * side)  # the patch fills about a third of the view
+        self._selected = self._keys()[row]
+        self._show(row)
+
+    def _show(self, row: int) -> None:
+        f = self.rows
         self.details.setText(
             f"<b>#{f['rank'][row]}</b> score {f['score'][row]:.4g} (D<sup>N</sup> {f['d_normal'][row]:.3g}, "
-            f"D<sup>A</sup> {f['d_abnormal'][row]:.3g})<br><b>abnormal:</b> {f['abnormal_terms'][row]}"
+            f"D<sup>A</sup> {f['d_abnormal'][row]:.3g}); review: {f['review'][row]}; level-0 (x, y) "
+            f"({f['x_l0'][row]}, {f['y_l0'][row]})<br><b>abnormal:</b> {f['abnormal_terms'][row]}"
             f"<br><b>normal:</b> {f['normal_terms'][row]}")
 
     def _on_row(self) -> None:
@@ -72,6 +120,7 @@ class ReviewWidget(QWidget):
             self.select(min(rows))
 
     def _on_point(self, *_) -> None:
-        sel = sorted(self._points.selected_data) if self._points is not None else []
+        layer = layer_named(self.viewer, TOPK)
+        sel = sorted(layer.selected_data) if layer is not None else []
         if sel and sel[0] < self.table.rowCount():
             self.table.selectRow(sel[0])

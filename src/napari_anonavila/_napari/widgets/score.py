@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
+import napari
 import numpy as np
 from magicgui.widgets import (
     CheckBox,
@@ -21,35 +21,38 @@ from napari.utils.notifications import show_error, show_info, show_warning
 
 from ...errors import AnonavilaError
 from ...maps import erode, slide_scores
+from ...progress import Progress
 from ...scoring import ScoreMode
-from ...training import TrainConfig
-from ..layers import heatmap_for_display, heatmap_layer_data, slide_scale, topk_layer_data
-from ..session import chosen_path, session_for, shapes_to_polygons_xy_l0, slide_of
-from ..workers import fit_worker, score_worker
+from ..results import HEATMAP, TOPK, draw_heatmap, draw_points, remove_points
+from ..session import chosen_path, session_for, shapes_to_polygons_xy_l0, slide_of, unwrap
+from ..workers import DetectorReady, GridReady, ScorePlan, score_worker
+from . import scroll_form, tabify_when_docked, wrapping
 
-__all__ = ["ScoreWidget"]
+__all__ = ["HEATMAP", "TOPK", "ScoreWidget"]
 
-HEATMAP = "anomaly heatmap"
-TOPK = "top-k patches"
 REGIONS = ("whole slide", "current view", "shapes layer")
 _REFRESH_S = 0.3  # at most ~3 heatmap redraws a second while batches arrive
+_NO_MODEL = ("No model yet: choose a checkpoint, or draw normal regions in a Shapes layer and pick it in "
+             "'demo fit on' to try the random demo model.")
+_MODEL_FILES = "*.safetensors"
 
 
 class ScoreWidget(Container):
     """Run/Cancel scoring of a slide layer; results become a heatmap image layer and a top-k points layer."""
 
-    def __init__(self, viewer) -> None:
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
         self.viewer = viewer
         self.session = session_for(viewer)
         self.slide_layer = ComboBox(label="slide", choices=self._slide_layers, nullable=True)
-        self.model = FileEdit(label="model", mode="r", filter="*.safetensors",
-                              tooltip="checkpoint (.safetensors); leave empty to fit the demo backend")
+        self.model = FileEdit(label="model", mode="r", filter=_MODEL_FILES,
+                              tooltip="a checkpoint (.safetensors); leave empty to fit the random demo model")
+        self.model_info = Label(value=_NO_MODEL)
         self.normal_layer = ComboBox(label="demo fit on", choices=self._shapes_layers, nullable=True,
-                                     tooltip="Shapes layer of normal regions to fit the demo backend on")
+                                     tooltip="a Shapes layer of normal regions, to fit the demo model on")
         self.region = ComboBox(label="region", choices=REGIONS, value="whole slide")
         self.region_layer = ComboBox(label="region shapes", choices=self._shapes_layers, nullable=True)
         self.patch_um = FloatSpinBox(label="patch (um)", value=128.0, min=8.0, max=2048.0, step=16.0,
-                                     tooltip="patch field; 256 px is used when the slide has no mpp")
+                                     tooltip="patch field in microns (the paper's 128 um); 256 px without mpp")
         self.batch_size = SpinBox(label="batch size", value=32, min=1, max=1024)
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
         self.top_k = SpinBox(label="top-k", value=10, min=1, max=500)
@@ -58,23 +61,34 @@ class ScoreWidget(Container):
         self.run_button = PushButton(text="Run")
         self.progress = ProgressBar(label="progress", value=0, max=1)
         self.scores_label = Label(label="slide scores", value="-")
-        super().__init__(widgets=[self.slide_layer, self.model, self.normal_layer, self.region, self.region_layer,
-                                  self.patch_um, self.batch_size, self.device, self.top_k, self.mode, self.eroded,
-                                  self.run_button, self.progress, self.scores_label])
+        super().__init__()
+        self.form = scroll_form(self, [self.slide_layer, self.model, self.model_info, self.normal_layer, self.region,
+                                       self.region_layer, self.patch_um, self.batch_size, self.device, self.top_k,
+                                       self.mode, self.eroded, self.run_button, self.progress, self.scores_label])
+        tabify_when_docked(self.native)
+        for label in (self.model_info, self.scores_label):
+            wrapping(label)
         self.worker = None
         self._heat: np.ndarray | None = None
-        self._partial = []
+        self._grid = None
+        self._scored = 0
+        self._last_refresh = 0.0
         self.run_button.changed.connect(self._on_run)
         self.eroded.changed.connect(lambda *_: self._refresh_heatmap())
         self.mode.changed.connect(lambda *_: self.rescore())
+        self.top_k.changed.connect(self._on_top_k)
         self.session.rescore_requested.connect(self.rescore)
-        viewer.layers.events.inserted.connect(lambda *_: self.reset_choices())
-        viewer.layers.events.removed.connect(lambda *_: self.reset_choices())
+        self.session.detector_changed.connect(self._show_model)
+        self.session.reviews_changed.connect(lambda: draw_points(self.viewer, self.session))
+        viewer.layers.events.inserted.connect(self.reset_choices)
+        viewer.layers.events.removed.connect(self.reset_choices)
         self.reset_choices()
+        self.top_k.value = self.session.top_k
+        self._show_model(self.session.detector)
 
     # -- choices -----------------------------------------------------------------------------------
     def reset_choices(self, *_):
-        super().reset_choices()
+        self.form.reset_choices()
         if self.slide_layer.value is None and self._slide_layers():
             self.slide_layer.value = self._slide_layers()[-1]
 
@@ -86,6 +100,19 @@ class ScoreWidget(Container):
 
         return [ly for ly in self.viewer.layers if isinstance(ly, Shapes)]
 
+    def _show_model(self, det) -> None:
+        if det is None:
+            self.model_info.value = _NO_MODEL
+            return
+        text = det.describe()
+        self.model_info.value = text
+        self.model_info.native.setStyleSheet("color: #ffb000; font-weight: bold;" if det.is_demo else "")
+
+    def _on_top_k(self, k: int) -> None:
+        self.session.top_k = k
+        draw_points(self.viewer, self.session)
+        self.session.result_changed.emit(self.session.result)
+
     # -- run / cancel ------------------------------------------------------------------------------
     def _on_run(self, *_):
         if self.worker is not None:
@@ -94,183 +121,147 @@ class ScoreWidget(Container):
             return
         try:
             self.start()
-        except (AnonavilaError, ValueError, FileNotFoundError) as err:
+        except (AnonavilaError, ValueError, OSError) as err:
             show_error(str(err))
 
-    def _roi(self, slide, scale):
+    def _roi(self, slide_layer):
         if self.region.value == "current view":
-            layer = self.slide_layer.value
-            level = layer.data_level
-            ds = float(np.mean(layer.downsample_factors[level][-2:]))
-            corners = np.asarray(layer.corner_pixels)[:, -2:] * ds  # (2, (row, col)) level-0
-            (r0, c0), (r1, c1) = corners
-            return [np.array([[c0, r0], [c1, r0], [c1, r1], [c0, r1]], float)]
+            corners = np.asarray(slide_layer.corner_pixels, float)[:, -2:]  # data (row, col) of the shown level
+            level = slide_layer.data_level
+            ds = np.asarray(slide_layer.downsample_factors[level], float)[-2:]
+            (r0, c0), (r1, c1) = corners * ds  # level-0 pixel indices
+            return [np.array([[c0, r0], [c1 + 1, r0], [c1 + 1, r1 + 1], [c0, r1 + 1]], float)]
         if self.region.value == "shapes layer":
             if self.region_layer.value is None:
                 raise ValueError("region 'shapes layer' needs a Shapes layer with the regions to score")
-            polys = shapes_to_polygons_xy_l0(self.region_layer.value, scale)
+            polys = shapes_to_polygons_xy_l0(self.region_layer.value, slide_layer)
             if not polys:
-                raise ValueError(f"Shapes layer {self.region_layer.value.name!r} has no polygon or rectangle")
+                raise ValueError(f"Shapes layer {self.region_layer.value.name!r} has no polygon, rectangle or ellipse")
             return polys
         return None
 
-    def start(self):
-        """Validate the inputs on the UI thread (cheap), then score in a worker."""
+    def plan(self) -> ScorePlan:
+        """The Run as the widget's fields describe it (cheap: nothing is read or built here)."""
         layer = self.slide_layer.value
         if layer is None:
             raise ValueError("no slide layer: open a slide (File > Open) or the sample (File > Open Sample)")
         slide = slide_of(layer)
-        scale = slide_scale(slide)
-        roi = self._roi(slide, scale)
-        self.session.slide_layer = layer
-        model = chosen_path(self.model)
-        det = self._detector(model)
-        if det is None:
-            return
-        self._launch_scoring(slide, det, roi)
-
-    def _detector(self, model: Path | None):
-        from ...detector import Detector
-
-        s = self.session
+        plan = ScorePlan(slide=slide, patch_um=self.patch_um.value, batch_size=self.batch_size.value,
+                         mode=self.mode.value, roi=self._roi(layer), device=self.device.value)
+        s, model = self.session, chosen_path(self.model)
         if model is not None:
-            if s.detector is None or s.checkpoint != model:
-                s.detector = Detector.load(model, device=self.device.value)
-                s.checkpoint = model
-                s.detector_changed.emit(s.detector)
-            return s.detector
-        if s.detector is not None and s.detector.is_fitted:
-            return s.detector
-        if self.normal_layer.value is None:
-            raise ValueError("choose a model checkpoint, or a Shapes layer of normal regions to fit the demo "
-                             "backend on ('demo fit on')")
-        self._fit_demo_then_score()
-        return None
+            if s.detector is not None and s.checkpoint is not None and s.checkpoint.resolve() == model.resolve():
+                plan.detector = s.detector
+            else:
+                plan.model_path = model
+        elif s.detector is not None and (s.detector.is_fitted or self.mode.value == "zero_shot"):
+            plan.detector = s.detector
+        else:
+            if self.normal_layer.value is None:
+                raise ValueError("choose a model checkpoint, or a Shapes layer of normal regions to fit the demo "
+                                 "model on ('demo fit on')")
+            plan.demo_regions = shapes_to_polygons_xy_l0(self.normal_layer.value, layer)
+            if not plan.demo_regions:
+                raise ValueError(f"Shapes layer {self.normal_layer.value.name!r} has no normal region drawn")
+            show_warning("Fitting the demo model: random weights, NO pathology knowledge (for trying the tool only)")
+        return plan
 
-    def _fit_demo_then_score(self):
-        from ...detector import Detector
-
-        layer = self.slide_layer.value
-        slide = slide_of(layer)
-        scale = slide_scale(slide)
-        polys = shapes_to_polygons_xy_l0(self.normal_layer.value, scale)
-        if not polys:
-            raise ValueError(f"Shapes layer {self.normal_layer.value.name!r} has no normal region drawn")
-        show_warning("Fitting the demo backend: random weights, NO pathology knowledge (for trying the tool only)")
-        det = Detector.create("demo", device=self.device.value)
-        worker = fit_worker(det, slide=slide, roi=polys, patch_um=self.patch_um.value,
-                            config=TrainConfig(epochs=20, batch_size=32, accumulate=1))
-        self._attach(worker, stage="fitting")
-
-        def done(_losses):
-            self.session.detector = det
-            self.session.detector_changed.emit(det)
-            self._launch_scoring(slide, det, self._roi(slide, scale))
-
-        worker.returned.connect(done)
+    def start(self, plan: ScorePlan | None = None, slide_layer=None) -> None:
+        """Start a run (the fields' plan by default) in a worker; Run turns into Cancel until it ends."""
+        if self.session.busy:
+            raise ValueError(f"wait until {self.session.busy} has finished (or cancel it), then run again")
+        plan = plan or self.plan()
+        self.session.busy = "scoring"
+        self.session.slide_layer = unwrap(slide_layer or self.slide_layer.value)
+        self.session.result = None
+        remove_points(self.viewer)  # the earlier result's patches are not this run's
+        self.scores_label.value = "scoring..."
+        self.session.result_changed.emit(None)
+        self._heat, self._grid, self._scored = None, None, 0
+        worker = score_worker(plan)
+        self.worker = worker
+        self.run_button.text = "Cancel"
+        self.progress.value = 0
+        worker.yielded.connect(self._on_yield)
+        worker.returned.connect(self._on_result)
+        worker.errored.connect(self._on_error)
+        worker.aborted.connect(self._on_aborted)
+        worker.finished.connect(self._on_finished)
         worker.start()
 
     def rescore(self):
         """Score the last result's grid again (new mode, terms or MLP): from the embedding cache, no pixel reads."""
-        res, det, slide = self.session.result, self.session.detector, self.session.slide
-        if res is None or det is None or slide is None or self.worker is not None:
+        res, det, layer = self.session.result, self.session.detector, self.session.slide_layer
+        if res is None or det is None or layer is None or self.worker is not None or self.session.busy:
             return
-        self._launch_scoring(slide, det, None, grid=res.grid)
-
-    def _launch_scoring(self, slide, det, roi, grid=None):
-        cache = self.session.cache(slide)
-        worker = score_worker(slide, det, cache=cache, patch_um=self.patch_um.value, roi=roi,
-                              batch_size=self.batch_size.value, mode=self.mode.value, grid=grid)
-        self._heat = None
-        self._partial = []
-        worker.yielded.connect(self._on_yield)
-        worker.returned.connect(self._on_result)
-        self._attach(worker, stage="scoring")
-        worker.start()
-
-    def _attach(self, worker, stage: str):
-        self.worker = worker
-        self.run_button.text = "Cancel"
-        self.progress.label = stage
-        self.progress.value = 0
-        worker.errored.connect(lambda err: show_error(f"{stage} failed: {err}"))
-        worker.aborted.connect(lambda: self._on_aborted(stage))
-        worker.finished.connect(self._on_finished)
-        worker.yielded.connect(self._on_progress)
-
-    def _on_progress(self, event):
-        if hasattr(event, "total"):
-            self.progress.max = max(1, event.total)
-            self.progress.value = event.done
+        self.start(ScorePlan(slide=slide_of(layer), patch_um=None, batch_size=self.batch_size.value,
+                             mode=self.mode.value, grid=res.grid, detector=det), slide_layer=layer)
 
     def _on_finished(self):
         self.worker = None
+        self.session.busy = None
         self.run_button.text = "Run"
 
-    def _on_aborted(self, stage):
+    def _on_error(self, err):
+        show_error(f"{self.progress.label or 'scoring'} failed: {err}")
+        self.scores_label.value = f"failed: {err}"
+
+    def _on_aborted(self):
         self._refresh_heatmap()
-        kept = sum(len(p.score) for p in self._partial)
-        show_info(f"{stage} cancelled; {kept} scored patches are kept on the heatmap" if kept else f"{stage} cancelled")
+        n = len(self._grid) if self._grid is not None else 0
+        msg = f"cancelled: {self._scored} of {n} patches scored (shown; no slide scores for a partial run)"
+        self.scores_label.value = msg if self._scored else "cancelled"
+        show_info(self.scores_label.value)
 
     # -- results -----------------------------------------------------------------------------------
     def _on_yield(self, event):
-        if isinstance(event, tuple) and event[0] == "grid":
-            grid = event[1]
-            self._grid = grid
-            self._heat = np.full(grid.shape_rc, np.nan)
-            self._last_refresh = 0.0
-            if len(grid) == 0:
+        if isinstance(event, DetectorReady):
+            s = self.session
+            s.detector, s.checkpoint = event.detector, event.checkpoint
+            s.detector_changed.emit(event.detector)
+        elif isinstance(event, GridReady):
+            self._grid = event.grid
+            self._heat = np.full(event.grid.shape_rc, np.nan)
+            self._last_refresh = time.perf_counter()
+            if len(event.grid) == 0:
                 show_warning("no tissue patches in this region; nothing to score")
-            return
-        scores = event.info.get("scores")
-        if scores is None or self._heat is None:
-            return
-        start = event.info["start"]
-        cells = self._grid.cells_rc[start : start + len(scores)]
-        self._heat[cells[:, 0], cells[:, 1]] = scores.score
-        self._partial.append(scores)
-        now = time.perf_counter()
-        if now - self._last_refresh >= _REFRESH_S:  # coalesce batches: each redraw costs the UI a frame
-            self._last_refresh = now
             self._refresh_heatmap()
+        elif isinstance(event, Progress):
+            self.progress.label = event.stage
+            self.progress.max = max(1, event.total)
+            self.progress.value = event.done
+            scores = event.info.get("scores")
+            if scores is None or self._heat is None or "start" not in event.info:
+                return
+            cells = self._grid.cells_rc[event.info["start"] : event.info["start"] + len(scores)]
+            self._heat[cells[:, 0], cells[:, 1]] = scores.score
+            self._scored = event.done
+            now = time.perf_counter()
+            if now - self._last_refresh >= _REFRESH_S:  # coalesce batches: each redraw costs the UI a frame
+                self._last_refresh = now
+                self._refresh_heatmap()
 
     def _refresh_heatmap(self):
-        if self._heat is None:
+        if self._heat is None or self.session.slide_layer is None:
             return
         heat = erode(self._heat) if self.eroded.value else self._heat
-        slide = slide_of(self.slide_layer.value) if self.slide_layer.value is not None else None
-        if slide is None:
-            return
-        if HEATMAP in self.viewer.layers:
-            shown, clim = heatmap_for_display(heat)
-            layer = self.viewer.layers[HEATMAP]
-            layer.data = shown
-            layer.contrast_limits = clim
-            layer.metadata["raw"] = heat
-        else:
-            data, kwargs, _ = heatmap_layer_data(heat, self._grid.patch_size_l0, slide_scale(slide))
-            self.viewer.add_image(data, **kwargs)
+        label = f"anomaly score ({self.mode.value}{', 3x3 eroded' if self.eroded.value else ''})"
+        draw_heatmap(self.viewer, self.session.slide_layer, heat, self._grid.patch_size_l0, self._grid.origin_xy_l0,
+                     label=label)
 
     def _on_result(self, result):
-        self.session.result = result
-        self.show_result(result)
-        self.session.result_changed.emit(result)
-
-    def show_result(self, result):
-        """Draw a finished result: heatmap, top-k points and the slide scores."""
-        self._grid = result.grid
-        self._heat = result.heatmap()
+        s = self.session
+        s.result = result
+        self._grid, self._heat, self._scored = result.grid, result.heatmap(), len(result.scores)
         self._refresh_heatmap()
-        slide = self.session.slide
-        data, kwargs, _ = topk_layer_data(result, self.session.detector, self.top_k.value, slide_scale(slide))
-        if TOPK in self.viewer.layers:  # update in place: cheaper than a new layer, and keeps the user's styling
-            layer = self.viewer.layers[TOPK]
-            layer.data = data
-            layer.features = kwargs["features"]
-            layer.text = kwargs["text"]
-        else:
-            self.viewer.add_points(data, **kwargs)
-        self.viewer.layers.selection.active = self.slide_layer.value
-        s = slide_scores(self._heat)
-        self.scores_label.value = (f"max {s['max']:.3g}, top-1% {s['top1']:.3g}\n"
-                                   f"eroded: max {s['max_eroded']:.3g}, top-1% {s['top1_eroded']:.3g}")
+        draw_points(self.viewer, s)
+        self.viewer.layers.selection.active = self.session.slide_layer
+        sc = slide_scores(self._heat)
+        self.scores_label.value = (f"max {sc['max']:.3g}, top-1% {sc['top1']:.3g}; "
+                                   f"eroded: max {sc['max_eroded']:.3g}, top-1% {sc['top1_eroded']:.3g}")
+        _on, aside = s.marks().on_grid(result.grid)
+        if aside:
+            show_warning(f"{len(aside)} review mark(s) were made on patches of another grid (patch size "
+                         f"{sorted({k.size_l0 for k in aside})} px); they are kept and come back when you score "
+                         "with that patch size again")
+        s.result_changed.emit(result)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
+import napari
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
@@ -21,6 +23,8 @@ from qtpy.QtWidgets import (
 from ...errors import AnonavilaError
 from ...terms import TermPools, load_pool, save_pool, strip_template
 from ..session import session_for
+from ..workers import pools_worker
+from . import tabify_when_docked
 
 __all__ = ["TermsWidget"]
 
@@ -105,7 +109,7 @@ class _PoolList(QWidget):
 class TermsWidget(QWidget):
     """Edit the detector's term pools; Apply re-encodes new prompts, refits centroids and re-scores from cache."""
 
-    def __init__(self, viewer) -> None:
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__()
         self.viewer = viewer
         self.session = session_for(viewer)
@@ -127,8 +131,11 @@ class TermsWidget(QWidget):
         layout.addLayout(pools)
         layout.addLayout(row)
         layout.addWidget(self.status)
+        self.worker = None
+        self._applied = False
         self.session.detector_changed.connect(self.load_from_detector)
-        self.load(TermPools.default())
+        self.load(self.session.detector.pools if self.session.detector is not None else TermPools.default())
+        tabify_when_docked(self)
 
     def load(self, pools: TermPools) -> None:
         self.template = pools.template
@@ -163,20 +170,45 @@ class TermsWidget(QWidget):
                 for w in caught:
                     show_warning(str(w.message))
 
-    def apply(self, *_) -> bool:
-        """Give the detector the edited pools and re-score the current slide from its embedding cache."""
-        det = self.session.detector
-        if det is None:
-            show_error("no detector yet: score a slide first (Score widget)")
-            return False
+    def apply(self, *_):
+        """Give the detector the edited pools (in a worker: new prompts are encoded), then re-score from the cache.
+
+        Returns the worker, or None when nothing could start (the reason is shown).
+        """
+        s = self.session
+        if s.detector is None:
+            show_error("no model yet: score a slide first (Score widget)")
+            return None
+        if s.busy:
+            show_error(f"wait until {s.busy} has finished (or cancel it), then apply the term pools")
+            return None
         try:
             pools = self.pools()
-            det.set_pools(pools)
         except AnonavilaError as err:
             show_error(str(err))
-            return False
-        self.session.detector_changed.emit(det)
-        self.status.setText("Centroids recomputed from the normal reference. The MLP was trained with the old "
-                            "pools: retraining is advisable (Retrain widget).")
-        self.session.rescore_requested.emit()
-        return True
+            return None
+        if pools != s.detector.pools:
+            domain = s.detector.pools.domain or "custom"
+            pools = dataclasses.replace(pools, domain=domain if domain.endswith("(edited)") else f"{domain} (edited)")
+        self.status.setText("Encoding new terms and recomputing the centroids...")
+        self.worker = pools_worker(s.detector, pools)
+        s.busy = "encoding terms"
+        self.worker.returned.connect(self._on_applied)
+        self.worker.errored.connect(lambda err: (show_error(f"term pools not applied: {err}"),
+                                                 self.status.setText(f"Not applied: {err}")))
+        self.worker.finished.connect(self._on_finished)
+        self.worker.start()
+        return self.worker
+
+    def _on_applied(self, det) -> None:
+        self._applied = True
+        self.session.detector_changed.emit(det)  # reloads the lists from the detector's pools
+        self.status.setText("Applied. Centroids recomputed from the normal reference; the MLP was trained with the "
+                            "old pools, so retraining is advisable (Retrain widget).")
+
+    def _on_finished(self) -> None:
+        self.worker = None
+        self.session.busy = None
+        if self._applied:  # the pools changed: show the new scores
+            self._applied = False
+            self.session.rescore_requested.emit()
