@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -88,3 +91,24 @@ def test_train_from_normal_slides(sample_slides, tmp_path, tiny_weights):
                  f"open_clip:anonavila-demo@{tiny_weights}"]) == 0
     det = Detector.load(model)
     assert det.is_fitted and det.info["n_train"] == det.info["n_centroid"] > 10
+
+
+def anonavila(*args: str) -> subprocess.CompletedProcess:
+    """The installed console script, as a user runs it."""
+    exe = Path(sys.executable).with_name("anonavila")
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=600)
+
+
+def test_score_slide_says_what_the_model_is(model, sample_slides, tmp_path):
+    """Generated slide (no ../shared): stdout, summary and report all say it is the random demo model."""
+    out = anonavila("score-slide", str(sample_slides.anomalous), "--model", str(model), "--out", str(tmp_path),
+                    "--patch-um", "64")
+    assert out.returncode == 0, out.stderr
+    assert "demo model (random weights, NO pathology knowledge" in out.stdout
+    assert "lymph-node terms (92 normal / 48 abnormal)" in out.stdout
+    folder = tmp_path / "anomalous"
+    prov = json.loads((folder / "summary.json").read_text())["provenance"]
+    assert prov["demo_model"] is True and "lymph-node" in prov["model"]
+    assert anonavila("export", str(folder), "--out", str(tmp_path / "qa"), "--formats", "html").returncode == 0
+    report = (tmp_path / "qa" / "anomalous_report.html").read_text()
+    assert "Demo model:" in report and "lymph-node terms" in report

@@ -91,7 +91,11 @@ def test_geojson_follows_qupath_conventions(exported):
 
 
 def test_x_y_orientation_on_a_non_square_slide(exported, result_dir, fitted_on_sample):
-    from napari_anonavila._napari.layers import topk_layer_data
+    from napari.layers import Image
+
+    from napari_anonavila._napari.layers import review_points, slide_layer_data
+    from napari_anonavila.reviews import ReviewMarks
+    from napari_anonavila.slide import open_slide
 
     table, written = exported
     _, res = result_dir
@@ -102,9 +106,13 @@ def test_x_y_orientation_on_a_non_square_slide(exported, result_dir, fitted_on_s
     corner = by_rank[1]["geometry"]["coordinates"][0][0]
     assert corner == [int(table.x_l0[i]), int(table.y_l0[i])]  # CSV (x, y) -> GeoJSON [x, y]
     assert max(f["geometry"]["coordinates"][0][2][1] for f in tiles) > 2220  # y runs along the long side
-    coords, _, _ = topk_layer_data(res, fitted_on_sample, 1, 1.0)
+    with open_slide(res.slide["path"]) as slide:
+        data, kwargs, _ = slide_layer_data(slide)
+        layer = Image(data, **kwargs)
+        coords, pkw = review_points(res, fitted_on_sample, 1, ReviewMarks(), layer)
     p = table.size_l0
     assert tuple(coords[0]) == (table.y_l0[i] + (p - 1) / 2, table.x_l0[i] + (p - 1) / 2)  # napari (row=y, col=x)
+    assert pkw["scale"] == pytest.approx(tuple(layer.scale))  # the points share the slide's transform
 
 
 def test_round_trip_export_import_export(exported, tmp_path):

@@ -150,7 +150,7 @@ def test_scripted_user_session(viewer, qtbot, sample_slides, errors, monkeypatch
     click(score.run_button)  # the same button, now Cancel
     wait_worker(qtbot, score)
     assert score.run_button.text == "Run" and score.worker is None
-    assert score.session.result is None and TOPK not in viewer.layers
+    assert score.session.result is None and len(viewer.layers[TOPK].data) == 0
     assert "cancelled" in score.scores_label.value
     assert review.table.rowCount() == 0
     assert not errors

@@ -11,7 +11,7 @@ import numpy as np
 from .layers import heatmap_kwargs, review_points
 from .session import Session
 
-__all__ = ["HEATMAP", "TOPK", "draw_heatmap", "draw_points", "layer_named", "remove_points"]
+__all__ = ["HEATMAP", "TOPK", "clear_results", "draw_heatmap", "draw_points", "layer_named"]
 
 HEATMAP = "anomaly heatmap"
 TOPK = "top-k patches"
@@ -24,9 +24,19 @@ def layer_named(viewer, name: str):
 
 
 def _set(layer, kwargs: dict, keys) -> None:
+    """Set layer properties that differ (each set refreshes the layer, and a transform change the whole view)."""
     for k in keys:
-        if k in kwargs:
-            setattr(layer, k, kwargs[k])
+        if k not in kwargs:
+            continue
+        now, new = getattr(layer, k), kwargs[k]
+        if k == "units":
+            same = tuple(str(u) for u in now) == tuple(str(u) for u in new)
+        elif k == "affine":
+            same = np.allclose(np.asarray(getattr(now, "affine_matrix", now))[-3:, -3:], np.asarray(new)[-3:, -3:])
+        else:
+            same = np.allclose(np.asarray(now, float), np.asarray(new, float))
+        if not same:
+            setattr(layer, k, new)
 
 
 def draw_heatmap(viewer, slide_layer, heat: np.ndarray, patch_size_l0: int, origin_xy_l0=(0, 0),
@@ -36,8 +46,9 @@ def draw_heatmap(viewer, slide_layer, heat: np.ndarray, patch_size_l0: int, orig
     if HEATMAP in viewer.layers:
         layer = viewer.layers[HEATMAP]
         _set(layer, kw, _TRANSFORM)
+        if not np.allclose(layer.contrast_limits, kw["contrast_limits"], rtol=0.02):
+            layer.contrast_limits = kw["contrast_limits"]
         layer.data = data
-        layer.contrast_limits = kw["contrast_limits"]
         layer.metadata.update(kw["metadata"])
     else:
         layer = viewer.add_image(data, **kw)
@@ -67,7 +78,16 @@ def draw_points(viewer, session: Session):
     return layer
 
 
-def remove_points(viewer) -> None:
-    """Take the points of an earlier result off screen (they would point at patches of another run)."""
+def clear_results(viewer) -> None:
+    """A run starts: empty the points and the heatmap of the earlier result (they belong to another run).
+
+    The layers stay (with the user's styling and place in the list); emptying them is cheaper than a new layer.
+    """
     if TOPK in viewer.layers:
-        viewer.layers.remove(TOPK)
+        layer = viewer.layers[TOPK]
+        layer.selected_data = set()
+        layer.data = np.zeros((0, 2))
+    if HEATMAP in viewer.layers:
+        layer = viewer.layers[HEATMAP]
+        layer.data = np.full(layer.data.shape, min(layer.contrast_limits) - 1, np.float32)  # all transparent
+        layer.metadata["raw"] = np.full(layer.data.shape, np.nan)

@@ -57,11 +57,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 def _score_slide(args: argparse.Namespace) -> int:
     from ..backends import sha256_file
+    from ..backends.demo import DEMO_NOTICE
     from ..detector import Detector
     from ..errors import AnonavilaError
     from ..pipeline import score_slide
 
     det = Detector.load(args.model, backend=args.backend, device=args.device)
+    print(f"model: {det.describe()}")
+    if det.is_demo:
+        print(f"NOTE: {DEMO_NOTICE}")
     ck = {"path": str(args.model), "sha256": sha256_file(args.model)}
     failed = 0
     for path in args.slides:

@@ -28,6 +28,8 @@ def provenance(result, detector, *, slide_fingerprint: str, checkpoint: dict | N
     return {
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "slide": {**result.slide, "fingerprint_sha256": slide_fingerprint},
+        "model": detector.describe(),
+        "demo_model": detector.is_demo,
         "backend": {"spec": detector.backend_spec, "id": detector.backend_id,
                     "logit_scale_exp": detector.logit_scale_exp},
         "checkpoint": checkpoint,

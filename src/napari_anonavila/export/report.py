@@ -49,13 +49,16 @@ def write_report(path: str | os.PathLike, table: PatchTable, *, overlay_png: byt
                     f"<td>{_terms(table.top_normal[i])}</td><td>{state}</td></tr>")
     overlay = "data:image/png;base64," + base64.b64encode(overlay_png).decode()
     fmt = lambda v: "n/a" if v is None or not np.isfinite(v) else f"{v:.4g}"  # noqa: E731
-    backend = html.escape(str(prov.get("backend", {}).get("spec", "?")))
+    model = html.escape(str(prov.get("model") or prov.get("backend", {}).get("spec", "?")))
+    demo = ('<p style="background:#fff3cd;border:1px solid #e0a800;padding:8px"><b>Demo model:</b> random weights '
+            "with no pathology knowledge. These scores show the pipeline working, not tissue abnormality.</p>"
+            if prov.get("demo_model") else "")
     name = html.escape(Path(str(table.slide.get("path", "slide"))).name)
     doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>Anomaly report: {name}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:top;font-size:13px}}th{{background:#eee}}</style></head>
 <body><h1>Anomaly report: {name}</h1>
-<p>Backend <code>{backend}</code>; scoring mode {html.escape(str(prov.get('scoring_mode', '?')))};
+{demo}<p>Model: {model}. Scoring mode {html.escape(str(prov.get('scoring_mode', '?')))};
 {len(table)} patches of {table.size_l0} level-0 px; created {html.escape(str(prov.get('created', '?')))}.
 Full provenance is in the JSON sidecar.</p>
 <h2>Slide scores</h2><table><tr><th></th><th>max</th><th>top-1% mean</th></tr>

@@ -23,7 +23,7 @@ from ...errors import AnonavilaError
 from ...maps import erode, slide_scores
 from ...progress import Progress
 from ...scoring import ScoreMode
-from ..results import HEATMAP, TOPK, draw_heatmap, draw_points, remove_points
+from ..results import HEATMAP, TOPK, clear_results, draw_heatmap, draw_points
 from ..session import chosen_path, session_for, shapes_to_polygons_xy_l0, slide_of, unwrap
 from ..workers import DetectorReady, GridReady, ScorePlan, score_worker
 from . import scroll_form, tabify_when_docked, wrapping
@@ -174,7 +174,7 @@ class ScoreWidget(Container):
         self.session.busy = "scoring"
         self.session.slide_layer = unwrap(slide_layer or self.slide_layer.value)
         self.session.result = None
-        remove_points(self.viewer)  # the earlier result's patches are not this run's
+        clear_results(self.viewer)  # the earlier result's heatmap and patches are not this run's
         self.scores_label.value = "scoring..."
         self.session.result_changed.emit(None)
         self._heat, self._grid, self._scored = None, None, 0
