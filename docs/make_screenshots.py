@@ -1,10 +1,14 @@
-"""Take the screenshots in docs/images from a real napari window (run under Xvfb or on a desktop).
+"""Take the screenshots in docs/images from a real napari window, through the doors a user uses.
 
-Run: xvfb-run -a -s "-screen 0 1920x1200x24" .venv/bin/python docs/make_screenshots.py
+The slide opens with ``viewer.open(path, plugin="napari-anonavila")``, the widgets through napari's plugin
+machinery (as the Plugins menu opens them), and the normal region is drawn in a Shapes layer made by napari's
+own "new shapes layer" button. Run under Xvfb or on a desktop:
+xvfb-run -a -s "-screen 0 1920x1080x24" .venv/bin/python docs/make_screenshots.py
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
 from pathlib import Path
 
@@ -12,15 +16,10 @@ import napari
 import numpy as np
 from qtpy.QtWidgets import QApplication
 
-from napari_anonavila._napari.layers import slide_layer_data
 from napari_anonavila._napari.sample_data import sample_folder
-from napari_anonavila._napari.widgets.retrain import RetrainWidget
-from napari_anonavila._napari.widgets.review import ReviewWidget
-from napari_anonavila._napari.widgets.score import ScoreWidget
-from napari_anonavila._napari.widgets.terms import TermsWidget
-from napari_anonavila.slide import open_slide
 
 OUT = Path(__file__).parent / "images"
+PLUGIN = "napari-anonavila"
 
 
 def pump(seconds: float = 0.5) -> None:
@@ -31,80 +30,73 @@ def pump(seconds: float = 0.5) -> None:
         time.sleep(0.01)
 
 
-def wait(widget, timeout: float = 600) -> None:
+def wait(widget, timeout: float = 900) -> None:
     t0 = time.time()
     while widget.worker is not None and time.time() - t0 < timeout:
         pump(0.05)
+
+
+def shot(viewer, name: str) -> None:
+    pump(1)
+    viewer.screenshot(str(OUT / name), canvas_only=False)
 
 
 def main() -> None:
     OUT.mkdir(exist_ok=True)
     folder = sample_folder()
     v = napari.Viewer()
-    v.window._qt_window.resize(1800, 1050)
-    data, kwargs, _ = slide_layer_data(open_slide(folder / "anomalous.tif"))
-    kwargs["name"] = "planted anomalies (synthetic)"
-    slide = v.add_image(data, **kwargs)
-    overlays = getattr(getattr(v, 'canvas', None), 'overlays', None)
-    (overlays.scale_bar if overlays is not None else v.scale_bar).visible = True
-    normal = v.add_shapes([np.array([[700, 500], [700, 1300], [1500, 1300], [1500, 500]])], shape_type="rectangle",
-                          name="normal regions", edge_color="lime", face_color="transparent", edge_width=12,
-                          units=("um", "um"))
-    score = ScoreWidget(v)
-    v.window.add_dock_widget(score, name="Score", area="right")
+    v.window._qt_window.resize(1800, 1000)
+    [slide] = v.open(str(folder / "anomalous.tif"), plugin=PLUGIN)
+    v.canvas.overlays.scale_bar.visible = True
+    # a normal region, drawn in a layer made with napari's button (it takes the slide's 0.5 um/px scale)
+    v.layers.selection.active = slide
+    v.window._qt_viewer.layerButtons.newShapesButton.click()
+    normal = v.layers[-1]
+    normal.name = "normal regions"
+    world = np.array([[800, 450], [800, 850], [1200, 850], [1200, 450]], float)  # microns
+    normal.add([np.array([normal.world_to_data(p) for p in world])], shape_type="rectangle")
+    normal.edge_color, normal.face_color, normal.edge_width = "lime", "transparent", 8
+
+    _dock, panel = v.window.add_plugin_dock_widget(PLUGIN, "All panels (tabbed)")
+    score = panel.score
     score.slide_layer.value = slide
     score.normal_layer.value = normal
-    score.start()
-    t0 = time.time()
-    while score.session.result is None and time.time() - t0 < 600:
-        pump(0.05)
+    score.patch_um.value = 64.0
+    score.run_button.native.click()
+    wait(score)
     v.layers.selection.active = slide
     v.reset_view()
-    pump(1)
-    v.screenshot(str(OUT / "napari_score.png"), canvas_only=False)
-    review = ReviewWidget(v)
-    v.window.add_dock_widget(review, name="Review top-k", area="right")
-    review.refresh()
-    review.table.selectRow(0)
-    pump(1)
-    v.screenshot(str(OUT / "napari_review.png"), canvas_only=False)
-    v.window.remove_dock_widget("all")
-    terms = TermsWidget(v)
-    v.window.add_dock_widget(terms, name="Term pools", area="right")
-    terms.load_from_detector(score.session.detector)
-    terms.abnormal.add(text="sheets of atypical cells with prominent nucleoli")
+    shot(v, "napari_score.png")
+
+    panel.setCurrentWidget(panel.review)
+    panel.review.table.selectRow(0)
+    shot(v, "napari_review.png")
+
+    panel.setCurrentWidget(panel.terms)
+    panel.terms.abnormal.add(text="sheets of atypical cells with prominent nucleoli")
     v.reset_view()
-    pump(1)
-    v.screenshot(str(OUT / "napari_terms.png"), canvas_only=False)
-    v.window.remove_dock_widget("all")
-    retrain = RetrainWidget(v)
-    v.window.add_dock_widget(retrain, name="Retrain", area="right")
-    score2 = ScoreWidget(v)  # listens to re-score requests (it is the session's scorer now)
-    score2.slide_layer.value = slide
-    retrain.regions.value = normal
-    retrain.epochs.value = 30
-    retrain.start()
-    wait(retrain)
-    pump(1)
-    v.screenshot(str(OUT / "napari_retrain.png"), canvas_only=False)
-    v.window.remove_dock_widget("all")
-    from napari_anonavila._napari.widgets.export import ExportWidget
+    shot(v, "napari_terms.png")
 
-    qa = ExportWidget(v)
-    v.window.add_dock_widget(qa, name="QA review and export", area="right")
-    qa.mark("confirmed", indices=[0, 1])
-    qa.mark("rejected", indices=[2])
-    qa.mark("unsure", indices=[3])
-    import tempfile
+    panel.setCurrentIndex(3)  # Retrain
+    panel.retrain.regions.value = normal
+    panel.retrain.epochs.value = 30
+    panel.retrain.train_button.native.click()
+    wait(panel.retrain)
+    wait(score)
+    shot(v, "napari_retrain.png")
 
+    panel.setCurrentIndex(4)  # QA
+    qa = panel.qa
+    for rows, state in (([0, 1], "confirmed"), ([2], "rejected"), ([3], "unsure")):
+        qa.mark(state, rows=rows)
     qa.folder.value = Path(tempfile.mkdtemp())
-    written = qa.export()
-    v.layers["top-k patches"].visible = False
-    qa.import_geojson(written["geojson"])
-    v.layers["anomaly heatmap"].visible = False
+    qa.export_button.native.click()
+    wait(qa)
+    qa.import_geojson(qa.written["geojson"])
+    for name in ("anomaly heatmap", "top-k patches"):
+        v.layers[name].visible = False
     v.reset_view()
-    pump(1)
-    v.screenshot(str(OUT / "napari_qa.png"), canvas_only=False)
+    shot(v, "napari_qa.png")
     print("wrote", sorted(p.name for p in OUT.glob("napari_*.png")))
     v.close()
 

@@ -33,6 +33,7 @@ def scroll_form(owner, widgets: list, extra=()):
     form = Container(widgets=widgets)
     for w in extra:
         form.native.layout().addWidget(w)
+    form.native.layout().addStretch(1)  # rows keep their height; the space left is at the bottom
     area = QScrollArea()
     area.setWidgetResizable(True)
     area.setFrameShape(QFrame.Shape.NoFrame)
