@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import tempfile
 from collections.abc import Iterator
@@ -12,7 +13,8 @@ from typing import IO
 
 from .errors import OutputExistsError
 
-__all__ = ["atomic_path", "atomic_write", "check_writable", "partial_prefix", "sweep_partials"]
+__all__ = ["atomic_dir", "atomic_path", "atomic_write", "check_writable", "claimed_dir", "partial_prefix",
+           "sweep_partials"]
 
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
@@ -42,7 +44,10 @@ def sweep_partials(folder: str | os.PathLike) -> int:
             pid = int(p.name.split(f".{_HOST}.", 1)[1].split(".", 1)[0])
             os.kill(pid, 0)
         except ProcessLookupError:
-            p.unlink(missing_ok=True)
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
             removed += 1
         except (ValueError, IndexError, PermissionError):
             continue
@@ -67,9 +72,86 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a hidden temporary folder beside ``path``; on success it replaces ``path`` (a folder) in one rename.
+
+    An existing ``path`` is first moved aside and removed after the new one is in place; on failure the
+    temporary folder is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=partial_prefix(path), suffix=".partial", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_UMASK)
+    try:
+        yield tmp
+        old = None
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=partial_prefix(path), suffix=".partial", dir=path.parent))
+            os.replace(path, old / "replaced")
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+@contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator[IO]:
     """Open a temporary file for writing; it replaces ``path`` only if the block succeeds."""
     with atomic_path(path) as tmp, open(tmp, mode, **kwargs) as fh:
         yield fh
         fh.flush()
         os.fsync(fh.fileno())
+
+
+LOCK_NAME = ".anonavila.lock"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def claimed_dir(folder: str | os.PathLike) -> Iterator[Path]:
+    """Hold ``folder`` for this process while writing into it (a create-exclusive lock file).
+
+    A second run into the same folder fails at once, naming the holder, instead of both writing and one
+    silently replacing the other. A lock left by a killed process of this host is taken over.
+    """
+    import datetime as _dt
+    import json
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / LOCK_NAME
+    for _ in range(3):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                holder = json.loads(lock.read_text())
+                host, pid, since = str(holder["host"]), int(holder["pid"]), str(holder.get("since", "?"))
+            except (OSError, ValueError, KeyError, TypeError):
+                host, pid, since = _HOST, -1, "?"  # unreadable: written by a process killed mid-write
+            if host == _HOST and not _alive(pid):
+                lock.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            raise OutputExistsError(f"{folder}: another anonavila run (pid {pid} on {host}, since {since}) is writing "
+                                    f"here; wait for it to finish, or delete {lock} if that run is gone") from None
+        with os.fdopen(fd, "w") as fh:
+            json.dump({"host": _HOST, "pid": os.getpid(),
+                       "since": _dt.datetime.now().isoformat(timespec="seconds")}, fh)
+        break
+    else:
+        raise OutputExistsError(f"{folder}: could not claim the folder ({lock} keeps reappearing)")
+    try:
+        yield folder
+    finally:
+        lock.unlink(missing_ok=True)

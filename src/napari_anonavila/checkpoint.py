@@ -7,6 +7,7 @@ Neither path can run code from the file: safetensors holds tensors only, and ``.
 from __future__ import annotations
 
 import json
+import math
 import os
 import zipfile
 from pathlib import Path
@@ -38,8 +39,50 @@ def write_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], 
     return path
 
 
+_FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")
+_MAX_DIM = 4096
+_MAX_META_CHARS = 16 << 20
+
+
+def _expected_shapes(d: int) -> dict[str, tuple[int, ...]]:
+    return {"mlp.linear1.weight": (d, 2 * d), "mlp.linear1.bias": (d,), "mlp.linear2.weight": (d // 2, d),
+            "mlp.linear2.bias": (d // 2,), "mlp.linear3.weight": (d // 4, d // 2), "mlp.linear3.bias": (d // 4,)}
+
+
+def _check_header(path: Path, shapes: dict[str, list[int]], dtypes: dict[str, str], meta: dict) -> int:
+    """Every tensor's name, shape and dtype, checked from the header before any tensor is read; returns D."""
+    need = [*_expected_shapes(4), "text.normal", "text.abnormal", "centroid.normal", "centroid.abnormal"]
+    missing = [k for k in need if k not in shapes]
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint content is incomplete (missing {', '.join(missing[:4])})")
+    bad = [k for k, t in dtypes.items() if t not in _FLOAT_DTYPES]
+    if bad:
+        raise CheckpointError(f"{path}: tensor {bad[0]} has dtype {dtypes[bad[0]]}; expected floating point")
+    tn, ta = shapes["text.normal"], shapes["text.abnormal"]
+    if len(tn) != 2 or len(ta) != 2 or tn[1] != ta[1] or min(tn[0], ta[0]) < 1:
+        raise CheckpointError(f"{path}: text embeddings have shapes {tn} and {ta}; expected (n_normal, D) and "
+                              "(n_abnormal, D)")
+    d = int(tn[1])
+    if not 4 <= d <= _MAX_DIM or d % 4:
+        raise CheckpointError(f"{path}: embedding size D={d} is not a multiple of 4 in 4..{_MAX_DIM}")
+    if meta.get("embed_dim") != d:
+        raise CheckpointError(f"{path}: metadata says embed_dim {meta.get('embed_dim')!r}, but the tensors are {d}-d")
+    expected = {**_expected_shapes(d), "centroid.normal": (d // 4,), "centroid.abnormal": (d // 4,)}
+    for k, shape in expected.items():
+        got = tuple(shapes[k])
+        if got != shape and not (k.startswith("centroid") and got == (1, d // 4)):
+            raise CheckpointError(f"{path}: {k} has shape {got}, expected {shape} for D={d}")
+    ref = shapes.get("reference")
+    if ref is not None and (len(ref) != 2 or ref[1] != d):
+        raise CheckpointError(f"{path}: reference has shape {ref}, expected (N, {d})")
+    return d
+
+
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
-    """Read our checkpoint; raise CheckpointError naming the file for anything else."""
+    """Read our checkpoint, checked: names, shapes and dtypes from the header first, then every value finite.
+
+    Raises CheckpointError naming the file for anything else.
+    """
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
@@ -48,23 +91,46 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     try:
         with safe_open(str(path), framework="pt") as fh:
             header = fh.metadata() or {}
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 (safe_open is not a mapping)
+            names = list(fh.keys())
+            shapes = {k: list(fh.get_slice(k).get_shape()) for k in names}
+            dtypes = {k: str(fh.get_slice(k).get_dtype()) for k in names}
+            if header.get("format") != FORMAT:
+                raise CheckpointError(f"{path}: safetensors file without napari-anonavila metadata "
+                                      f"(format={header.get('format')!r})")
+            version = int(header.get("format_version", "0")) if str(header.get("format_version", "0")).isdigit() \
+                else FORMAT_VERSION + 1
+            if version > FORMAT_VERSION:
+                raise CheckpointError(f"{path}: checkpoint format {header.get('format_version')} is newer than this "
+                                      f"version reads ({FORMAT_VERSION}); upgrade napari-anonavila")
+            meta = _parse_meta(path, header.get("meta"))
+            dim = _check_header(path, shapes, dtypes, meta)
+            tensors = {k: fh.get_tensor(k).float() for k in names}
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        if isinstance(err, CheckpointError):
+            raise
         hint = " (an authors' .pth checkpoint? use Detector.from_official_checkpoint)" if _is_zip(path) else ""
         raise CheckpointError(f"{path}: not a napari-anonavila checkpoint: {err}{hint}") from err
-    if header.get("format") != FORMAT:
-        raise CheckpointError(
-            f"{path}: safetensors file without napari-anonavila metadata (format={header.get('format')!r})"
-        )
-    version = int(header.get("format_version", "0"))
-    if version > FORMAT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format {version} is newer than this version reads "
-                              f"({FORMAT_VERSION}); upgrade napari-anonavila")
-    try:
-        meta = json.loads(header["meta"])
-    except (KeyError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{path}: checkpoint metadata is damaged ({err})") from err
+    for k, v in tensors.items():
+        if not torch.isfinite(v).all():
+            raise CheckpointError(f"{path}: tensor {k} holds NaN or infinite values; the file is damaged or was "
+                                  "written by a diverged training")
+    scale = meta.get("logit_scale_exp")
+    if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not math.isfinite(scale) or scale <= 0:
+        raise CheckpointError(f"{path}: logit_scale_exp {scale!r} is not a positive finite number")
+    meta["embed_dim"] = dim
     return tensors, meta
+
+
+def _parse_meta(path: Path, text) -> dict:
+    if not isinstance(text, str) or len(text) > _MAX_META_CHARS:
+        raise CheckpointError(f"{path}: checkpoint metadata is missing or too large")
+    try:
+        meta = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as err:
+        raise CheckpointError(f"{path}: checkpoint metadata is damaged ({type(err).__name__})") from err
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: checkpoint metadata is not a JSON object")
+    return meta
 
 
 def _is_zip(path: Path) -> bool:
@@ -81,9 +147,7 @@ def _check_official_shapes(path: Path, state: dict) -> None:
         raise CheckpointError(f"{path}: text embeddings have shapes {tuple(tn.shape)} and {tuple(ta.shape)}; "
                               "expected (n_normal, D) and (n_abnormal, D)")
     d = tn.shape[1]
-    expected = {"MLP.linear1.weight": (d, 2 * d), "MLP.linear1.bias": (d,), "MLP.linear2.weight": (d // 2, d),
-                "MLP.linear2.bias": (d // 2,), "MLP.linear3.weight": (d // 4, d // 2), "MLP.linear3.bias": (d // 4,)}
-    for k, shape in expected.items():
+    for k, shape in ((f"MLP.{k[4:]}", v) for k, v in _expected_shapes(d).items()):
         if tuple(state[k].shape) != shape:
             raise CheckpointError(f"{path}: {k} has shape {tuple(state[k].shape)}, expected {shape} for D={d}")
     for k in ("normal_img_normal_text_centroid", "normal_img_abnormal_text_centroid"):
@@ -119,6 +183,11 @@ def read_official(path: str | os.PathLike) -> dict:
     if bad:
         raise CheckpointError(f"{path}: entries {bad[:4]} are not tensors")
     _check_official_shapes(path, state)
+    used = [*need, *(["VLM.logit_scale"] if "VLM.logit_scale" in state else [])]
+    broken = [k for k in used if not torch.is_floating_point(state[k]) or not torch.isfinite(state[k]).all()]
+    if broken:
+        raise CheckpointError(f"{path}: tensor {broken[0]} is not finite floating point (NaN, infinite or integer); "
+                              "the file is damaged")
     return {
         "mlp": {k: state[f"MLP.{k}"].float() for k in _MLP_KEYS},
         "normal_text": state["normal_text_embs"].float(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import warnings
@@ -15,7 +16,7 @@ import torch
 from . import __version__
 from .backends import VLMBackend, get_backend
 from .checkpoint import read_checkpoint, read_official, write_checkpoint
-from .errors import CheckpointError, TermPoolError
+from .errors import CheckpointError, NonFiniteError, TermPoolError
 from .head import MLP
 from .patches import iter_image_batches, list_images
 from .progress import Progress, ProgressCallback, drain
@@ -133,7 +134,8 @@ class Detector:
                 out.append(vlm.embed_images(imgs))
             yield Progress("embed", len(read) + len(skipped), len(paths), {"skipped": len(skipped)})
         if skipped:
-            warnings.warn(f"skipped {len(skipped)} of {len(paths)} unreadable image file(s), e.g. {skipped[0]}",
+            warnings.warn(f"skipped {len(skipped)} of {len(paths)} unreadable (or too large) image file(s), "
+                          f"e.g. {skipped[0]}",
                           UserWarning, stacklevel=2)
         if not out:
             raise ValueError(f"none of the {len(paths)} image files could be read (e.g. {paths[0] if paths else '-'})")
@@ -203,7 +205,12 @@ class Detector:
         parts = [score_batch(embs[s : s + chunk], self.normal_text, self.abnormal_text, self.logit_scale_exp,
                              mlp=self.mlp, centroids=self.centroids, mode=mode, top_k=top_k)
                  for s in range(0, embs.shape[0], chunk)]
-        return PatchScores.concat(parts, top_k)
+        out = PatchScores.concat(parts, top_k)
+        bad = int((~np.isfinite(out.score)).sum())
+        if bad:
+            raise NonFiniteError(f"{bad} of {len(out)} patch scores are NaN or infinite: the model (MLP, centroids or "
+                                 "text embeddings) is damaged; retrain it or load another checkpoint")
+        return out
 
     def score_images(self, images: ImagesLike, *, batch_size: int = 32, mode: ScoreMode | str | None = None,
                      top_k: int = 3, on_progress: ProgressCallback | None = None,
@@ -227,11 +234,16 @@ class Detector:
         """Write a self-describing, pickle-free checkpoint (``.safetensors``)."""
         if not self.is_fitted:
             raise ValueError("only a fitted detector can be saved; call fit() first")
+        if not math.isfinite(self.logit_scale_exp):
+            raise NonFiniteError(f"not saved: the logit scale is {self.logit_scale_exp}")
         tensors = {f"mlp.{k}": v for k, v in self.mlp.state_dict().items()}
         tensors.update({"text.normal": self.normal_text, "text.abnormal": self.abnormal_text,
                         "centroid.normal": self.centroids[0], "centroid.abnormal": self.centroids[1]})
         if self.reference is not None:
             tensors["reference"] = self.reference
+        broken = [k for k, v in tensors.items() if not torch.isfinite(v).all()]
+        if broken:
+            raise NonFiniteError(f"not saved: {', '.join(broken)} hold NaN or infinite values (did training diverge?)")
         meta = {"package_version": __version__, "backend_spec": self.backend_spec, "backend_id": self.backend_id,
                 "embed_dim": self.embed_dim, "logit_scale_exp": self.logit_scale_exp, "mode": self.mode.value,
                 "pools": self.pools.to_dict(), "info": self.info}
@@ -241,27 +253,31 @@ class Detector:
     def load(cls, path: str | os.PathLike, *, backend: str | VLMBackend | None = None, device: str | None = None,
              attach_backend: bool = True) -> Detector:
         """Load a checkpoint. The backend comes from ``backend`` or the stored spec, and must match the weights."""
-        tensors, meta = read_checkpoint(path)
+        tensors, meta = read_checkpoint(path)  # names, shapes, dtypes and finiteness are checked there
+        dim = int(meta["embed_dim"])
         try:
-            dim = int(meta["embed_dim"])
+            pools = TermPools.from_dict(meta["pools"])
             mlp = MLP(dim)
             mlp.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("mlp.")})
-            pools = TermPools.from_dict(meta["pools"])
-            cents = (tensors["centroid.normal"], tensors["centroid.abnormal"])
+            cents = (tensors["centroid.normal"].reshape(-1), tensors["centroid.abnormal"].reshape(-1))
             texts = (tensors["text.normal"], tensors["text.abnormal"])
-        except (KeyError, RuntimeError, TypeError, ValueError) as err:
+            if (len(pools.normal), len(pools.abnormal)) != (len(texts[0]), len(texts[1])):
+                raise ValueError(f"{len(pools.normal)}/{len(pools.abnormal)} terms for {len(texts[0])}/"
+                                 f"{len(texts[1])} text embeddings")
+            spec, backend_id = str(meta["backend_spec"]), str(meta["backend_id"])
+            mode = ScoreMode(meta.get("mode", "sum"))
+        except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as err:
             raise CheckpointError(f"{path}: checkpoint content is incomplete or inconsistent ({err})") from err
         vlm = None
         if backend is not None or attach_backend:
-            vlm = get_backend(backend or meta["backend_spec"], device) if not isinstance(backend, VLMBackend) \
-                else backend
-            if vlm.id != meta["backend_id"] or vlm.embed_dim != dim:
-                raise CheckpointError(f"{path}: trained with backend {meta['backend_id']} ({dim}-d), but the given "
+            vlm = get_backend(backend or spec, device) if not isinstance(backend, VLMBackend) else backend
+            if vlm.id != backend_id or vlm.embed_dim != dim:
+                raise CheckpointError(f"{path}: trained with backend {backend_id} ({dim}-d), but the given "
                                       f"backend is {vlm.id} ({vlm.embed_dim}-d); pass the backend it was trained with")
-        return cls(backend=vlm, backend_spec=meta["backend_spec"], backend_id=meta["backend_id"], pools=pools,
+        return cls(backend=vlm, backend_spec=spec, backend_id=backend_id, pools=pools,
                    normal_text=texts[0], abnormal_text=texts[1], logit_scale_exp=meta["logit_scale_exp"], mlp=mlp,
-                   centroids=cents, reference=tensors.get("reference"), mode=meta.get("mode", "sum"),
-                   info=meta.get("info", {}))
+                   centroids=cents, reference=tensors.get("reference"), mode=mode,
+                   info=meta.get("info") if isinstance(meta.get("info"), dict) else {})
 
     @classmethod
     def from_official_checkpoint(cls, path: str | os.PathLike, *, backend: str | VLMBackend | None = None,

@@ -1,145 +1,223 @@
-"""The embedding cache: image embeddings of one slide's patch grid, keyed by slide content, backend and grid.
+"""The embedding cache: image embeddings of a slide's patch grid, in verified chunks committed as they are made.
 
-Files ``embeddings.npy`` (float32, one row per grid cell in grid order) and ``embeddings.json`` (the key),
-plus the patch grid (``grid.npz``/``grid.json``) and the thumbnail, so that a re-score reads no pixels.
-Rows are streamed to a temporary file and renamed into place only when complete, so an interrupted run
-never leaves a cache that looks valid. A key mismatch is detected and the cache rebuilt, never reused.
+Layout under a cache folder (a result folder, or a napari session folder)::
+
+    embeddings/<key digest>/manifest.json     what the entry is for (slide content, grid, model) and, per chunk,
+                                               its row count and SHA-256; replaced atomically after each chunk
+    embeddings/<key digest>/chunk-00000.npy   float32 rows of the grid, in grid order
+    grids/<grid key digest>/grid.json, .npz   the patch grid (with the digest of grid.npz)
+    thumbnail.json, thumbnail.png             the thumbnail (with its digest)
+
+A chunk is trusted only when its manifest entry, size, digest, shape and finiteness all check; otherwise it is
+recomputed, with one warning. Chunks are committed one by one, so a run that is killed or cancelled resumes
+where it stopped, and entries for other grids or models never overwrite each other.
 """
 
 from __future__ import annotations
 
-import contextlib
+import hashlib
 import json
-import logging
-import os
+import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from ._atomic import atomic_path, atomic_write, partial_prefix
+from ._atomic import atomic_path, atomic_write
 from .grid import PatchGrid
 from .slide import Slide
 
-__all__ = ["EmbeddingCache", "EmbeddingWriter"]
+__all__ = ["CacheEntry", "CacheWarning", "EmbeddingCache", "key_digest"]
 
-logger = logging.getLogger(__name__)
+CHUNK_ROWS = 2048  # rows per committed chunk (rounded up to whole batches)
+_MANIFEST = "manifest.json"
+
+
+class CacheWarning(UserWarning):
+    """A cached file did not verify and is being recomputed."""
+
+
+def key_digest(key: dict) -> str:
+    """A short, stable name for a cache key (JSON with sorted keys, SHA-256)."""
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(8 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+class CacheEntry:
+    """The cached embeddings of one (slide content, grid, model) key: ``n`` rows of ``dim`` floats, in chunks."""
+
+    def __init__(self, folder: Path, key: dict, *, chunk_rows: int = CHUNK_ROWS) -> None:
+        self.folder, self.key = folder, json.loads(json.dumps(key, default=str))  # as stored: tuples become lists
+        self.n, self.dim = int(key["grid"]["n_cells"]), int(key["embed_dim"])
+        manifest = _read_json(folder / _MANIFEST)
+        if manifest is not None and manifest.get("key") == self.key and isinstance(manifest.get("chunks"), dict):
+            self.chunk_rows = int(manifest.get("chunk_rows") or chunk_rows)
+            self._chunks: dict[str, dict] = manifest["chunks"]
+        else:
+            self.chunk_rows, self._chunks = max(1, chunk_rows), {}
+        self._warned = False
+
+    def ranges(self) -> list[tuple[int, int]]:
+        """(start, stop) grid rows of each chunk."""
+        return [(s, min(s + self.chunk_rows, self.n)) for s in range(0, self.n, self.chunk_rows)]
+
+    @property
+    def complete(self) -> bool:
+        return all(self.has(i) for i in range(len(self.ranges())))
+
+    def has(self, i: int) -> bool:
+        """Whether chunk ``i`` is recorded (it is verified when read)."""
+        return str(i) in self._chunks
+
+    def _path(self, i: int) -> Path:
+        return self.folder / f"chunk-{i:05d}.npy"
+
+    def read(self, i: int) -> np.ndarray | None:
+        """Chunk ``i`` (rows of the grid), verified; None when absent or when it does not verify (then dropped)."""
+        rec = self._chunks.get(str(i))
+        if rec is None:
+            return None
+        start, stop = self.ranges()[i]
+        path = self._path(i)
+        try:
+            if _sha256(path) != rec.get("sha256"):
+                raise ValueError("its content does not match the digest recorded when it was written")
+            arr = np.load(path, allow_pickle=False)
+            if arr.shape != (stop - start, self.dim) or arr.dtype != np.float32:
+                raise ValueError(f"shape {arr.shape} {arr.dtype}, expected {(stop - start, self.dim)} float32")
+            if not np.isfinite(arr).all():
+                raise ValueError("it holds NaN or inf")
+        except Exception as err:  # a damaged cache file fails in many ways; every one means: recompute
+            self._drop(i, f"{type(err).__name__}: {err}" if not isinstance(err, ValueError) else str(err))
+            return None
+        return arr
+
+    def rows(self, i: int) -> np.ndarray:
+        """Chunk ``i`` as a read-only memory map, without verifying it again (call :meth:`read` first)."""
+        return np.load(self._path(i), mmap_mode="r", allow_pickle=False)
+
+    def _drop(self, i: int, why: str) -> None:
+        if not self._warned:
+            warnings.warn(f"{self.folder}: cached embeddings do not verify (chunk {i}: {why}); recomputing them",
+                          CacheWarning, stacklevel=3)
+            self._warned = True
+        self._chunks.pop(str(i), None)
+
+    def write(self, i: int, rows: np.ndarray) -> None:
+        """Commit chunk ``i``: the array file first, then the manifest that records its digest."""
+        start, stop = self.ranges()[i]
+        rows = np.ascontiguousarray(rows, dtype=np.float32)
+        if rows.shape != (stop - start, self.dim):
+            raise ValueError(f"chunk {i} has shape {rows.shape}, expected {(stop - start, self.dim)}")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self._path(i)) as tmp:
+            with open(tmp, "wb") as fh:
+                np.save(fh, rows, allow_pickle=False)
+            digest = _sha256(tmp)
+        self._chunks[str(i)] = {"rows": stop - start, "sha256": digest}
+        with atomic_write(self.folder / _MANIFEST) as fh:
+            json.dump({"key": self.key, "n": self.n, "dim": self.dim, "chunk_rows": self.chunk_rows,
+                       "chunks": self._chunks}, fh, indent=1)
+
+    def load_all(self) -> np.ndarray | None:
+        """All rows, when every chunk is present and verifies; else None."""
+        if not self.n or not self.complete:
+            return None
+        parts = [self.read(i) for i in range(len(self.ranges()))]
+        return None if any(p is None for p in parts) else np.concatenate(parts)
 
 
 class EmbeddingCache:
     """The cache files in ``folder``."""
 
-    def __init__(self, folder: str | os.PathLike) -> None:
+    def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
-        self.array_path = self.folder / "embeddings.npy"
-        self.key_path = self.folder / "embeddings.json"
+        self.root = self.folder / "embeddings"
+
+    def entry(self, key: dict, *, chunk_rows: int = CHUNK_ROWS) -> CacheEntry:
+        return CacheEntry(self.root / key_digest(key), key, chunk_rows=chunk_rows)
 
     def load(self, key: dict) -> np.ndarray | None:
-        """The cached (N, D) embeddings (a read-only memmap) if the stored key equals ``key``, else None.
+        """The complete, verified (N, D) embeddings for ``key``, or None."""
+        return self.entry(key).load_all()
 
-        Why a cache is not used goes to the log.
-        """
-        if not (self.array_path.is_file() and self.key_path.is_file()):
-            return None
-        try:
-            stored = json.loads(self.key_path.read_text())
-            arr = np.load(self.array_path, mmap_mode="r")
-        except (OSError, ValueError) as err:
-            logger.warning("%s: unreadable embedding cache (%s); rebuilding", self.folder, err)
-            return None
-        wanted = json.loads(json.dumps(key))  # as stored: tuples become lists
-        if stored != wanted:
-            diff = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
-            logger.warning("%s: embedding cache is for another %s; rebuilding", self.folder, ", ".join(diff))
-            return None
-        if arr.shape != (key["grid"]["n_cells"], key["embed_dim"]):
-            logger.warning("%s: embedding cache has shape %s, expected %s; rebuilding", self.folder, arr.shape,
-                           (key["grid"]["n_cells"], key["embed_dim"]))
-            return None
-        return arr  # read-only memory map: rows are paged in as they are scored
-
-    def writer(self, key: dict) -> EmbeddingWriter:
-        return EmbeddingWriter(self, key)
+    def prune(self, keep: dict, keep_grid: dict | None = None) -> None:
+        """Remove the entries of other keys than ``keep`` (and grids other than ``keep_grid``): a complete run
+        replaced them."""
+        for root, key in ((self.root, keep), (self.folder / "grids", keep_grid)):
+            if key is None or not root.is_dir():
+                continue
+            for p in root.iterdir():
+                if p.is_dir() and p.name != key_digest(key):
+                    shutil.rmtree(p, ignore_errors=True)
 
     # -- the grid and thumbnail, so that a re-score reads no pixels at all ----------------------------
     def load_grid(self, key: dict) -> PatchGrid | None:
-        """The patch grid stored for ``key`` (slide fingerprint and grid settings), or None."""
-        meta_path, arr_path = self.folder / "grid.json", self.folder / "grid.npz"
-        try:
-            meta = json.loads(meta_path.read_text())
-            if meta.get("key") != json.loads(json.dumps(key)):
-                return None
-            with np.load(arr_path) as z:
-                cells, tissue = z["cells_rc"], z["tissue"]
-        except (OSError, ValueError, KeyError):
+        """The patch grid stored for ``key`` (slide content and grid settings), if it verifies; else None."""
+        folder = self.folder / "grids" / key_digest(key)
+        meta = _read_json(folder / "grid.json")
+        arr_path = folder / "grid.npz"
+        if meta is None or meta.get("key") != json.loads(json.dumps(key, default=str)):
             return None
-        return PatchGrid(meta["patch_size_l0"], tuple(meta["shape_rc"]), cells, tissue, tuple(meta["origin_xy_l0"]),
-                         meta["mpp"])
+        try:
+            if _sha256(arr_path) != meta.get("sha256"):
+                raise ValueError("grid.npz does not match its digest")
+            with np.load(arr_path, allow_pickle=False) as z:
+                cells, tissue = z["cells_rc"], z["tissue"]
+            return PatchGrid(int(meta["patch_size_l0"]), tuple(meta["shape_rc"]), cells, tissue,
+                             tuple(meta["origin_xy_l0"]), meta["mpp"])
+        except Exception as err:  # damaged: lay the grid again
+            warnings.warn(f"{self.folder}: cached patch grid does not verify ({err}); laying it again", CacheWarning,
+                          stacklevel=2)
+            return None
 
     def save_grid(self, key: dict, grid: PatchGrid) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with atomic_path(self.folder / "grid.npz") as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, cells_rc=grid.cells_rc, tissue=grid.tissue)
-        meta = {"key": key, "patch_size_l0": grid.patch_size_l0, "shape_rc": list(grid.shape_rc),
+        folder = self.folder / "grids" / key_digest(key)
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(folder / "grid.npz") as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, cells_rc=grid.cells_rc, tissue=grid.tissue)
+            digest = _sha256(tmp)
+        meta = {"key": key, "sha256": digest, "patch_size_l0": grid.patch_size_l0, "shape_rc": list(grid.shape_rc),
                 "origin_xy_l0": list(grid.origin_xy_l0), "mpp": grid.mpp}
-        with atomic_write(self.folder / "grid.json") as fh:
-            json.dump(meta, fh, indent=1)
+        with atomic_write(folder / "grid.json") as fh:
+            json.dump(meta, fh, indent=1, default=str)
 
     def thumbnail(self, slide: Slide, max_side: int = 1024) -> tuple[np.ndarray, float]:
-        """The slide's thumbnail, read once and then kept beside the cache."""
+        """The slide's thumbnail, read once and then kept (verified) beside the cache."""
         from PIL import Image
 
         img_path, meta_path = self.folder / "thumbnail.png", self.folder / "thumbnail.json"
-        try:
-            meta = json.loads(meta_path.read_text())
-            if meta["fingerprint"] == slide.fingerprint() and meta["max_side"] == max_side:
+        meta = _read_json(meta_path)
+        if meta and meta.get("fingerprint") == slide.fingerprint() and meta.get("max_side") == max_side:
+            try:
+                if _sha256(img_path) != meta.get("sha256"):
+                    raise ValueError("thumbnail.png does not match its digest")
                 return np.asarray(Image.open(img_path).convert("RGB")), float(meta["downsample"])
-        except (OSError, ValueError, KeyError):
-            pass
+            except Exception as err:  # damaged: read it again
+                warnings.warn(f"{self.folder}: cached thumbnail does not verify ({err}); reading it again",
+                              CacheWarning, stacklevel=2)
         img, ds = slide.thumbnail(max_side)
         self.folder.mkdir(parents=True, exist_ok=True)
         with atomic_path(img_path) as tmp:
             Image.fromarray(img).save(tmp, format="PNG")
+            digest = _sha256(tmp)
         with atomic_write(meta_path) as fh:
-            json.dump({"fingerprint": slide.fingerprint(), "max_side": max_side, "downsample": ds}, fh)
+            json.dump({"fingerprint": slide.fingerprint(), "max_side": max_side, "downsample": ds, "sha256": digest},
+                      fh)
         return img, ds
-
-
-class EmbeddingWriter:
-    """Streams rows to a temporary ``.npy``; :meth:`commit` renames it (and writes the key) when all rows are in."""
-
-    def __init__(self, cache: EmbeddingCache, key: dict) -> None:
-        self.cache, self.key = cache, key
-        self.n, self.dim = key["grid"]["n_cells"], key["embed_dim"]
-        self.rows = 0
-        self.committed = False
-        cache.folder.mkdir(parents=True, exist_ok=True)
-        self._tmp = cache.folder / f"{partial_prefix(cache.array_path)}{id(self)}.partial"
-        self._fh = open(self._tmp, "wb")  # noqa: SIM115 (closed by commit or abort)
-        header = {"descr": "<f4", "fortran_order": False, "shape": (self.n, self.dim)}
-        np.lib.format.write_array_header_1_0(self._fh, header)
-
-    def append(self, rows: np.ndarray) -> None:
-        rows = np.ascontiguousarray(rows, dtype="<f4")
-        if rows.ndim != 2 or rows.shape[1] != self.dim or self.rows + len(rows) > self.n:
-            raise ValueError(f"embedding rows of shape {rows.shape} do not fit the cache ({self.rows}/{self.n})")
-        self._fh.write(rows.tobytes())
-        self.rows += len(rows)
-
-    def commit(self) -> None:
-        """Move the complete array into place, then write its key (a crash in between leaves no valid key)."""
-        if self.rows != self.n:
-            raise ValueError(f"embedding cache incomplete: {self.rows} of {self.n} rows")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-        self._fh.close()
-        self.cache.key_path.unlink(missing_ok=True)
-        os.replace(self._tmp, self.cache.array_path)
-        with atomic_write(self.cache.key_path) as fh:
-            json.dump(self.key, fh, indent=1)
-        self.committed = True
-
-    def abort(self) -> None:
-        """Drop the partial file; an existing cache is left as it was."""
-        with contextlib.suppress(OSError):  # flushing may fail again on a full disk; the file goes anyway
-            self._fh.close()
-        self._tmp.unlink(missing_ok=True)

@@ -10,6 +10,7 @@ __all__ = [
     "GridError",
     "InputFileError",
     "MissingMppWarning",
+    "NonFiniteError",
     "OutputExistsError",
     "SlideReadError",
     "TermPoolError",
@@ -46,6 +47,10 @@ class InputFileError(AnonavilaError, ValueError):
 
 class OutputExistsError(AnonavilaError, FileExistsError):
     """An output exists and overwriting was not asked for."""
+
+
+class NonFiniteError(AnonavilaError, ValueError):
+    """Numbers that must be finite are NaN or infinite (training diverged, or a model or file is damaged)."""
 
 
 class CancelledError(AnonavilaError):

@@ -19,6 +19,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["IMAGE_SUFFIXES", "PatchName", "iter_image_batches", "list_images", "parse_patch_name", "read_image"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+MAX_PATCH_PIXELS = 8192 * 8192  # checked from the header, before decoding: real patches are 224..2048 px
 _NAME = re.compile(r"^(?P<slide>.+)_(?P<x>-?\d+)_(?P<y>-?\d+)_(?P<code>[^_]+)$")
 
 
@@ -56,7 +57,12 @@ def list_images(folder: str | os.PathLike, *, recursive: bool = True) -> list[Pa
 def read_image(path: Path) -> np.ndarray | None:
     """An RGB uint8 array, or None (logged) when the file is not a readable image; callers count and warn."""
     try:
-        with Image.open(path) as im:
+        with Image.open(path) as im:  # reads the header only
+            w, h = im.size
+            if w * h > MAX_PATCH_PIXELS:
+                logger.warning("%s: skipped, %d x %d px is too large for a patch (at most %d pixels); cut it into "
+                               "patches first", path, w, h, MAX_PATCH_PIXELS)
+                return None
             im.load()
             if im.mode in ("RGBA", "LA", "P"):
                 im = im.convert("RGBA")

@@ -18,14 +18,16 @@ import numpy as np
 import torch
 
 from .backends import VLMBackend
-from .embcache import EmbeddingCache
+from .embcache import CHUNK_ROWS, EmbeddingCache
+from .errors import NonFiniteError
 from .grid import PatchGrid
 from .maps import HeatmapGeometry, cells_to_heatmap, erode, slide_scores
 from .progress import Progress
 from .scoring import PatchScores
 from .slide import Slide
 
-__all__ = ["SlideResult", "cache_key", "iter_embed_grid", "iter_score_slide", "score_slide"]
+__all__ = ["SlideResult", "cache_key", "iter_embed_patches", "iter_grid_embeddings", "iter_score_slide",
+           "iter_slide_embeddings", "score_slide"]
 
 
 @dataclass
@@ -76,26 +78,34 @@ def default_workers() -> int:
     return max(2, min(8, (os.cpu_count() or 2)))
 
 
-def iter_embed_grid(slide: Slide, grid: PatchGrid, backend: VLMBackend, *, batch_size: int = 32,
-                    workers: int | None = None, prefetch: int = 2
-                    ) -> Generator[tuple[int, torch.Tensor, dict], None, None]:
-    """Yield ``(start, embeddings, timing)`` per batch, in grid order. Reads run ``prefetch`` batches ahead."""
+def iter_embed_patches(slide: Slide, grid: PatchGrid, backend: VLMBackend, indices: np.ndarray, *,
+                       batch_size: int = 32, workers: int | None = None, prefetch: int = 2
+                       ) -> Generator[tuple[int, torch.Tensor, dict], None, None]:
+    """Encode the grid patches ``indices`` (in that order); yield ``(position in indices, embeddings, timing)``
+    per batch. Reads run ``prefetch`` batches ahead in reader threads. Non-finite embeddings raise."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    xy = grid.xy_l0()
+    xy = grid.xy_l0()[np.asarray(indices, np.int64)]
+    n = len(xy)
     level = slide.best_level(grid.patch_size_l0 / backend.image_size)
     pool = ThreadPoolExecutor(max_workers=workers or default_workers(), thread_name_prefix="anonavila-read")
     pending: deque[Future] = deque()
     nxt = 0
     try:
-        for start in range(0, len(grid), batch_size):
+        for start in range(0, n, batch_size):
             t0 = time.perf_counter()
-            while nxt < min(len(grid), start + (prefetch + 1) * batch_size):
+            while nxt < min(n, start + (prefetch + 1) * batch_size):
                 pending.append(pool.submit(_read_patch, slide, xy[nxt], grid.patch_size_l0, level, backend))
                 nxt += 1
-            pixels = torch.stack([pending.popleft().result() for _ in range(min(batch_size, len(grid) - start))])
+            pixels = torch.stack([pending.popleft().result() for _ in range(min(batch_size, n - start))])
             t1 = time.perf_counter()
             embs = backend.encode_images(pixels)
+            bad = ~torch.isfinite(embs).all(dim=1)
+            if bad.any():
+                x, y = xy[start + int(bad.nonzero()[0, 0])]
+                raise NonFiniteError(f"{slide.path.name}: the model gave NaN or infinite embeddings for "
+                                     f"{int(bad.sum())} patch(es), the first at level-0 ({x}, {y}); its weights "
+                                     "may be damaged")
             yield start, embs, {"wait_read_s": t1 - t0, "encode_s": time.perf_counter() - t1}
     finally:
         for f in pending:
@@ -103,52 +113,74 @@ def iter_embed_grid(slide: Slide, grid: PatchGrid, backend: VLMBackend, *, batch
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+def iter_grid_embeddings(slide: Slide, grid: PatchGrid, backend: VLMBackend | None, backend_id: str, embed_dim: int,
+                         *, cache: EmbeddingCache | None = None, batch_size: int = 32, workers: int | None = None,
+                         prefetch: int = 2) -> Generator[tuple[int, np.ndarray | torch.Tensor, bool, dict], None, None]:
+    """Every grid patch's embedding, in grid order: ``(start, rows, from_cache, timing)`` per batch.
+
+    With ``cache``, verified chunks are read instead of pixels and new chunks are committed as soon as they are
+    complete, so an interrupted run resumes where it stopped.
+    """
+    n = len(grid)
+    image_size = backend.image_size if backend else 0
+    entry = None
+    if cache is not None:
+        rows = batch_size * math.ceil(CHUNK_ROWS / batch_size)  # chunks hold whole batches: a resume encodes alike
+        entry = cache.entry(cache_key(slide, grid, backend_id, embed_dim, image_size), chunk_rows=rows)
+    ranges = entry.ranges() if entry else ([(0, n)] if n else [])
+    good = [entry is not None and entry.read(i) is not None for i in range(len(ranges))]
+    todo = [np.arange(s, e) for (s, e), ok in zip(ranges, good, strict=True) if not ok]
+    if todo and backend is None:
+        raise ValueError("embeddings are not cached for this grid, and the detector has no model to compute them")
+    enc = iter_embed_patches(slide, grid, backend, np.concatenate(todo), batch_size=batch_size, workers=workers,
+                             prefetch=prefetch) if todo else None
+    try:
+        for i, ((s, e), ok) in enumerate(zip(ranges, good, strict=True)):
+            if ok:
+                arr = entry.rows(i)
+                for b in range(s, e, 4096):
+                    yield b, arr[b - s : min(e, b + 4096) - s], True, {}
+                continue
+            got, parts = s, []
+            while got < e:
+                _, embs, timing = next(enc)
+                parts.append(embs.numpy())
+                yield got, embs, False, timing
+                got += len(embs)
+            if entry is not None:
+                entry.write(i, np.concatenate(parts))
+    finally:
+        if enc is not None:
+            enc.close()
+
+
 def iter_score_slide(slide: Slide, grid: PatchGrid, detector, *, batch_size: int = 32, workers: int | None = None,
                      prefetch: int = 2, cache: EmbeddingCache | None = None, mode: str | None = None, top_k: int = 3
                      ) -> Generator[Progress, None, SlideResult]:
     """Score every grid patch; yield Progress per batch (``info``: ``start`` and the batch's ``scores``).
 
-    With ``cache``, valid cached embeddings are scored without reading a pixel; otherwise they are computed
-    and written to the cache when complete. Closing the generator stops the readers; nothing partial is kept.
+    With ``cache``, verified cached embeddings are scored without reading a pixel, and new ones are committed in
+    chunks as they are made (an interrupted run resumes). Closing the generator stops the readers.
     """
     t_start = time.perf_counter()
     mode = str(mode or detector.mode.value)
     total = len(grid)
     parts: list[PatchScores] = []
-    backend = detector.backend
-    key = cache_key(slide, grid, detector.backend_id, detector.embed_dim,
-                    backend.image_size if backend else 0) if cache else None
-    cached = cache.load(key) if cache else None
     timing = {"wait_read_s": 0.0, "encode_s": 0.0, "score_s": 0.0}
-    if cached is not None:
-        for start in range(0, total, 4096):
-            t0 = time.perf_counter()
-            s = detector.score_embeddings(np.array(cached[start : start + 4096]), mode=mode, top_k=top_k)
-            timing["score_s"] += time.perf_counter() - t0
-            parts.append(s)
-            yield Progress("score", start + len(s), total, {"start": start, "scores": s})
-    else:
-        detector.require_backend()
-        writer = cache.writer(key) if cache and total else None
-        try:
-            for start, embs, t in iter_embed_grid(slide, grid, backend, batch_size=batch_size, workers=workers,
-                                                  prefetch=prefetch):
-                for k in t:
-                    timing[k] += t[k]
-                if writer:
-                    writer.append(embs.numpy())
-                t0 = time.perf_counter()
-                s = detector.score_embeddings(embs, mode=mode, top_k=top_k)
-                timing["score_s"] += time.perf_counter() - t0
-                parts.append(s)
-                yield Progress("encode", start + len(s), total, {"start": start, "scores": s})
-            if writer:
-                writer.commit()
-        finally:
-            if writer and not writer.committed:
-                writer.abort()
+    all_cached = True
+    for start, embs, cached, t in iter_grid_embeddings(slide, grid, detector.backend, detector.backend_id,
+                                                       detector.embed_dim, cache=cache, batch_size=batch_size,
+                                                       workers=workers, prefetch=prefetch):
+        all_cached &= cached
+        for k in t:
+            timing[k] += t[k]
+        t0 = time.perf_counter()
+        s = detector.score_embeddings(np.asarray(embs) if cached else embs, mode=mode, top_k=top_k)
+        timing["score_s"] += time.perf_counter() - t0
+        parts.append(s)
+        yield Progress("score" if cached else "encode", start + len(s), total, {"start": start, "scores": s})
     timing["total_s"] = time.perf_counter() - t_start
-    return SlideResult(slide.describe(), grid, PatchScores.concat(parts, top_k), mode, timing, cached is not None)
+    return SlideResult(slide.describe(), grid, PatchScores.concat(parts, top_k), mode, timing, all_cached and total > 0)
 
 
 def score_slide(detector, slide: Slide | str | os.PathLike, *, out_dir: str | os.PathLike | None = None,
@@ -157,8 +189,14 @@ def score_slide(detector, slide: Slide | str | os.PathLike, *, out_dir: str | os
                 prefetch: int = 2, mode: str | None = None, top_k: int = 3, overwrite: bool = False,
                 checkpoint: dict | None = None, extra: dict | None = None, on_progress=None, cancel=None
                 ) -> SlideResult:
-    """Open (if needed), grid, score and (with ``out_dir``) write outputs and the embedding cache."""
-    from ._atomic import check_writable, sweep_partials
+    """Open (if needed), grid, score and (with ``out_dir``) write outputs and the embedding cache.
+
+    The output folder is claimed for the run (a second run into it fails at once); its embedding cache is
+    committed in chunks, so a killed or cancelled run resumes, and the outputs are replaced only when complete.
+    """
+    import contextlib
+
+    from ._atomic import check_writable, claimed_dir, sweep_partials
     from .export.slide_outputs import write_slide_outputs
     from .grid import make_grid, patch_size_l0
     from .progress import drain
@@ -167,26 +205,29 @@ def score_slide(detector, slide: Slide | str | os.PathLike, *, out_dir: str | os
     own = not isinstance(slide, Slide)
     sl = open_slide(slide, mpp=mpp) if own else slide
     try:
-        if out_dir is not None:
-            check_writable(os.path.join(out_dir, "summary.json"), overwrite=overwrite)
-            if os.path.isdir(out_dir):
+        with claimed_dir(out_dir) if out_dir is not None else contextlib.nullcontext():
+            if out_dir is not None:
+                check_writable(os.path.join(out_dir, "summary.json"), overwrite=overwrite)
                 sweep_partials(out_dir)  # temporary files of killed runs
-        cache = EmbeddingCache(out_dir) if out_dir is not None else None
-        grid_key = {"slide_fingerprint": sl.fingerprint(), "patch_size_l0": patch_size_l0(sl, patch_um=patch_um,
-                    patch_px=patch_px), "min_tissue": min_tissue, "mpp": sl.mpp,
-                    "roi_polygons_xy_l0": [np.asarray(p).tolist() for p in roi_polygons_xy_l0 or []]}
-        grid = cache.load_grid(grid_key) if cache else None
-        if grid is None:
-            grid = make_grid(sl, patch_um=patch_um, patch_px=patch_px, min_tissue=min_tissue,
-                             roi_polygons_xy_l0=roi_polygons_xy_l0)
-            if cache:
-                cache.save_grid(grid_key, grid)
-        gen = iter_score_slide(sl, grid, detector, batch_size=batch_size, workers=workers, prefetch=prefetch,
-                               cache=cache, mode=mode, top_k=top_k)
-        result = drain(gen, on_progress, cancel)
-        if out_dir is not None:
-            write_slide_outputs(out_dir, result, detector, sl, thumbnail=cache.thumbnail(sl), overwrite=overwrite,
-                                checkpoint=checkpoint, extra=extra)
+            cache = EmbeddingCache(out_dir) if out_dir is not None else None
+            grid_key = {"slide_fingerprint": sl.fingerprint(), "min_tissue": min_tissue, "mpp": sl.mpp,
+                        "patch_size_l0": patch_size_l0(sl, patch_um=patch_um, patch_px=patch_px),
+                        "roi_polygons_xy_l0": [np.asarray(p).tolist() for p in roi_polygons_xy_l0 or []]}
+            grid = cache.load_grid(grid_key) if cache else None
+            if grid is None:
+                grid = make_grid(sl, patch_um=patch_um, patch_px=patch_px, min_tissue=min_tissue,
+                                 roi_polygons_xy_l0=roi_polygons_xy_l0)
+                if cache:
+                    cache.save_grid(grid_key, grid)
+            gen = iter_score_slide(sl, grid, detector, batch_size=batch_size, workers=workers, prefetch=prefetch,
+                                   cache=cache, mode=mode, top_k=top_k)
+            result = drain(gen, on_progress, cancel)
+            if out_dir is not None:
+                write_slide_outputs(out_dir, result, detector, sl, thumbnail=cache.thumbnail(sl),
+                                    overwrite=overwrite, checkpoint=checkpoint, extra=extra)
+                backend = detector.backend
+                cache.prune(cache_key(sl, grid, detector.backend_id, detector.embed_dim,
+                                      backend.image_size if backend else 0), grid_key)
         return result
     finally:
         if own:
@@ -196,21 +237,10 @@ def score_slide(detector, slide: Slide | str | os.PathLike, *, out_dir: str | os
 def iter_slide_embeddings(slide: Slide, grid: PatchGrid, backend: VLMBackend, backend_id: str, *,
                           cache: EmbeddingCache | None = None, batch_size: int = 32, workers: int | None = None
                           ) -> Generator[Progress, None, np.ndarray]:
-    """All (N, D) embeddings of a grid (for fitting), from the cache when it is valid."""
-    key = cache_key(slide, grid, backend_id, backend.embed_dim, backend.image_size) if cache else None
-    cached = cache.load(key) if cache else None
-    if cached is not None:
-        return np.array(cached)
+    """All (N, D) embeddings of a grid (for fitting), from the cache where it verifies."""
     out = np.zeros((len(grid), backend.embed_dim), np.float32)
-    for start, embs, _ in iter_embed_grid(slide, grid, backend, batch_size=batch_size, workers=workers):
-        out[start : start + len(embs)] = embs.numpy()
+    for start, embs, _cached, _ in iter_grid_embeddings(slide, grid, backend, backend_id, backend.embed_dim,
+                                                        cache=cache, batch_size=batch_size, workers=workers):
+        out[start : start + len(embs)] = np.asarray(embs)
         yield Progress("encode", start + len(embs), len(grid))
-    if cache and len(grid):
-        writer = cache.writer(key)
-        try:
-            writer.append(out)
-            writer.commit()
-        finally:
-            if not writer.committed:
-                writer.abort()
     return out

@@ -16,7 +16,7 @@ from scipy import ndimage
 
 from ._atomic import atomic_path
 
-__all__ = ["SampleSlides", "make_tissue", "write_pyramid_tiff", "write_sample_slides"]
+__all__ = ["PEN_INKS", "SampleSlides", "add_pen_marks", "make_tissue", "write_pyramid_tiff", "write_sample_slides"]
 
 _STROMA = np.array([236, 178, 204], np.float32)
 _NUCLEUS = np.array([88, 52, 140], np.float32)
@@ -73,6 +73,37 @@ def make_tissue(size: int, seed: int, *, n_anomalies: int = 0) -> tuple[np.ndarr
     img += rng.normal(0, 4, img.shape).astype(np.float32)
     img = np.where(tissue[..., None], img, 244 + rng.normal(0, 2, img.shape).astype(np.float32))
     return np.clip(img, 0, 255).astype(np.uint8), anomaly
+
+
+PEN_INKS = {"green": (40, 150, 80), "blue": (45, 75, 175), "black": (28, 28, 34)}
+
+
+def add_pen_marks(img: np.ndarray, seed: int = 0, *, inks=("green", "blue", "black"), width_px: float | None = None
+                  ) -> np.ndarray:
+    """Draw marker-pen strokes (as pathologists do: a line, a circle, a scribble) over ``img`` in place.
+
+    Returns the bool mask of inked pixels. The ink is blended at 85% over what lies below, as real ink is.
+    """
+    rng = np.random.default_rng(seed)
+    h, w = img.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    width = width_px / 2 if width_px else max(3.0, w / 150)  # half the stroke width
+    inked = np.zeros((h, w), bool)
+    for i, name in enumerate(inks):
+        if i % 3 == 0:  # a straight line across the slide
+            y0, y1 = rng.uniform(0.2, 0.8, 2) * h
+            d = np.abs((y1 - y0) * xx / w - (yy - y0)) / np.hypot((y1 - y0) / w, 1)
+            stroke = d < width
+        elif i % 3 == 1:  # a circle around a region
+            cy, cx, r = rng.uniform(0.3, 0.7) * h, rng.uniform(0.3, 0.7) * w, rng.uniform(0.12, 0.2) * min(h, w)
+            stroke = np.abs(np.hypot(yy - cy, xx - cx) - r) < width
+        else:  # a short scribble
+            cy, cx = rng.uniform(0.2, 0.8) * h, rng.uniform(0.2, 0.8) * w
+            t = (xx - cx) / (0.15 * w)
+            stroke = (np.abs(t) < 1) & (np.abs(yy - cy - 0.05 * h * np.sin(6 * t)) < width)
+        img[stroke] = (img[stroke] * 0.15 + np.array(PEN_INKS[name], np.float32) * 0.85).astype(np.uint8)
+        inked |= stroke
+    return inked
 
 
 def write_pyramid_tiff(path: str | os.PathLike, rgb: np.ndarray, mpp: float, *, downsamples=(1, 4, 16),

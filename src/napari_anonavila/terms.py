@@ -13,7 +13,8 @@ from pathlib import Path
 from ._atomic import atomic_write, check_writable
 from .errors import TermPoolError
 
-__all__ = ["DEFAULT_DOMAIN", "DEFAULT_TEMPLATE", "TermPools", "dedupe", "load_pool", "save_pool", "strip_template"]
+__all__ = ["DEFAULT_DOMAIN", "DEFAULT_TEMPLATE", "TermPools", "check_template", "dedupe", "load_pool", "save_pool",
+           "strip_template"]
 
 DEFAULT_TEMPLATE = "an image showing {}"
 DEFAULT_DOMAIN = "lymph-node"  # the shipped pools: the authors' lymph-node metastasis terms
@@ -23,6 +24,14 @@ _CSV_HEADERS = {"normal", "abnormal"}
 def _key(prompt: str) -> str:
     """Comparison key: case- and whitespace-insensitive."""
     return " ".join(prompt.casefold().split())
+
+
+def check_template(template: str) -> str:
+    """A prompt template with exactly one ``{}`` for the term and no other braces; else TermPoolError."""
+    if template.count("{}") != 1 or template.replace("{}", "").count("{") or template.replace("{}", "").count("}"):
+        raise TermPoolError(f"prompt template {template!r} must hold exactly one '{{}}' for the term and no other "
+                            "braces, e.g. 'an image showing {}'")
+    return template
 
 
 def strip_template(prompt: str, template: str) -> str | None:
@@ -93,8 +102,7 @@ def load_pool(path: str | os.PathLike, *, template: str = DEFAULT_TEMPLATE) -> l
     if path.suffix.lower() == ".csv":
         prompts = _parse_csv(text, path)
     else:
-        if "{}" not in template:
-            raise TermPoolError(f"prompt template {template!r} has no '{{}}' placeholder for the term")
+        check_template(template)
         lines = [ln.strip() for ln in text.splitlines()]
         prompts = [template.format(ln) for ln in lines if ln and not ln.startswith("#")]
     prompts = dedupe(prompts, source=str(path))
@@ -135,6 +143,7 @@ class TermPools:
     domain: str = field(default="", compare=False)  # what tissue the terms describe, for people to read
 
     def __post_init__(self) -> None:
+        check_template(self.template)
         for name in ("normal", "abnormal"):
             pool = getattr(self, name)
             if not pool:

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from .errors import NonFiniteError
 from .head import MLP, contrastive_loss, text_augmented_embeddings
 from .progress import Progress
 
@@ -69,10 +70,18 @@ def iter_fit_mlp(
             idx = order[s : s + config.batch_size]
             h_n, h_a = text_augmented_embeddings(img_embs[idx], normal_text, abnormal_text, logit_scale_exp, mlp)
             loss = contrastive_loss(h_n, h_a)
+            if not torch.isfinite(loss):
+                raise NonFiniteError(f"training diverged: the loss is {float(loss)} at batch {len(losses) + 1} of "
+                                     f"epoch {epoch + 1} (learning rate {config.lr:g}); lower the learning rate "
+                                     "(--lr) or check the normal images; nothing was saved")
             loss.backward()
             losses.append(float(loss.detach()))
             if (i + 1) % config.accumulate == 0 or i + 1 == len(starts):
                 opt.step()
                 opt.zero_grad(set_to_none=True)
+                if not all(torch.isfinite(p).all() for p in mlp.parameters()):
+                    raise NonFiniteError(f"training diverged: the MLP weights became NaN or infinite at batch "
+                                         f"{len(losses)} (learning rate {config.lr:g}); lower the learning rate "
+                                         "(--lr); nothing was saved")
             yield Progress("train", epoch * len(starts) + i + 1, total, {"loss": losses[-1], "epoch": epoch})
     return mlp.eval(), losses

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from napari_anonavila.cli import main
+from napari_anonavila.slide import slide_stem
 
 from ..conftest import shared_path
 
@@ -28,7 +29,7 @@ def test_score_slide_on_real_slides(name, model, tmp_path, capsys):
     code = main(["-q", "score-slide", str(slide), "--model", str(model), "--out", str(tmp_path)])
     out = capsys.readouterr()
     assert code == 0, out.err
-    folder = tmp_path / name.split(".")[0]
+    folder = tmp_path / slide_stem(name)
     summary = json.loads((folder / "summary.json").read_text())  # strict JSON, NaN written as null
     assert summary["provenance"]["slide"]["path"] == str(slide)
     assert (folder / "overlay.png").stat().st_size > 1000
@@ -46,7 +47,7 @@ def test_corrupt_slide_fails_cleanly_and_others_go_on(model, tmp_path, capsys):
     good = shared_path("slides", "cmu-1-small-region.svs")
     bad = shared_path("slides", "broken.svs")
     code = main(["-q", "score-slide", str(bad), str(good), "--model", str(model), "--out", str(tmp_path)])
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err  # errors go to stderr
     assert code == 2
     assert "broken.svs" in out and "not a slide" in out
     assert (tmp_path / "cmu-1-small-region" / "summary.json").is_file()
@@ -57,7 +58,7 @@ def test_patch_in_microns_without_mpp_is_refused(model, tmp_path, capsys):
     slide = shared_path("slides", "tcga-cr-7395-01a-01-ts1.svs")
     assert main(["-q", "score-slide", str(slide), "--model", str(model), "--out", str(tmp_path),
                  "--patch-um", "128"]) == 2
-    assert "--mpp" in capsys.readouterr().out
+    assert "--mpp" in capsys.readouterr().err
     assert main(["-q", "score-slide", str(slide), "--model", str(model), "--out", str(tmp_path),
                  "--patch-um", "128", "--mpp", "0.5"]) == 0
 
@@ -110,5 +111,5 @@ def test_score_slide_says_what_the_model_is(model, sample_slides, tmp_path):
     prov = json.loads((folder / "summary.json").read_text())["provenance"]
     assert prov["demo_model"] is True and "lymph-node" in prov["model"]
     assert anonavila("export", str(folder), "--out", str(tmp_path / "qa"), "--formats", "html").returncode == 0
-    report = (tmp_path / "qa" / "anomalous_report.html").read_text()
+    report = (tmp_path / "qa" / "anomalous" / "anomalous_report.html").read_text()
     assert "Demo model:" in report and "lymph-node terms" in report

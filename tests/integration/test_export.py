@@ -213,15 +213,15 @@ def test_export_refuses_to_overwrite_and_leaves_files_intact(exported, result_di
     table, written = exported
     before = written["geojson"].read_bytes()
     with pytest.raises(FileExistsError):
-        export_all(written["geojson"].parent, table, formats=["geojson"])
+        export_all(written["folder"].parent, table, formats=["geojson"])
     assert written["geojson"].read_bytes() == before
-    assert not [p for p in written["geojson"].parent.iterdir() if "partial" in p.name]
+    assert not [p for p in written["folder"].parent.rglob("*") if "partial" in p.name]
 
 
 def test_cli_export(result_dir, tmp_path, capsys):
     out, _ = result_dir
     assert main(["export", str(out), "--out", str(tmp_path), "--top-k", "3"]) == 0
-    names = {p.name for p in tmp_path.iterdir()}
+    names = {p.name for p in (tmp_path / "cmu-1-small-region").iterdir()}
     assert {"cmu-1-small-region.geojson", "cmu-1-small-region_patches.csv", "cmu-1-small-region_heatmap.ome.tif",
             "cmu-1-small-region_report.html", "cmu-1-small-region.provenance.json"} <= names
     assert main(["export", str(out), "--out", str(tmp_path)]) == 2

@@ -18,6 +18,21 @@ from napari_anonavila.slide import open_slide
 from napari_anonavila.terms import TermPools
 
 
+def cached(out):
+    """The one complete cache entry in a result folder: (its key, its embeddings)."""
+    from napari_anonavila.embcache import EmbeddingCache
+
+    [folder] = [p for p in (out / "embeddings").iterdir() if p.is_dir()]
+    key = json.loads((folder / "manifest.json").read_text())["key"]
+    return key, EmbeddingCache(out).load(key)
+
+
+def tree(folder):
+    """Every file under ``folder`` (relative path -> bytes), hidden temporary files excluded."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()
+            and ".partial" not in p.name and p.name != ".anonavila.lock"}
+
+
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory, sample_slides, fitted_on_sample):
     out = tmp_path_factory.mktemp("scored") / "anomalous"
@@ -86,8 +101,7 @@ def test_term_edit_rescored_from_cache_differs_and_reads_nothing(scored, sample_
         res = score_slide(det, s, out_dir=out, patch_px=128, overwrite=True)
         assert s.reads == 0
     assert res.from_cache
-    assert not np.array_equal(res.scores.score, fitted_on_sample.score_embeddings(
-        np.load(out / "embeddings.npy")).score)
+    assert not np.array_equal(res.scores.score, fitted_on_sample.score_embeddings(cached(out)[1]).score)
 
 
 def test_cache_for_another_grid_is_rebuilt(scored, sample_slides, fitted_on_sample):
@@ -96,13 +110,14 @@ def test_cache_for_another_grid_is_rebuilt(scored, sample_slides, fitted_on_samp
         res = score_slide(fitted_on_sample, s, out_dir=out, patch_px=256, overwrite=True)
         assert s.reads > 0
     assert not res.from_cache
-    assert json.loads((out / "embeddings.json").read_text())["grid"]["patch_size_l0"] == 256
+    key, embs = cached(out)  # the finished run replaced the other grid's entry
+    assert key["grid"]["patch_size_l0"] == 256 and len(embs) == len(res.scores)
 
 
 def test_cancel_leaves_previous_outputs_untouched(tmp_path, sample_slides, fitted_on_sample):
     out = tmp_path / "run"
     score_slide(fitted_on_sample, sample_slides.anomalous, out_dir=out, patch_px=256)
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    before = tree(out)
     cancel = threading.Event()
 
     def on_progress(e):
@@ -112,10 +127,10 @@ def test_cancel_leaves_previous_outputs_untouched(tmp_path, sample_slides, fitte
     with pytest.raises(CancelledError):
         score_slide(fitted_on_sample, sample_slides.anomalous, out_dir=out, patch_px=128, overwrite=True,
                     batch_size=4, on_progress=on_progress, cancel=cancel)
-    after = {p.name: p.read_bytes() for p in out.iterdir()}
-    assert not [n for n in after if "partial" in n]  # no partial file
-    kept = [*OUTPUT_FILES, "embeddings.npy", "embeddings.json"]
-    assert {n: after[n] for n in kept} == {n: before[n] for n in kept}  # results and finished cache untouched
+    after = tree(out)
+    assert not [p for p in out.rglob("*.partial")]  # no partial file
+    assert {n: after[n] for n in before} == before  # results and the finished cache untouched
+    assert set(OUTPUT_FILES) <= set(before)
 
 
 def test_existing_result_is_refused_without_overwrite(tmp_path, sample_slides, fitted_on_sample):

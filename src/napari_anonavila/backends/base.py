@@ -14,9 +14,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..errors import BackendUnavailableError
+from ..errors import BackendUnavailableError, NonFiniteError
 
 __all__ = ["BackendSpec", "VLMBackend", "resolve_device", "sha256_file"]
+
+_TEXT_BATCH = 256  # prompts encoded per call
 
 
 @dataclass(frozen=True)
@@ -56,14 +58,26 @@ class BackendSpec:
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``None``/``"auto"`` picks CUDA, then Apple MPS, then the CPU."""
-    if device not in (None, "auto"):
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    """``None``/``"auto"`` picks CUDA, then Apple MPS, then the CPU; a named device must exist here."""
+    if device in (None, "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        have = f"{torch.cuda.device_count()} CUDA device(s)" if torch.cuda.is_available() else "no CUDA GPU"
+        raise BackendUnavailableError(f"device {device!r} is not available: this machine has {have} (torch "
+                                      f"{torch.__version__}); use --device cpu or auto")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise BackendUnavailableError(f"device {device!r} is not available here; use --device cpu or auto")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device {device!r} is not supported; use auto, cpu, cuda, cuda:N or mps")
+    return dev
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -170,14 +184,18 @@ class VLMBackend:
         """
         missing = [p for p in dict.fromkeys(prompts) if p not in self._text_cache]
         if missing and self.weights_sha256 and not self._disk_loaded:
-            self._text_cache.update(_load_text_cache(self._text_cache_path()))
+            self._text_cache.update(_load_text_cache(self._text_cache_path(), self.embed_dim))
             self._disk_loaded = True
             missing = [p for p in missing if p not in self._text_cache]
-        if missing:
-            embs = F.normalize(self._encode_text_raw(missing).float(), dim=-1).cpu()
-            self._text_cache.update(zip(missing, embs, strict=True))
-            if self.weights_sha256:
-                _save_text_cache(self._text_cache_path(), self._text_cache)
+        for s in range(0, len(missing), _TEXT_BATCH):  # bounded memory for any number of terms
+            part = missing[s : s + _TEXT_BATCH]
+            embs = F.normalize(self._encode_text_raw(part).float(), dim=-1).cpu()
+            if not torch.isfinite(embs).all():
+                raise NonFiniteError(f"{self.spec}: the text encoder gave NaN or infinite embeddings (e.g. for "
+                                     f"{part[0]!r}); its weights may be damaged")
+            self._text_cache.update(zip(part, embs, strict=True))
+        if missing and self.weights_sha256:
+            _save_text_cache(self._text_cache_path(), self._text_cache)
         return torch.stack([self._text_cache[p] for p in prompts]) if prompts else torch.zeros(0, self.embed_dim)
 
     def _text_cache_path(self) -> Path:
@@ -187,19 +205,30 @@ class VLMBackend:
         return cache_dir() / "text-embeddings" / f"{key}.safetensors"
 
 
-def _load_text_cache(path: Path) -> dict[str, torch.Tensor]:
-    """Prompt -> embedding from a cache file; an unreadable file is ignored (and rebuilt)."""
+def _load_text_cache(path: Path, dim: int) -> dict[str, torch.Tensor]:
+    """Prompt -> embedding from a cache file; a missing file gives {}, a damaged one a warning and {} (rebuilt)."""
     import json
+    import warnings
 
     from safetensors import safe_open
 
+    if not path.is_file():
+        return {}
     try:
         with safe_open(str(path), framework="pt") as fh:
             prompts = json.loads((fh.metadata() or {})["prompts"])
-            embs = fh.get_tensor("embeddings")
-    except Exception:  # missing or damaged cache: encode again
+            embs = fh.get_tensor("embeddings").float()
+        if not (isinstance(prompts, list) and all(isinstance(p, str) for p in prompts)):
+            raise ValueError("its prompt list is damaged")
+        if embs.ndim != 2 or embs.shape != (len(prompts), dim):
+            raise ValueError(f"embeddings of shape {tuple(embs.shape)} for {len(prompts)} prompts of {dim} values")
+        if not torch.isfinite(embs).all() or (embs.norm(dim=1) - 1).abs().max() > 1e-3:
+            raise ValueError("embeddings that are not finite unit vectors")
+    except Exception as err:  # a damaged cache file fails in many ways; every one means: encode again
+        warnings.warn(f"{path}: text-embedding cache does not verify ({err}); encoding the terms again",
+                      UserWarning, stacklevel=4)
         return {}
-    return dict(zip(prompts, embs, strict=True)) if len(prompts) == len(embs) else {}
+    return dict(zip(prompts, embs, strict=True))
 
 
 def _save_text_cache(path: Path, cache: dict[str, torch.Tensor]) -> None:

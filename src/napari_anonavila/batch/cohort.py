@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -12,7 +11,7 @@ from pathlib import Path
 from ..errors import InputFileError
 from ..maps import SLIDE_SCORE_NAMES
 
-__all__ = ["COHORT_COLUMNS", "BatchSettings", "cohort_row", "expand_inputs", "finished", "slide_out_dir"]
+__all__ = ["COHORT_COLUMNS", "BatchSettings", "cohort_row", "expand_inputs", "finished", "slide_out_dirs"]
 
 COHORT_COLUMNS = ["slide", "status", "error", "n_patches", *SLIDE_SCORE_NAMES, "seconds", "out_dir"]
 
@@ -72,13 +71,14 @@ def _read_list(path: Path) -> list[Path]:
     return [Path(ln) if Path(ln).is_absolute() else base / ln for ln in lines]
 
 
-def slide_out_dir(out: Path, slide: Path, all_slides: list[Path]) -> Path:
-    """``out/<stem>``, or ``out/<stem>-<hash>`` when two slides share a stem."""
-    stem = slide.name.split(".")[0]
-    clash = sum(1 for s in all_slides if s.name.split(".")[0] == stem) > 1
-    if clash or stem.lower() in ("", "cohort"):
-        stem += "-" + hashlib.sha256(str(slide.resolve()).encode()).hexdigest()[:8]
-    return out / stem
+def slide_out_dirs(out: Path, slides: list[Path]) -> dict[Path, Path]:
+    """Each slide's result folder ``out/<slide name without its suffix>``; colliding names are an error."""
+    from ..slide import unique_stems
+
+    stems = unique_stems(slides)
+    if "cohort" in stems:  # would sit beside cohort.csv: still unambiguous, but confusing
+        raise InputFileError(f"{stems['cohort']}: a slide named 'cohort' clashes with the cohort table; rename it")
+    return {p: out / s for s, p in stems.items()}
 
 
 def finished(out_dir: Path, *, slide_fingerprint: str, checkpoint_sha: str, settings: BatchSettings) -> bool:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .._atomic import atomic_write
 from ..errors import AnonavilaError, BackendUnavailableError
-from .cohort import COHORT_COLUMNS, BatchSettings, cohort_row, finished, slide_out_dir
+from .cohort import COHORT_COLUMNS, BatchSettings, cohort_row, finished, slide_out_dirs
 
 __all__ = ["WORK_LOG", "run_batch", "score_one"]
 
@@ -114,8 +114,10 @@ def run_batch(slides: list[Path], model: str | os.PathLike, out: str | os.PathLi
     sha = sha256_file(model)
     rows: dict[str, dict] = {}
     todo = []
+    targets = slide_out_dirs(out, slides)
+    slides = list(targets)  # the same file given twice is scored once
     for s in slides:
-        target = slide_out_dir(out, s, slides)
+        target = targets[s]
         try:
             with open_slide(s, mpp=settings.mpp) as sl:
                 fp = sl.fingerprint()
@@ -178,10 +180,11 @@ def _evaluate(rows: list[dict], labels: dict[str, int], out: Path) -> dict:
 
     from ..maps import SLIDE_SCORE_NAMES
     from ..metrics import bootstrap_metrics
+    from ..slide import slide_stem
 
-    usable = [r for r in rows if r["status"] in ("ok", "skipped") and Path(r["slide"]).name.split(".")[0] in labels
+    usable = [r for r in rows if r["status"] in ("ok", "skipped") and slide_stem(r["slide"]) in labels
               and r["max"] != ""]
-    y = np.array([labels[Path(r["slide"]).name.split(".")[0]] for r in usable])
+    y = np.array([labels[slide_stem(r["slide"])] for r in usable])
     result = {}
     for k in SLIDE_SCORE_NAMES:
         try:

@@ -24,13 +24,21 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from ..export.bundle import export_all
+    from ..errors import InputFileError
+    from ..export.bundle import export_all, export_targets
     from ..export.records import read_result_dir
     from ..slide import open_slide
 
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
-    for folder in args.results:
-        table = read_result_dir(folder)
+    tables = {folder: read_result_dir(folder) for folder in args.results}  # every folder checked before writing
+    seen: dict[str, Path] = {}
+    for folder, table in tables.items():
+        name = export_targets(args.out, table.slide, formats)["folder"].name
+        if name in seen:
+            raise InputFileError(f"{seen[name]} and {folder} hold results of slides both named {name!r}; their exports "
+                                 "would overwrite each other: export them to separate --out folders")
+        seen[name] = folder
+    for folder, table in tables.items():
         slide_path = args.slide or Path(str(table.slide.get("path", "")))
         slide = open_slide(slide_path) if slide_path.is_file() else None
         try:
@@ -40,5 +48,6 @@ def _export(args: argparse.Namespace) -> int:
         finally:
             if slide is not None:
                 slide.close()
-        print(f"{folder.name}: " + ", ".join(p.name for p in written.values()))
+        print(f"{folder.name}: {written['folder']} (" + ", ".join(p.name for k, p in written.items()
+                                                               if k != "folder") + ")")
     return 0

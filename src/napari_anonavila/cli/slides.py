@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -61,15 +62,17 @@ def _score_slide(args: argparse.Namespace) -> int:
     from ..detector import Detector
     from ..errors import AnonavilaError
     from ..pipeline import score_slide
+    from ..slide import unique_stems
 
     det = Detector.load(args.model, backend=args.backend, device=args.device)
     print(f"model: {det.describe()}")
     if det.is_demo:
         print(f"NOTE: {DEMO_NOTICE}")
     ck = {"path": str(args.model), "sha256": sha256_file(args.model)}
+    stems = {p: s for s, p in unique_stems(args.slides).items()}  # refuses colliding names before any work
     failed = 0
-    for path in args.slides:
-        out = args.out / path.name.split(".")[0]
+    for path in stems:
+        out = args.out / stems[path]
         bars = progress_bar(args)
         try:
             res = score_slide(det, path, out_dir=out, patch_um=args.patch_um, patch_px=args.patch_px,
@@ -78,7 +81,7 @@ def _score_slide(args: argparse.Namespace) -> int:
                               overwrite=args.overwrite, checkpoint=ck, on_progress=bars)
         except AnonavilaError as err:
             failed += 1
-            print(f"error: {err}")
+            print(f"error: {err}", file=sys.stderr)
             continue
         finally:
             bars.close()

@@ -9,7 +9,7 @@ import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from .._atomic import atomic_write, check_writable
+from .._atomic import atomic_dir, atomic_write, check_writable
 from ..errors import InputFileError
 from ..slide import slide_stem
 from .geojson import write_geojson
@@ -24,51 +24,54 @@ FORMATS = ("geojson", "csv", "ome-tiff", "html")
 
 
 def export_targets(out_dir: str | os.PathLike, slide: dict, formats: Sequence[str] = FORMATS) -> dict[str, Path]:
-    """The files an export of ``slide`` (its description) writes into ``out_dir``: format -> path."""
-    out, stem = Path(out_dir), slide_stem(str(slide.get("path") or "slide"))
+    """Where an export of ``slide`` (its description) goes: ``out_dir/<slide>/``; format -> file path.
+
+    ``"folder"`` maps to that folder; ``<slide>`` is the slide's file name without its slide suffix.
+    """
+    unknown = set(formats) - set(FORMATS)
+    if unknown:
+        raise ValueError(f"unknown export format(s) {sorted(unknown)}; choose from {', '.join(FORMATS)}")
+    stem = slide_stem(str(slide.get("path") or "slide"))
+    folder = Path(out_dir) / stem
     names = {"geojson": f"{stem}.geojson", "csv": f"{stem}_patches.csv", "ome-tiff": f"{stem}_heatmap.ome.tif",
              "html": f"{stem}_report.html"}
-    return {**{f: out / names[f] for f in formats}, "provenance": out / f"{stem}.provenance.json"}
+    files = {f: folder / names[f] for f in formats}
+    return {"folder": folder, **files, "provenance": folder / f"{stem}.provenance.json"}
 
 
 def export_all(out_dir: str | os.PathLike, table: PatchTable, *, formats: Sequence[str] = FORMATS, top_k: int = 10,
                regions: Iterable[dict] = (), slide=None, overlay_png: bytes | None = None,
                overwrite: bool = False) -> dict[str, Path]:
-    """Write the chosen formats and ``<stem>.provenance.json`` into ``out_dir``; return the paths written."""
-    unknown = set(formats) - set(FORMATS)
-    if unknown:
-        raise ValueError(f"unknown export format(s) {sorted(unknown)}; choose from {', '.join(FORMATS)}")
-    out = Path(out_dir)
-    targets = export_targets(out, table.slide, formats)
-    sidecar = targets["provenance"]
-    for f in [*formats, "provenance"]:  # refuse before writing anything
-        check_writable(targets[f], overwrite=overwrite)
-    out.mkdir(parents=True, exist_ok=True)
-    written: dict[str, Path] = {}
-    details: dict = {}
-    if "geojson" in formats:
-        details["geojson"] = write_geojson(targets["geojson"], table, top_k=top_k, regions=regions, overwrite=True)
-        written["geojson"] = targets["geojson"]
-    if "csv" in formats:
-        written["csv"] = write_patch_table(targets["csv"], table, overwrite=True)
-    if "ome-tiff" in formats:
-        mpp = (table.provenance.get("grid") or {}).get("mpp") or table.slide.get("mpp")
-        written["ome-tiff"] = write_heatmap_ome_tiff(targets["ome-tiff"], table.heatmap(), table.size_l0, mpp,
-                                                     overwrite=True)
-        details["ome-tiff"] = {"pixels_per_cell": cell_upsampling(table.shape_rc), "mpp": mpp}
-    if "html" in formats:
-        if overlay_png is None:
-            raise ValueError("the HTML report needs the overlay picture (overlay.png of the result)")
-        written["html"] = write_report(targets["html"], table, overlay_png=overlay_png, slide=slide, top_k=top_k,
-                                       overwrite=True)
-    record = {"exported": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-              "files": {k: v.name for k, v in written.items()}, "export_settings": details,
-              "review_state": {str(k): v for k, v in sorted(table.review.items())},
-              "export_versions": package_versions(), **table.provenance}
-    with atomic_write(sidecar, encoding="utf-8") as fh:
-        json.dump(record, fh, indent=1, default=str)
-    written["provenance"] = sidecar
-    return written
+    """Write the chosen formats and ``<slide>.provenance.json`` into ``out_dir/<slide>/``; return the paths.
+
+    All or nothing: the set is written into a hidden temporary folder and moved into place in one step, so a
+    failure (a missing overlay, a full disk, a kill) leaves no partial export and the earlier one untouched.
+    """
+    if "html" in formats and overlay_png is None:
+        raise ValueError("the HTML report needs the overlay picture (overlay.png of the result)")
+    final = export_targets(out_dir, table.slide, formats)
+    target = final["folder"]
+    check_writable(target, overwrite=overwrite)  # refuse before writing anything
+    with atomic_dir(target) as tmp:
+        paths = {k: tmp / v.name for k, v in final.items() if k != "folder"}
+        details: dict = {}
+        if "geojson" in formats:
+            details["geojson"] = write_geojson(paths["geojson"], table, top_k=top_k, regions=regions)
+        if "csv" in formats:
+            write_patch_table(paths["csv"], table)
+        if "ome-tiff" in formats:
+            mpp = (table.provenance.get("grid") or {}).get("mpp") or table.slide.get("mpp")
+            write_heatmap_ome_tiff(paths["ome-tiff"], table.heatmap(), table.size_l0, mpp)
+            details["ome-tiff"] = {"pixels_per_cell": cell_upsampling(table.shape_rc), "mpp": mpp}
+        if "html" in formats:
+            write_report(paths["html"], table, overlay_png=overlay_png, slide=slide, top_k=top_k)
+        record = {"exported": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                  "files": {k: final[k].name for k in formats}, "export_settings": details,
+                  "review_state": {str(k): v for k, v in sorted(table.review.items())},
+                  "export_versions": package_versions(), **table.provenance}
+        with atomic_write(paths["provenance"], encoding="utf-8") as fh:
+            json.dump(record, fh, indent=1, default=str)
+    return final
 
 
 def check_provenance(geojson_path: str | os.PathLike, *, slide_fingerprint: str | None = None,

@@ -226,6 +226,9 @@ def read_geojson(path: str | os.PathLike) -> list[Feature]:
         raise InputFileError(f"{path}: cannot read ({err})") from err
     except json.JSONDecodeError as err:
         raise InputFileError(f"{path}: not JSON ({err.msg} at line {err.lineno})") from err
+    except (RecursionError, ValueError) as err:  # nesting too deep; integers past Python's digit limit
+        raise InputFileError(f"{path}: not usable JSON ({type(err).__name__}: nesting too deep or numbers too long)"
+                             ) from err
     if isinstance(doc, dict) and doc.get("type") == "FeatureCollection":
         items = doc.get("features")
     elif isinstance(doc, dict) and doc.get("type") == "Feature":
@@ -240,7 +243,10 @@ def read_geojson(path: str | os.PathLike) -> list[Feature]:
     for i, obj in enumerate(items):
         if not isinstance(obj, dict):
             raise InputFileError(f"{path}: feature {i} is not an object")
-        out.append(_feature(obj, f"{path.name}: feature {i}"))
+        try:
+            out.append(_feature(obj, f"{path.name}: feature {i}"))
+        except (OverflowError, RecursionError) as err:  # e.g. a 400-digit coordinate
+            raise InputFileError(f"{path}: feature {i} has a number or nesting out of range ({err})") from err
     return out
 
 

@@ -91,25 +91,33 @@ def _fingerprint(path: str) -> str | None:
 
 
 def read_result_dir(folder: str | os.PathLike) -> PatchTable:
-    """Read ``patches.csv`` and ``summary.json`` written by ``anonavila score-slide``."""
+    """Read ``patches.csv`` and ``summary.json`` written by ``anonavila score-slide``; a damaged folder is one error."""
     folder = Path(folder)
     try:
         summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
         raise InputFileError(f"{folder}: not a score-slide result folder (summary.json: {err})") from err
     cols = ["x_l0", "y_l0", "size_l0", "row", "col", "d_normal", "d_abnormal", "score", "top_normal", "top_abnormal"]
     rows = read_csv(folder / "patches.csv", cols)
     try:
         num = {c: np.array([float(r[c]) for r in rows]) for c in cols[:8]}
-    except ValueError as err:
-        raise InputFileError(f"{folder / 'patches.csv'}: a numeric column holds text ({err})") from err
-    size = int(num["size_l0"][0]) if rows else int(summary["heatmap"]["cell_size_l0"])
-    prov = summary.get("provenance", {})
+        if rows and not all(np.isfinite(num[c]).all() for c in cols[:8]):
+            raise ValueError("a numeric column holds NaN or inf")
+        size = int(num["size_l0"][0]) if rows else int(summary["heatmap"]["cell_size_l0"])
+        shape = tuple(int(v) for v in summary["heatmap"]["shape_rc"])
+        if len(shape) != 2 or min(shape) < 0 or (rows and (num["row"].max() >= shape[0] or num["col"].max() >= shape[1]
+                                                          or min(num["row"].min(), num["col"].min()) < 0)):
+            raise ValueError(f"patch cells do not fit the heatmap shape {shape}")
+        prov = summary.get("provenance") or {}
+        if not isinstance(prov, dict):
+            raise ValueError("provenance is not an object")
+    except (ValueError, KeyError, TypeError, IndexError, OverflowError) as err:
+        raise InputFileError(f"{folder}: damaged score-slide result ({type(err).__name__}: {err})") from err
     review = {i: r["review"] for i, r in enumerate(rows) if r.get("review", "unreviewed") in REVIEW_STATES[1:]}
     return PatchTable(num["x_l0"].astype(np.int64), num["y_l0"].astype(np.int64), size, num["row"].astype(np.int64),
                       num["col"].astype(np.int64), num["d_normal"], num["d_abnormal"], num["score"],
-                      [r["top_normal"] for r in rows], [r["top_abnormal"] for r in rows],
-                      tuple(summary["heatmap"]["shape_rc"]), prov.get("slide", {}), prov, review)
+                      [r["top_normal"] for r in rows], [r["top_abnormal"] for r in rows], shape,
+                      prov.get("slide", {}) if isinstance(prov.get("slide"), dict) else {}, prov, review)
 
 
 def write_patch_table(path: str | os.PathLike, table: PatchTable, *, overwrite: bool = False) -> Path:

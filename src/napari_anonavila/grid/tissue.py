@@ -1,7 +1,15 @@
-"""Tissue detection on a low-resolution image: Otsu on saturation, then morphological clean-up."""
+"""Tissue detection on a low-resolution thumbnail, in integer arithmetic: bright-field and dark-field slides.
+
+Bright-field (H&E, IHC): tissue is coloured (chroma = max - min channel) or darker than the glass. Marker-pen
+ink is rejected by colour: green ink leaves green the brightest channel, which no stain does; blue ink is far
+bluer and darker than haematoxylin (even IHC's pale blue counterstain); black ink is near-black and colourless.
+Dark-field (fluorescence): tissue is brighter than the black background in any channel; the gaps between
+stained nuclei are closed, so the section is covered, not just its nuclei.
+"""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,9 +18,17 @@ from skimage import filters, morphology
 
 from ..slide import Slide
 
-__all__ = ["TissueMask", "tissue_mask"]
+__all__ = ["TissueMask", "TissueMaskWarning", "tissue_mask"]
 
-_MIN_SATURATION = 0.04  # a threshold below this means there is no stained tissue to separate
+_MIN_CHROMA = 12  # a chroma threshold below this means there is no stained tissue to separate
+_GLASS = 235  # bright-field pixels with every channel at least this bright are glass
+_BLUE_INK = 90  # blue above red by more than this (with red dark): blue marker
+_GREEN_INK = 25  # green above red by more than this, and above blue: green marker
+_BLACK = 60  # black marker: every channel below this, with little colour
+
+
+class TissueMaskWarning(UserWarning):
+    """The tissue mask covers suspiciously little of a slide that has signal."""
 
 
 @dataclass(frozen=True)
@@ -22,53 +38,81 @@ class TissueMask:
     mask: np.ndarray
     downsample: float
     threshold: float
+    kind: str = "bright-field"  # or "dark-field"
+    ink_fraction: float = 0.0  # of the thumbnail rejected as pen ink
 
     @property
     def fraction(self) -> float:
         return float(self.mask.mean()) if self.mask.size else 0.0
 
 
-def saturation(rgb: np.ndarray) -> np.ndarray:
-    """HSV saturation in [0, 1] of an RGB uint8 image; black and white are 0."""
-    rgb = rgb.astype(np.float32)
-    mx, mn = rgb.max(axis=-1), rgb.min(axis=-1)
-    return np.divide(mx - mn, mx, out=np.zeros_like(mx), where=mx > 0)
-
-
 def _otsu(values: np.ndarray, fallback: float) -> float:
+    if values.size <= 16 or values.min() == values.max():
+        return fallback
     try:
-        return float(filters.threshold_otsu(values)) if values.size > 16 and np.ptp(values) > 0 else fallback
+        return float(filters.threshold_otsu(values))
     except ValueError:  # a constant image has no threshold
         return fallback
 
 
-def tissue_mask(slide: Slide, *, mask_um: float = 4.0, min_object_um2: float = 5000.0) -> TissueMask:
-    """Tissue by Otsu thresholds on a thumbnail, then morphological clean-up.
+def _bright_field(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
+    """(tissue, ink, chroma threshold, signal) of a bright-field thumbnail (uint8 RGB)."""
+    r, g, b = (rgb[..., i].astype(np.int16) for i in range(3))
+    mx, mn = np.maximum(np.maximum(r, g), b), np.minimum(np.minimum(r, g), b)
+    chroma = (mx - mn).astype(np.uint8)
+    glass = mn >= _GLASS
+    blue_ink = (b - r > _BLUE_INK) & (r < 110)  # IHC haematoxylin is blue too, but paler: b - r about 60-75
+    green_ink = (g - r > _GREEN_INK) & (g > b)  # no stain leaves green the brightest channel
+    black_ink = (mx < _BLACK) & (chroma < 30)
+    ink = blue_ink | green_ink | black_ink
+    candidates = ~glass & ~ink
+    thr = max(_otsu(chroma[candidates], 255.0), _MIN_CHROMA)
+    dark = mn < _otsu(mn[candidates].astype(np.uint8), 0.0)
+    tissue = ((chroma > thr) | dark) & candidates
+    signal = ~glass
+    return tissue, ink, thr, signal
 
-    Bright-field slides (light background): darker than Otsu's grey level or more saturated than Otsu's
-    saturation (at least 0.04), and never near-white. Dark-field slides (fluorescence; median grey below 60):
-    brighter than Otsu's grey level. Specks below ``min_object_um2`` (64 mask pixels without mpp) are
-    removed and small holes filled; gaps up to about 4 mask pixels close. The mask has ``mask_um`` microns
-    per pixel (at most 4096 pixels a side), or 1024 pixels a side without mpp. A slide without tissue gives
-    an empty mask.
+
+def _dark_field(rgb: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
+    """(tissue, threshold, signal) of a dark-field thumbnail: brighter than the background in any channel."""
+    sig = rgb.max(axis=-1)
+    background = float(np.percentile(sig, 10))
+    thr = max(filters.threshold_triangle(sig) if sig.min() < sig.max() else 255.0, background + 4.0)
+    return sig > thr, thr, sig > background + 4.0
+
+
+def tissue_mask(slide: Slide, *, mask_um: float = 8.0, min_object_um2: float = 5000.0) -> TissueMask:
+    """Tissue on a thumbnail of ``mask_um`` microns per pixel (at most 2048 a side; 1024 without mpp).
+
+    Bright-field or dark-field is told from the thumbnail (median brightness). Specks below
+    ``min_object_um2`` (64 mask pixels without mpp) are removed and small holes filled. Warns
+    (:class:`TissueMaskWarning`) when the mask covers far less than the part of the slide that has signal.
     """
     w0, h0 = slide.dimensions_xy
-    max_side = int(np.clip(max(w0, h0) * slide.mpp / mask_um, 64, 4096)) if slide.mpp else 1024
+    max_side = int(np.clip(max(w0, h0) * slide.mpp / mask_um, 64, 2048)) if slide.mpp else 1024
     thumb, ds = slide.thumbnail(max_side)
-    gray = thumb.mean(axis=-1)
-    if np.median(gray) < 60:
-        thr = _otsu(gray, 255.0)
-        mask = gray > max(thr, 20.0)
+    px_um = ds * slide.mpp if slide.mpp else None
+    min_px = max(4, int(min_object_um2 / px_um**2)) if px_um else 64
+    ink = np.zeros(thumb.shape[:2], bool)
+    if np.median(thumb.max(axis=-1)) < 60:
+        kind = "dark-field"
+        mask, thr, signal = _dark_field(thumb)
+        gap = max(2, round(24 / px_um)) if px_um else 4  # close the gaps between nuclei (about 24 um)
     else:
-        sat = saturation(thumb)
-        thr = max(_otsu(sat, 1.0), _MIN_SATURATION)
-        not_bright = thumb.min(axis=-1) < 235
-        mask = ((gray < _otsu(gray[not_bright], 0.0)) | (sat > thr)) & not_bright
-    px_area_um2 = (ds * slide.mpp) ** 2 if slide.mpp else None
-    min_px = max(4, int(min_object_um2 / px_area_um2)) if px_area_um2 else 64
-    mask = ndimage.binary_closing(np.pad(mask, 4), structure=morphology.disk(4))[4:-4, 4:-4]
+        kind = "bright-field"
+        mask, ink, thr, signal = _bright_field(thumb)
+        gap = 4
+    mask = ndimage.binary_closing(np.pad(mask, gap), structure=morphology.disk(gap))[gap:-gap, gap:-gap]
+    if kind == "bright-field":
+        mask &= ~ink  # closing must not bridge back over a pen stroke
     mask = ~_drop_small(~_drop_small(mask, min_px), min_px)  # specks out, then small holes filled
-    return TissueMask(mask, ds, thr)
+    tm = TissueMask(mask, ds, float(thr), kind, float(ink.mean()))
+    sig = float(signal.mean())
+    if sig > 0.1 and tm.fraction < 0.3 * sig:
+        warnings.warn(f"{slide.path.name}: the tissue mask covers {tm.fraction:.0%} of the slide, but {sig:.0%} of it "
+                      f"has signal ({kind}); most patches may be skipped. Check the heatmap's coverage; pass "
+                      "--min-tissue 0 (or draw a region) to score everything", TissueMaskWarning, stacklevel=2)
+    return tm
 
 
 def _drop_small(mask: np.ndarray, min_px: int) -> np.ndarray:

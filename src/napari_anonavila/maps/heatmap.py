@@ -6,7 +6,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["HeatmapGeometry", "cells_to_heatmap", "heatmaps_from_patch_names"]
+from ..errors import InputFileError
+
+__all__ = ["MAX_CELLS", "HeatmapGeometry", "cells_to_heatmap", "heatmaps_from_patch_names"]
+
+MAX_CELLS = 1 << 26  # 67 M cells; a 200,000 px square slide at 32 px patches has 39 M
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,13 @@ def heatmaps_from_patch_names(pairs: list[tuple[str, float]], patch_size_l0: int
     out = {}
     for slide_id, cells in by_slide.items():
         r, c, v = (np.array(a) for a in zip(*cells, strict=False))
+        n_cells = (int(r.max()) + 1) * (int(c.max()) + 1)
+        if n_cells > MAX_CELLS:
+            far = int(np.argmax(np.maximum(r, c)))
+            raise InputFileError(f"slide {slide_id!r}: a patch at level-0 ({int(c[far]) * patch_size_l0}, "
+                                 f"{int(r[far]) * patch_size_l0}) makes a {int(r.max()) + 1} x {int(c.max()) + 1} "
+                                 f"grid of {patch_size_l0}-px cells ({n_cells:,}, more than {MAX_CELLS:,}); check "
+                                 "the patch names and --patch-size")
         try:
             out[slide_id] = cells_to_heatmap(r, c, v, (int(r.max()) + 1, int(c.max()) + 1))
         except ValueError as err:

@@ -6,12 +6,26 @@ import os
 from pathlib import Path
 
 from ..errors import SlideReadError
-from .base import Slide, composite_on_white
+from .base import Slide, check_user_mpp, composite_on_white
 
-__all__ = ["SLIDE_SUFFIXES", "Slide", "composite_on_white", "open_slide", "slide_stem"]
+__all__ = ["SLIDE_SUFFIXES", "Slide", "composite_on_white", "open_slide", "slide_stem", "unique_stems"]
 
 SLIDE_SUFFIXES = (".svs", ".ndpi", ".mrxs", ".scn", ".bif", ".vms", ".vmu", ".svslide", ".tif", ".tiff")
 _STRIPPED = (".ome.tiff", ".ome.tif", ".ome.btf", *SLIDE_SUFFIXES, ".btf", ".dcm")
+
+
+def unique_stems(paths) -> dict[str, Path]:
+    """Output name -> slide for ``paths``; two slides that would share an output folder are an error naming both."""
+    from ..errors import InputFileError
+
+    out: dict[str, Path] = {}
+    for p in map(Path, paths):
+        stem = slide_stem(p)
+        if stem in out and os.path.realpath(out[stem]) != os.path.realpath(p):
+            raise InputFileError(f"{out[stem]} and {p} would both write results named {stem!r}; rename one of them, "
+                                 "or score them in separate runs")
+        out.setdefault(stem, p)
+    return out
 
 
 def slide_stem(path: str | os.PathLike) -> str:
@@ -40,6 +54,7 @@ def open_slide(path: str | os.PathLike, mpp: float | None = None, *, reader: str
     path = Path(path)
     if not path.is_file():
         raise SlideReadError(f"{path}: no such slide file")
+    check_user_mpp(mpp)
     if reader not in (None, "openslide", "tifffile"):
         raise ValueError(f"unknown reader {reader!r}; use 'openslide' or 'tifffile'")
     errors = []

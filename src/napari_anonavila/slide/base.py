@@ -18,7 +18,17 @@ import numpy as np
 
 from ..errors import MissingMppWarning, SlideReadError
 
-__all__ = ["Slide", "composite_on_white"]
+__all__ = ["MPP_RANGE", "Slide", "check_user_mpp", "composite_on_white", "content_digest"]
+
+
+MPP_RANGE = (0.01, 100.0)  # microns per pixel any slide scanner or microscope gives
+
+
+def check_user_mpp(mpp: float | None) -> None:
+    """Refuse a given mpp outside the plausible range (from the CLI, the API or a widget)."""
+    if mpp is not None and not (math.isfinite(mpp) and MPP_RANGE[0] <= mpp <= MPP_RANGE[1]):
+        raise ValueError(f"mpp {mpp:g} is not a plausible number of microns per pixel (give {MPP_RANGE[0]:g}.."
+                         f"{MPP_RANGE[1]:g}; for example 0.25 at 40x, 0.5 at 20x)")
 
 
 def composite_on_white(rgba: np.ndarray) -> np.ndarray:
@@ -64,13 +74,18 @@ class Slide:
         self.closed = False
         self._fingerprint: str | None = None
         self._lock = threading.Lock()
-        if mpp is not None and not (mpp > 0 and math.isfinite(mpp)):
-            raise ValueError(f"mpp must be a positive number of microns per pixel, got {mpp}")
-        self.mpp = mpp if mpp is not None else file_mpp
-        self.mpp_source = "user" if mpp is not None else ("file" if file_mpp is not None else None)
-        if self.mpp is None:
+        check_user_mpp(mpp)
+        if file_mpp is not None and not MPP_RANGE[0] <= file_mpp <= MPP_RANGE[1]:
+            if mpp is None:
+                warnings.warn(f"{self.path.name}: the file says {file_mpp:g} microns per pixel, outside the plausible "
+                              f"{MPP_RANGE[0]:g}..{MPP_RANGE[1]:g}; it is ignored and sizes are in pixels. Pass the "
+                              "right mpp= (CLI: --mpp) to work in microns", MissingMppWarning, stacklevel=4)
+            file_mpp = None
+        elif mpp is None and file_mpp is None:
             warnings.warn(f"{self.path.name}: no microns-per-pixel in the file; sizes are in pixels. Pass mpp= "
                           "(CLI: --mpp) to work in microns", MissingMppWarning, stacklevel=4)
+        self.mpp = mpp if mpp is not None else file_mpp
+        self.mpp_source = "user" if mpp is not None else ("file" if file_mpp is not None else None)
 
     # -- to implement ------------------------------------------------------------------------------
     def _read(self, location_xy_l0: tuple[int, int], level: int, size_xy: tuple[int, int]) -> np.ndarray:
@@ -112,34 +127,40 @@ class Slide:
         return max(ok, key=lambda i: self.level_downsamples[i]) if ok else 0
 
     def thumbnail(self, max_side: int = 1024) -> tuple[np.ndarray, float]:
-        """A whole-slide RGB image of at most ``max_side`` pixels, and its level-0 pixels per pixel."""
+        """A whole-slide RGB image of at most ``max_side`` pixels, and its level-0 pixels per pixel.
+
+        Reads the smallest level that is still at least as large, in bands of rows that are averaged down
+        as they arrive, so memory stays bounded even for a huge single-level TIFF.
+        """
         from PIL import Image
 
         w0, h0 = self.dimensions_xy
-        scale = max(w0, h0) / max_side
-        level = self.best_level(max(scale, 1.0))
-        img = np.asarray(self.levels[level].compute(scheduler="threads"))
-        new = (max(1, round(w0 / max(scale, 1.0))), max(1, round(h0 / max(scale, 1.0))))
+        scale = max(max(w0, h0) / max_side, 1.0)
+        new = (max(1, round(w0 / scale)), max(1, round(h0 / scale)))
+        level = self.best_level(scale)
+        arr = self.levels[level]
+        h, w = arr.shape[:2]
+        f = max(1, int(min(h / new[1], w / new[0])))  # whole pixels of this level per thumbnail pixel
+        band = f * max(1, (_THUMB_BAND_BYTES // (3 * w)) // f)
+        parts = [_block_mean(np.asarray(arr[y : y + band].compute(scheduler="threads")), f) for y in range(0, h, band)]
+        img = np.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
         if (img.shape[1], img.shape[0]) != new:
             img = np.asarray(Image.fromarray(img).resize(new, Image.Resampling.BOX))
         return img, w0 / new[0]
 
     def fingerprint(self) -> str:
-        """SHA-256 over the file size and its first and last 4 MiB: cheap, and changes with the content."""
+        """The slide's content identity: SHA-256 over every byte of its files (see :func:`content_digest`).
+
+        Every cache and result records it and is reused only when it matches, so a slide re-encoded in place,
+        even at the same size, is scored afresh. Computed once per opened slide (about 1 s per GB here).
+        """
         if self._fingerprint is None:
-            self._fingerprint = self._hash_file()
+            self._fingerprint = content_digest(self.files())
         return self._fingerprint
 
-    def _hash_file(self) -> str:
-        h = hashlib.sha256()
-        size = self.path.stat().st_size
-        h.update(str(size).encode())
-        with open(self.path, "rb") as fh:
-            h.update(fh.read(4 << 20))
-            if size > 8 << 20:
-                fh.seek(size - (4 << 20))
-                h.update(fh.read())
-        return h.hexdigest()
+    def files(self) -> list[Path]:
+        """The files whose bytes make up the slide (one for most formats; MRXS and VMS have companions)."""
+        return [self.path]
 
     def describe(self) -> dict:
         """Metadata for provenance and napari layers."""
@@ -156,6 +177,57 @@ class Slide:
     def __repr__(self) -> str:
         return (f"<{type(self).__name__} {self.path.name}: {self.dimensions_xy[0]}x{self.dimensions_xy[1]} px, "
                 f"{len(self.levels)} level(s), mpp={self.mpp}>")
+
+
+_SEGMENT = 64 << 20  # bytes hashed per task
+_THUMB_BAND_BYTES = 48 << 20  # rows of a level read at once for a thumbnail
+
+
+def _block_mean(img: np.ndarray, f: int) -> np.ndarray:
+    """Average ``f`` x ``f`` blocks of an (H, W, 3) uint8 image (edges padded), in integer arithmetic."""
+    if f == 1:
+        return img
+    h, w = img.shape[:2]
+    ph, pw = -h % f, -w % f
+    if ph or pw:
+        img = np.pad(img, ((0, ph), (0, pw), (0, 0)), mode="edge")
+    blocks = img.reshape(img.shape[0] // f, f, img.shape[1] // f, f, 3)
+    return ((blocks.sum(axis=(1, 3), dtype=np.uint32) + f * f // 2) // (f * f)).astype(np.uint8)
+
+
+def _segment_digest(path: Path, start: int, length: int) -> bytes:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        left = length
+        while left > 0:
+            block = fh.read(min(8 << 20, left))
+            if not block:
+                raise SlideReadError(f"{path}: the file shrank while it was read")
+            h.update(block)
+            left -= len(block)
+    return h.digest()
+
+
+def content_digest(paths: list[Path]) -> str:
+    """SHA-256 identity of files' full content: each 64 MiB segment is hashed (in threads), then the list.
+
+    Covers every byte, names excluded (a renamed copy is the same slide); hashlib releases the GIL, so the
+    segments hash in parallel.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    jobs = []
+    for p in paths:
+        size = Path(p).stat().st_size
+        jobs += [(Path(p), start, min(_SEGMENT, size - start)) for start in range(0, size, _SEGMENT)] or [(p, 0, 0)]
+    top = hashlib.sha256(b"napari-anonavila content digest v2\n")
+    for p in paths:
+        top.update(f"{Path(p).stat().st_size}\n".encode())
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        for digest in pool.map(lambda job: _segment_digest(*job), jobs):
+            top.update(digest)
+    return top.hexdigest()
 
 
 def chunk_side(native: int | None, default: int = 512) -> int:

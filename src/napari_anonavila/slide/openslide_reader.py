@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 
 import dask.array as da
 import numpy as np
@@ -58,6 +59,23 @@ class OpenSlideSlide(Slide):
             self.levels.append(da.from_array(_Level(self, i), chunks=(th, tw, 3), asarray=False, lock=False,
                                              fancy=False, meta=np.empty((0, 0, 0), np.uint8),
                                              name=f"openslide-{self.path.name}-{i}-{id(self)}"))
+
+    def files(self) -> list[Path]:
+        """The slide file plus its companions: an MRXS data folder, the image files a VMS/VMU names."""
+        suffix = self.path.suffix.lower()
+        if suffix == ".mrxs":
+            folder = self.path.with_suffix("")
+            return [self.path, *sorted(p for p in folder.iterdir() if p.is_file())] if folder.is_dir() else [self.path]
+        if suffix in (".vms", ".vmu"):
+            named = []
+            for line in self.path.read_text(errors="replace").splitlines():
+                key, _, value = line.partition("=")
+                if key.strip().startswith(("ImageFile", "MapFile", "OptimisationFile")) and value.strip():
+                    p = self.path.parent / value.strip()
+                    if p.is_file():
+                        named.append(p)
+            return [self.path, *sorted(set(named))]
+        return [self.path]
 
     def _read(self, location_xy_l0, level, size_xy):
         import openslide

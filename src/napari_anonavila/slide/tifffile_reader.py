@@ -120,5 +120,5 @@ def _to_rgb(arr: da.Array) -> da.Array:
 
 
 def _sane(mpp: float) -> float | None:
-    """Accept 0.01..100 µm per pixel; anything else (e.g. a 72-dpi default) is no mpp at all."""
-    return mpp if math.isfinite(mpp) and 0.01 <= mpp <= 100 else None
+    """A positive finite value, else no mpp (the plausible range is checked, with a warning, by Slide)."""
+    return mpp if math.isfinite(mpp) and mpp > 0 else None

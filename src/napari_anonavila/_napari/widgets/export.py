@@ -124,9 +124,9 @@ class ExportWidget(Container):
         if folder is None:
             raise ValueError("choose a folder to export to")
         formats = list(self.formats.value)
-        existing = [p.name for p in export_targets(folder, res.slide, formats).values() if p.exists()]
-        if existing and not self.replace.value:
-            raise ValueError(f"{folder} already holds {', '.join(existing)}; choose another folder, or tick "
+        target = export_targets(folder, res.slide, formats)["folder"]
+        if target.exists() and not self.replace.value:
+            raise ValueError(f"{target} already holds an export of this slide; choose another folder, or tick "
                              "'replace earlier export files'")
         ck = s.checkpoint
         checkpoint = {"path": str(ck), "sha256": sha256_file(ck)} if ck and ck.is_file() else None
