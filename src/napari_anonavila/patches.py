@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +58,10 @@ def list_images(folder: str | os.PathLike, *, recursive: bool = True) -> list[Pa
 def read_image(path: Path) -> np.ndarray | None:
     """An RGB uint8 array, or None (logged) when the file is not a readable image; callers count and warn."""
     try:
-        with Image.open(path) as im:  # reads the header only
+        with warnings.catch_warnings():  # our own limit below decides, before any pixel is decoded
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)  # reads the header only
+        with im:
             w, h = im.size
             if w * h > MAX_PATCH_PIXELS:
                 logger.warning("%s: skipped, %d x %d px is too large for a patch (at most %d pixels); cut it into "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import pickle
 import re
 import resource
@@ -49,6 +51,16 @@ def _warning(fn) -> str:
         fn()
     assert rec, "no warning"
     return " ".join(str(r.message) for r in rec)
+
+
+def _cli_error(main, argv) -> str:
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert main(argv) == 2
+    return err.getvalue()
 
 
 def _det():
@@ -153,7 +165,193 @@ def _cases(tmp: Path) -> dict:
         assert out.returncode == 2
         return out.stderr
 
+    def sample_slide(name="s.tif", size=512):
+        from napari_anonavila.sample import make_tissue, write_pyramid_tiff
+
+        return write_pyramid_tiff(tmp / name, make_tissue(size, 1)[0], 0.5)
+
+    def implausible_mpp():
+        import tifffile
+
+        p = tmp / "mpp.tif"
+        tifffile.imwrite(p, np.full((256, 256, 3), 200, np.uint8), tile=(256, 256), photometric="rgb",
+                         resolution=(1e-2, 1e-2), resolutionunit="CENTIMETER")
+        return _warning(lambda: open_slide(p).close())
+
+    def name_clash():
+        from napari_anonavila.slide import unique_stems
+
+        return _error(lambda: unique_stems([tmp / "a" / "case.svs", tmp / "b" / "case.svs"]))
+
+    def export_clash():
+        from napari_anonavila.cli import main
+
+        for d in ("ra", "rb"):
+            (tmp / d).mkdir(exist_ok=True)
+            (tmp / d / "summary.json").write_text(json.dumps({"heatmap": {"shape_rc": [1, 1], "cell_size_l0": 8},
+                                                              "provenance": {"slide": {"path": f"/{d}/case.svs"}}}))
+            (tmp / d / "patches.csv").write_text("x_l0,y_l0,size_l0,row,col,d_normal,d_abnormal,score,top_normal,"
+                                                 "top_abnormal\n0,0,8,0,0,0.1,0.1,0.2,a:1,b:1\n")
+        return _cli_error(main, ["export", str(tmp / "ra"), str(tmp / "rb"), "--out", str(tmp / "qa")])
+
+    def claimed():
+        from napari_anonavila._atomic import _HOST, LOCK_NAME, claimed_dir
+
+        d = tmp / "claimed"
+        d.mkdir(exist_ok=True)
+        (d / LOCK_NAME).write_text(json.dumps({"host": _HOST, "pid": os.getppid() or 1, "since": "then"}))
+
+        def enter():
+            with claimed_dir(d):
+                pass
+
+        return _error(enter)
+
+    def diverged():
+        d = Detector.create("demo")
+        return _error(lambda: d.fit(torch.nn.functional.normalize(torch.randn(20, d.embed_dim), dim=1),
+                                    config=TrainConfig(batch_size=5, lr=1e30, epochs=3, accumulate=1)))
+
+    def tampered(name, fn, meta_fn=None):
+        from safetensors import safe_open
+        from safetensors.torch import save_file
+
+        ck = _det().save(tmp / "ok.safetensors", overwrite=True)
+        with safe_open(str(ck), framework="pt") as fh:
+            header, tensors = fh.metadata(), {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
+        if name:
+            tensors[name] = fn(tensors[name])
+        if meta_fn:
+            header = {**header, "meta": meta_fn(header["meta"])}
+        out = tmp / "tampered.safetensors"
+        save_file(tensors, str(out), metadata=header)
+        return _error(lambda: Detector.load(out))
+
+    def nan_at(t):
+        t = t.clone()
+        t.view(-1)[0] = float("nan")
+        return t
+
+    def official_nan():
+        p = _official(tmp)
+        obj = torch.load(p, weights_only=True)
+        obj["model_state"]["VLM.logit_scale"] = torch.tensor(float("nan"))
+        torch.save(obj, p)
+        return _error(lambda: Detector.from_official_checkpoint(p))
+
+    def nan_scores():
+        d = _det()
+        d.centroids = (torch.full_like(d.centroids[0], float("nan")), d.centroids[1])
+        return _error(lambda: d.score_embeddings(np.ones((2, d.embed_dim), np.float32)))
+
+    def nan_encoder():
+        from safetensors.torch import load_file, save_file
+
+        from napari_anonavila.backends.demo import write_demo_weights
+        from napari_anonavila.pipeline import score_slide
+
+        w = write_demo_weights(tmp / "nanw.safetensors", seed=5)
+        state = load_file(str(w))
+        state["visual.proj"] = torch.full_like(state["visual.proj"], float("nan"))
+        save_file(state, str(w))
+        d = Detector.create(get_backend(f"open_clip:anonavila-demo@{w}", "cpu"))
+        return _error(lambda: score_slide(d, sample_slide(), patch_px=128, min_tissue=0))
+
+    def cache_unverified():
+        from napari_anonavila.pipeline import score_slide
+
+        d, out, slide_path = _det(), tmp / "res", sample_slide("c.tif")
+        score_slide(d, slide_path, out_dir=out, patch_px=128, overwrite=True)
+        [chunk] = out.glob("embeddings/*/chunk-00000.npy")
+        chunk.write_bytes(chunk.read_bytes()[:-64])
+        return _warning(lambda: score_slide(d, slide_path, out_dir=out, patch_px=128, overwrite=True))
+
+    def text_cache_unverified():
+        import os as _os
+
+        from napari_anonavila.backends.demo import write_demo_weights
+
+        old = _os.environ.get("ANONAVILA_CACHE")
+        _os.environ["ANONAVILA_CACHE"] = str(tmp / "tc")
+        try:
+            w = write_demo_weights(tmp / "tw.safetensors", seed=9)
+            get_backend(f"open_clip:anonavila-demo@{w}", "cpu").encode_texts(["a b"])
+            [f] = (tmp / "tc" / "text-embeddings").iterdir()
+            f.write_bytes(b"damaged")
+            return _warning(lambda: get_backend(f"open_clip:anonavila-demo@{w}", "cpu").encode_texts(["a b"]))
+        finally:
+            _os.environ["ANONAVILA_CACHE"] = old
+
+    def low_coverage():
+        from napari_anonavila.grid import tissue_mask
+        from napari_anonavila.sample import write_pyramid_tiff
+
+        smear = np.full((4096, 4096, 3), 245, np.uint8)
+        for y in range(60, 4096, 240):
+            for x in range(60, 4096, 240):
+                smear[y : y + 96, x : x + 96] = (150, 60, 140)
+        p = write_pyramid_tiff(tmp / "smear.tif", smear, 0.5)
+        return _warning(lambda: tissue_mask(open_slide(p)))
+
+    def too_few():
+        from napari_anonavila.grid import too_few_patches_message
+
+        s = open_slide(sample_slide("f.tif", 1024))
+        box = np.array([[300, 300], [560, 300], [560, 560], [300, 560]], float)
+        return too_few_patches_message(s, make_grid(s, patch_px=256, roi_polygons_xy_l0=[box]), 8,
+                                       what="the normal regions", roi_polygons_xy_l0=[box])
+
+    def export_no_overlay():
+        from napari_anonavila.export.bundle import export_all
+        from napari_anonavila.export.records import read_result_dir
+
+        export_clash()
+        return _error(lambda: export_all(tmp / "qa3", read_result_dir(tmp / "ra"), formats=["html"]))
+
+    def export_damaged():
+        from napari_anonavila.export.records import read_result_dir
+
+        (tmp / "dmg").mkdir(exist_ok=True)
+        (tmp / "dmg" / "summary.json").write_text('{"heatmap": {"shape_rc": "x"}}')
+        (tmp / "dmg" / "patches.csv").write_text("x_l0,y_l0,size_l0,row,col,d_normal,d_abnormal,score,top_normal,"
+                                                 "top_abnormal\n0,0,8,0,0,0.1,0.1,0.2,a,b\n")
+        return _error(lambda: read_result_dir(tmp / "dmg"))
+
+    def device_unavailable():
+        from napari_anonavila.backends import resolve_device
+
+        return _error(lambda: resolve_device("cuda:7"))
+
+    def far_patches():
+        from napari_anonavila.maps import heatmaps_from_patch_names
+
+        return _error(lambda: heatmaps_from_patch_names([("s_100000000_100000000_1.png", 0.1)], 256))
+
     return {
+        "mpp-implausible": implausible_mpp,
+        "mpp-given-implausible": lambda: _error(lambda: open_slide(sample_slide(), mpp=1e300)),
+        "name-clash": name_clash,
+        "export-name-clash": export_clash,
+        "out-claimed": claimed,
+        "training-diverged": diverged,
+        "checkpoint-nonfinite": lambda: tampered("mlp.linear1.bias", nan_at),
+        "checkpoint-shapes": lambda: tampered("centroid.normal", lambda t: t[:3].clone()),
+        "checkpoint-dim": lambda: tampered(None, None, lambda m: m.replace('"embed_dim": 64', '"embed_dim": 16000')),
+        "checkpoint-metadata": lambda: tampered(None, None, lambda m: "[" * 100_000 + "]" * 100_000),
+        "official-nonfinite": official_nan,
+        "scores-nonfinite": nan_scores,
+        "encoder-nonfinite": nan_encoder,
+        "cache-unverified": cache_unverified,
+        "text-cache-unverified": text_cache_unverified,
+        "tissue-low-coverage": low_coverage,
+        "too-few-reference": too_few,
+        "export-no-overlay": export_no_overlay,
+        "export-damaged": export_damaged,
+        "device-unknown": lambda: _error(lambda: get_backend("demo", "banana")),
+        "device-unavailable": device_unavailable,
+        "template": lambda: _error(lambda: load_pool(write("tt.txt", "a\n"), template="{organ} {}")),
+        "slide-scores-far": far_patches,
+        "geojson-unusable": lambda: _error(lambda: read_geojson(write("deep.geojson", "[" * 100_000 + "]" * 100_000))),
         "slide-corrupt": lambda: _error(lambda: open_slide(shared_path("slides", "broken.svs"))),
         "slide-missing": lambda: _error(lambda: open_slide(tmp / "none.svs")),
         "slide-no-mpp": lambda: _warning(lambda: open_slide(shared_path("slides", "kidney-48-5.tif")).close()),
@@ -186,12 +384,13 @@ def _cases(tmp: Path) -> dict:
 def test_every_row_is_covered_and_true(tmp_path):
     rows = _rows()
     cases = _cases(tmp_path)
-    assert set(rows) - {"killed", "worker-died"} == set(cases), "rows without a check, or checks without a row"
+    assert set(rows) - {"killed", "worker-died", "export-interrupted"} == set(cases), \
+        "rows without a check, or checks without a row"
     for key, make in cases.items():
         message = make()
         assert _pattern(rows[key]).search(message), f"{key}: the docs say {rows[key]!r}, the tool says {message!r}"
 
 
-@pytest.mark.parametrize("key", ["killed", "worker-died"])
+@pytest.mark.parametrize("key", ["killed", "worker-died", "export-interrupted"])
 def test_fault_rows_name_their_tests(key):
     assert key in _rows() or key in DOC.read_text()

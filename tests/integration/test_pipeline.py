@@ -22,7 +22,7 @@ def cached(out):
     """The one complete cache entry in a result folder: (its key, its embeddings)."""
     from napari_anonavila.embcache import EmbeddingCache
 
-    [folder] = [p for p in (out / "embeddings").iterdir() if p.is_dir()]
+    [folder] = list((out / "embeddings").iterdir())
     key = json.loads((folder / "manifest.json").read_text())["key"]
     return key, EmbeddingCache(out).load(key)
 
@@ -128,7 +128,7 @@ def test_cancel_leaves_previous_outputs_untouched(tmp_path, sample_slides, fitte
         score_slide(fitted_on_sample, sample_slides.anomalous, out_dir=out, patch_px=128, overwrite=True,
                     batch_size=4, on_progress=on_progress, cancel=cancel)
     after = tree(out)
-    assert not [p for p in out.rglob("*.partial")]  # no partial file
+    assert not list(out.rglob("*.partial"))  # no partial file
     assert {n: after[n] for n in before} == before  # results and the finished cache untouched
     assert set(OUTPUT_FILES) <= set(before)
 

@@ -9,7 +9,7 @@ import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from .._atomic import atomic_dir, atomic_write, check_writable
+from .._atomic import atomic_dir, atomic_write, check_writable, sweep_partials
 from ..errors import InputFileError
 from ..slide import slide_stem
 from .geojson import write_geojson
@@ -52,6 +52,8 @@ def export_all(out_dir: str | os.PathLike, table: PatchTable, *, formats: Sequen
     final = export_targets(out_dir, table.slide, formats)
     target = final["folder"]
     check_writable(target, overwrite=overwrite)  # refuse before writing anything
+    if target.parent.is_dir():
+        sweep_partials(target.parent)  # folders left by killed exports
     with atomic_dir(target) as tmp:
         paths = {k: tmp / v.name for k, v in final.items() if k != "folder"}
         details: dict = {}

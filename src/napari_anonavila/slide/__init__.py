@@ -47,9 +47,10 @@ def slide_stem(path: str | os.PathLike) -> str:
 def open_slide(path: str | os.PathLike, mpp: float | None = None, *, reader: str | None = None) -> Slide:
     """Open a whole-slide image lazily.
 
-    OpenSlide reads the vendor formats and tiled TIFFs it can decode; anything else, such as OME-TIFF or a
-    QuPath YCbCr-JPEG export, goes to tifffile. ``mpp`` (microns per level-0 pixel) overrides or supplies the
-    file's value. ``reader`` forces ``"openslide"`` or ``"tifffile"``.
+    OpenSlide reads the vendor formats (SVS, NDPI, MRXS, SCN, BIF, ...); TIFFs of every pyramid layout
+    (OME-TIFF, SubIFD, multi-page, plain tiled or striped) go to tifffile, with all their levels. ``mpp``
+    (microns per level-0 pixel) overrides or supplies the file's value. ``reader`` forces ``"openslide"`` or
+    ``"tifffile"``.
     """
     path = Path(path)
     if not path.is_file():
@@ -69,6 +70,8 @@ def open_slide(path: str | os.PathLike, mpp: float | None = None, *, reader: str
 
 
 def _candidates(path: Path) -> list[str]:
+    """Vendor formats go to OpenSlide; TIFFs (OME, SubIFD and plain pyramids) to tifffile, which keeps every
+    level OpenSlide's generic-TIFF driver would miss, with OpenSlide as the fallback."""
     import openslide
 
     try:
@@ -77,11 +80,7 @@ def _candidates(path: Path) -> list[str]:
         fmt = None
     if fmt is None:
         return ["tifffile"]
-    return ["openslide", "tifffile"] if fmt != "generic-tiff" or not _is_ome(path) else ["tifffile"]
-
-
-def _is_ome(path: Path) -> bool:
-    return path.name.lower().endswith((".ome.tif", ".ome.tiff"))
+    return ["tifffile", "openslide"] if fmt == "generic-tiff" else ["openslide", "tifffile"]
 
 
 def _open(name: str, path: Path, mpp: float | None) -> Slide:

@@ -1,7 +1,11 @@
-"""The Slide interface: level geometry, physical size, lazy dask levels, and region reads in level-0 pixels.
+"""The Slide interface: level geometry, physical size, lazy levels, and region reads in level-0 pixels.
 
 Coordinates: ``location_xy_l0`` is (x, y) of the top-left pixel in level-0 pixels (OpenSlide and QuPath
 order); ``size_xy`` is (width, height) at the read level; arrays come back as (rows, cols, 3) uint8.
+
+Each reader implements one primitive, :meth:`Slide._read_level` (a window of one level, in that level's
+pixels). :class:`LevelArray` exposes it as a numpy-like array that reads only the tiles a slice touches
+(napari displays these directly); :attr:`Slide.levels` wraps the same arrays in dask, chunked on the tiles.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import numpy as np
 
 from ..errors import MissingMppWarning, SlideReadError
 
-__all__ = ["MPP_RANGE", "Slide", "check_user_mpp", "composite_on_white", "content_digest"]
+__all__ = ["MPP_RANGE", "LevelArray", "Slide", "check_user_mpp", "composite_on_white", "content_digest", "tile_chunks"]
 
 
 MPP_RANGE = (0.01, 100.0)  # microns per pixel any slide scanner or microscope gives
@@ -32,10 +36,67 @@ def check_user_mpp(mpp: float | None) -> None:
 
 
 def composite_on_white(rgba: np.ndarray) -> np.ndarray:
-    """(H, W, 4) straight-alpha uint8 -> (H, W, 3) uint8 over white; opaque pixels are unchanged."""
-    rgb = rgba[..., :3].astype(np.uint16)
-    a = rgba[..., 3:4].astype(np.uint16)
-    return ((rgb * a + 255 * (255 - a) + 127) // 255).astype(np.uint8)
+    """(H, W, 4) straight-alpha uint8 -> (H, W, 3) uint8 over white; opaque pixels are copied as they are.
+
+    Only the pixels with alpha below 255 (outside the scanned area) are blended, so an opaque patch costs a copy.
+    """
+    rgb = np.array(rgba[..., :3])
+    a = rgba[..., 3]
+    clear = a < 255
+    if clear.any():
+        ac = a[clear].astype(np.uint16)[:, None]
+        rgb[clear] = ((rgb[clear].astype(np.uint16) * ac + 255 * (255 - ac) + 127) // 255).astype(np.uint8)
+    return rgb
+
+
+class LevelArray:
+    """One slide level as a lazy, numpy-like (rows, cols, 3) uint8 array: slicing reads only the touched tiles.
+
+    Supports basic slices (step 1) and integers; ``chunks`` is the file's tile size, for dask and napari.
+    """
+
+    dtype = np.dtype(np.uint8)
+    ndim = 3
+
+    def __init__(self, slide: Slide, level: int, chunks: tuple[int, int]) -> None:
+        self.slide, self.level, self.chunks = slide, level, chunks
+        self.shape = (*slide.level_shapes[level], 3)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        if any(k is Ellipsis for k in key):
+            i = next(j for j, k in enumerate(key) if k is Ellipsis)
+            key = key[:i] + (slice(None),) * (3 - len(key) + 1) + key[i + 1 :]
+        key = key + (slice(None),) * (3 - len(key))
+        rows, cols, chan = key[:3]
+        spans = []
+        for k, n in ((rows, self.shape[0]), (cols, self.shape[1])):
+            if isinstance(k, slice):
+                start, stop, step = k.indices(n)
+                if step != 1:
+                    raise IndexError("LevelArray supports slices with step 1 only")
+                spans.append((start, max(start, stop), False))
+            else:
+                i = int(k) + (n if int(k) < 0 else 0)
+                if not 0 <= i < n:
+                    raise IndexError(f"index {k} out of range for size {n}")
+                spans.append((i, i + 1, True))
+        (y0, y1, ry), (x0, x1, rx) = spans
+        if y1 == y0 or x1 == x0:
+            out = np.empty((y1 - y0, x1 - x0, 3), np.uint8)
+        else:
+            out = self.slide.read_level(self.level, y0, x0, y1 - y0, x1 - x0)
+        return out[0 if ry else slice(None), 0 if rx else slice(None)][..., chan]
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self[:, :]
+        return out.astype(dtype) if dtype is not None else out
+
+    def __repr__(self) -> str:
+        return f"<LevelArray level {self.level} of {self.slide.path.name}: {self.shape}, chunks {self.chunks}>"
 
 
 class Slide:
@@ -57,7 +118,9 @@ class Slide:
     associated_images : list of str
         Names accepted by :meth:`read_associated`.
     levels : list of dask.array.Array
-        One lazy (rows, cols, 3) uint8 array per level, chunked on the file's tiles.
+        One lazy (rows, cols, 3) uint8 array per level, chunked on the file's tiles (built on ``level_arrays``).
+    level_arrays : list of LevelArray
+        The same levels without dask: what napari displays, read straight through the reader.
     """
 
     reader = "base"
@@ -70,6 +133,7 @@ class Slide:
         self.level_shapes: list[tuple[int, int]] = []
         self.level_downsamples: list[float] = []
         self.levels: list[da.Array] = []
+        self.level_arrays: list[LevelArray] = []
         self.reads = 0  # region reads served, for tests and benchmarks
         self.closed = False
         self._fingerprint: str | None = None
@@ -88,8 +152,30 @@ class Slide:
         self.mpp_source = "user" if mpp is not None else ("file" if file_mpp is not None else None)
 
     # -- to implement ------------------------------------------------------------------------------
-    def _read(self, location_xy_l0: tuple[int, int], level: int, size_xy: tuple[int, int]) -> np.ndarray:
+    def _read_level(self, level: int, y: int, x: int, h: int, w: int) -> np.ndarray:
+        """(h, w, 3) uint8 of ``level`` at level pixel (y, x); the window lies inside the level."""
         raise NotImplementedError
+
+    def _read(self, location_xy_l0: tuple[int, int], level: int, size_xy: tuple[int, int]) -> np.ndarray:
+        """A region at ``level`` from a level-0 location; outside the level is white. Readers may override."""
+        ds = self.level_downsamples[level]
+        x, y = round(location_xy_l0[0] / ds), round(location_xy_l0[1] / ds)
+        w, h = size_xy
+        rows, cols = self.level_shapes[level]
+        x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, cols), min(y + h, rows)
+        if x0 == x and y0 == y and x1 == x + w and y1 == y + h:
+            return self._read_level(level, y, x, h, w)
+        out = np.full((h, w, 3), 255, np.uint8)
+        if x1 > x0 and y1 > y0:
+            out[y0 - y : y1 - y, x0 - x : x1 - x] = self._read_level(level, y0, x0, y1 - y0, x1 - x0)
+        return out
+
+    def _set_levels(self, chunks: list[tuple[int, int]]) -> None:
+        """Build ``level_arrays`` and the dask ``levels`` once the level geometry is known."""
+        self.level_arrays = [LevelArray(self, i, c) for i, c in enumerate(chunks)]
+        self.levels = [da.from_array(a, chunks=(*a.chunks, 3), asarray=False, fancy=False, lock=False,
+                                     meta=np.empty((0, 0, 0), np.uint8), name=f"{self.reader}-{id(self)}-{i}")
+                       for i, a in enumerate(self.level_arrays)]
 
     def read_associated(self, name: str) -> np.ndarray:
         raise KeyError(f"{self.path.name}: no associated image {name!r}; available: {self.associated_images}")
@@ -121,6 +207,14 @@ class Slide:
             self.reads += 1
         return self._read((int(location_xy_l0[0]), int(location_xy_l0[1])), level, (int(size_xy[0]), int(size_xy[1])))
 
+    def read_level(self, level: int, y: int, x: int, h: int, w: int) -> np.ndarray:
+        """(h, w, 3) uint8 of ``level`` at level pixel (y, x), inside the level. Thread-safe."""
+        if self.closed:
+            raise SlideReadError(f"{self.path}: the slide is closed")
+        with self._lock:
+            self.reads += 1
+        return self._read_level(level, y, x, h, w)
+
     def best_level(self, downsample: float) -> int:
         """The smallest level whose downsample is at most ``downsample`` (so reading then shrinking, never growing)."""
         ok = [i for i, d in enumerate(self.level_downsamples) if d <= downsample * (1 + 1e-6)]
@@ -138,11 +232,11 @@ class Slide:
         scale = max(max(w0, h0) / max_side, 1.0)
         new = (max(1, round(w0 / scale)), max(1, round(h0 / scale)))
         level = self.best_level(scale)
-        arr = self.levels[level]
+        arr = self.level_arrays[level]
         h, w = arr.shape[:2]
         f = max(1, int(min(h / new[1], w / new[0])))  # whole pixels of this level per thumbnail pixel
         band = f * max(1, (_THUMB_BAND_BYTES // (3 * w)) // f)
-        parts = [_block_mean(np.asarray(arr[y : y + band].compute(scheduler="threads")), f) for y in range(0, h, band)]
+        parts = [_block_mean(arr[y : y + band], f) for y in range(0, h, band)]
         img = np.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
         if (img.shape[1], img.shape[0]) != new:
             img = np.asarray(Image.fromarray(img).resize(new, Image.Resampling.BOX))
@@ -230,9 +324,9 @@ def content_digest(paths: list[Path]) -> str:
     return top.hexdigest()
 
 
-def chunk_side(native: int | None, default: int = 512) -> int:
-    """Chunk side on the native tile size, clamped to 256..4096 by whole tiles."""
-    t = int(native) if native else default
-    if t < 256:
-        t *= math.ceil(256 / t)
-    return min(t, 4096)
+def tile_chunks(tile_hw: tuple[int | None, int | None], default: int = 512) -> tuple[int, int]:
+    """Chunks on the file's tiles (whole tiles, at least 256 px a side); strips or missing tiles give 512 x 512."""
+    th, tw = (int(t) if t else 0 for t in tile_hw)
+    if not (16 <= th <= 2048 and 16 <= tw <= 2048):  # whole-width strips or no tiling: square chunks
+        return (default, default)
+    return (th * math.ceil(256 / th), tw * math.ceil(256 / tw))

@@ -6,31 +6,12 @@ import math
 import os
 from pathlib import Path
 
-import dask.array as da
 import numpy as np
 
 from ..errors import SlideReadError
-from .base import Slide, chunk_side, composite_on_white
+from .base import Slide, composite_on_white, tile_chunks
 
 __all__ = ["OpenSlideSlide"]
-
-
-class _Level:
-    """Array-like view of one OpenSlide level for ``dask.array.from_array``: (rows, cols, 3) uint8."""
-
-    def __init__(self, slide: OpenSlideSlide, level: int) -> None:
-        self.slide, self.level = slide, level
-        self.shape = (*slide.level_shapes[level], 3)
-        self.dtype = np.dtype(np.uint8)
-        self.ndim = 3
-
-    def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
-        rows, cols = key[0], key[1]
-        y0, y1, _ = rows.indices(self.shape[0])
-        x0, x1, _ = cols.indices(self.shape[1])
-        ds = self.slide.level_downsamples[self.level]
-        out = self.slide.read_region((round(x0 * ds), round(y0 * ds)), self.level, (x1 - x0, y1 - y0))
-        return out[(slice(None), slice(None), *key[2:])] if len(key) > 2 else out
 
 
 class OpenSlideSlide(Slide):
@@ -53,12 +34,9 @@ class OpenSlideSlide(Slide):
         self.associated_images = sorted(self._osr.associated_images)
         self.level_shapes = [(h, w) for w, h in self._osr.level_dimensions]
         self.level_downsamples = [float(d) for d in self._osr.level_downsamples]
-        for i in range(self._osr.level_count):
-            th = chunk_side(_positive(props.get(f"openslide.level[{i}].tile-height")))
-            tw = chunk_side(_positive(props.get(f"openslide.level[{i}].tile-width")))
-            self.levels.append(da.from_array(_Level(self, i), chunks=(th, tw, 3), asarray=False, lock=False,
-                                             fancy=False, meta=np.empty((0, 0, 0), np.uint8),
-                                             name=f"openslide-{self.path.name}-{i}-{id(self)}"))
+        self._set_levels([tile_chunks((_positive(props.get(f"openslide.level[{i}].tile-height")),
+                                       _positive(props.get(f"openslide.level[{i}].tile-width"))))
+                          for i in range(self._osr.level_count)])
 
     def files(self) -> list[Path]:
         """The slide file plus its companions: an MRXS data folder, the image files a VMS/VMU names."""
@@ -86,6 +64,10 @@ class OpenSlideSlide(Slide):
             raise SlideReadError(f"{self.path}: cannot decode region at {location_xy_l0}, level {level} ({err})") \
                 from err
         return composite_on_white(np.asarray(region))
+
+    def _read_level(self, level, y, x, h, w):
+        ds = self.level_downsamples[level]
+        return self._read((round(x * ds), round(y * ds)), level, (w, h))
 
     def read_associated(self, name: str) -> np.ndarray:
         if name not in self.associated_images:

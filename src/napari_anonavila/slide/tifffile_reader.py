@@ -1,25 +1,85 @@
-"""tifffile reader: OME-TIFF and TIFFs OpenSlide cannot decode (e.g. QuPath's YCbCr-JPEG exports).
+"""tifffile reader: OME-TIFF, SubIFD and multi-page pyramids, plain tiled or striped TIFFs, QuPath exports.
 
-Levels are read through tifffile's zarr store (thread-safe, chunked on the file's tiles or strips); an
-uncompressed, contiguous page is memory-mapped instead, so a huge single-level TIFF is never read whole.
+Levels come from tifffile's own series structure (``series.levels``), so every pyramid layout keeps all its
+levels. A read fetches only the tiles (or strips) a window touches, with ``os.pread`` (thread-safe, no shared
+file position), and decodes them with the page's own codec (imagecodecs: JPEG, JPEG 2000, deflate, LZW...),
+both outside the GIL. An uncompressed, contiguous page is memory-mapped, so a huge single-level TIFF is
+never read whole.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
 import weakref
 
-import dask.array as da
 import numpy as np
 
 from ..errors import SlideReadError
-from .base import Slide, chunk_side, composite_on_white
+from .base import Slide, composite_on_white, tile_chunks
 
 __all__ = ["TifffileSlide"]
 
 _UNIT_UM = {"µm": 1.0, "um": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6}
+
+
+class _TiffLevel:
+    """One pyramid level: tile geometry, byte ranges and the codec of its page."""
+
+    def __init__(self, series_level, fd: int, path: str) -> None:
+        page = series_level.keyframe
+        if page.photometric not in (1, 2, 6) or page.dtype != np.uint8:  # minisblack, rgb, ycbcr
+            raise ValueError(f"unsupported image kind (photometric {page.photometric}, dtype {page.dtype})")
+        extra = {a: n for a, n in zip(series_level.axes, series_level.shape, strict=True) if a not in "YXS" and n > 1}
+        if extra:
+            raise ValueError(f"a stack of images per level ({extra}); expected one RGB or grey image")
+        if page.planarconfig != 1 and page.samplesperpixel > 1:
+            raise ValueError("planar (separate-plane) RGB is not supported; save the TIFF as contiguous RGB")
+        self.page, self.fd = page, fd
+        self.rows, self.cols = page.imagelength, page.imagewidth
+        self.spp = page.samplesperpixel
+        if self.spp not in (1, 3, 4):
+            raise ValueError(f"expected 1, 3 or 4 samples per pixel, got {self.spp}")
+        self.tiled = bool(page.tilelength)
+        self.th = page.tilelength if self.tiled else min(page.rowsperstrip or self.rows, self.rows)
+        self.tw = page.tilewidth if self.tiled else self.cols
+        self.across = math.ceil(self.cols / self.tw)
+        self.offsets, self.counts = page.dataoffsets, page.databytecounts
+        self.decode = page.decode
+        self.jpegtables = page.jpegtables
+        self.mmap = None
+        if page.compression == 1 and page.is_contiguous:
+            self.mmap = np.memmap(path, dtype=np.uint8, mode="r", offset=page.dataoffsets[0],
+                                  shape=(self.rows, self.cols, self.spp))
+
+    @property
+    def chunks(self) -> tuple[int, int]:
+        return tile_chunks((self.th, self.tw) if self.tiled else (None, None))
+
+    def _segment(self, r: int, c: int) -> np.ndarray:
+        index = r * self.across + c
+        count = int(self.counts[index])
+        if count == 0:  # a sparse (unwritten) tile: nothing was scanned there
+            return np.full((self.th, self.tw, self.spp), 255, np.uint8)
+        data = os.pread(self.fd, count, int(self.offsets[index]))
+        seg = self.decode(data, index, jpegtables=self.jpegtables)[0]
+        return seg.reshape(seg.shape[-3:])
+
+    def read(self, y: int, x: int, h: int, w: int) -> np.ndarray:
+        """(h, w, spp) uint8 at level pixel (y, x); the window lies inside the level."""
+        if self.mmap is not None:
+            return np.array(self.mmap[y : y + h, x : x + w])
+        out = np.empty((h, w, self.spp), np.uint8)
+        for r in range(y // self.th, (y + h - 1) // self.th + 1):
+            for c in range(x // self.tw, (x + w - 1) // self.tw + 1):
+                seg = self._segment(r, c)
+                ty, tx = r * self.th, c * self.tw
+                y0, y1 = max(y, ty), min(y + h, ty + self.th, self.rows)
+                x0, x1 = max(x, tx), min(x + w, tx + self.tw, self.cols)
+                out[y0 - y : y1 - y, x0 - x : x1 - x] = seg[y0 - ty : y1 - ty, x0 - tx : x1 - tx]
+        return out
 
 
 class TifffileSlide(Slide):
@@ -34,45 +94,35 @@ class TifffileSlide(Slide):
             self._tif = tifffile.TiffFile(str(path))
         except (tifffile.TiffFileError, OSError, ValueError) as err:
             raise SlideReadError(f"{path}: not a readable TIFF ({err})") from err
+        self._fd = os.open(str(path), os.O_RDONLY)
         try:
-            levels = [self._level_array(lvl) for lvl in self._tif.series[0].levels]
-        except (tifffile.TiffFileError, OSError, ValueError, KeyError, IndexError) as err:
-            self._tif.close()
-            raise SlideReadError(f"{path}: not a readable TIFF ({err})") from err
+            series = self._tif.series[0]
+            self._levels = [_TiffLevel(lvl, self._fd, str(path)) for lvl in series.levels]
+        except (tifffile.TiffFileError, OSError, ValueError, KeyError, IndexError, AttributeError) as err:
+            self._release()
+            raise SlideReadError(f"{path}: not a readable TIFF slide ({err})") from err
         # close the file when the slide is garbage-collected (e.g. its napari layer was deleted)
-        self._finalizer = weakref.finalize(self, self._tif.close)
+        self._finalizer = weakref.finalize(self, _release, self._tif, self._fd)
         super().__init__(path, mpp=mpp, file_mpp=self._file_mpp())
-        self.vendor = "ome-tiff" if self._tif.is_ome else "tiff"
-        shape0 = levels[0].shape
-        self.level_shapes = [(a.shape[0], a.shape[1]) for a in levels]
-        self.level_downsamples = [float((shape0[0] / a.shape[0] + shape0[1] / a.shape[1]) / 2) for a in levels]
-        self.levels = levels
+        self.vendor = "ome-tiff" if self._tif.is_ome else f"tiff ({series.kind})"
+        shape0 = (self._levels[0].rows, self._levels[0].cols)
+        self.level_shapes = [(lv.rows, lv.cols) for lv in self._levels]
+        self.level_downsamples = [float((shape0[0] / r + shape0[1] / c) / 2) for r, c in self.level_shapes]
+        self._set_levels([lv.chunks for lv in self._levels])
         self.associated_images = [f"series{i}" for i in range(1, len(self._tif.series))]
 
-    def _level_array(self, level) -> da.Array:
-        import zarr
-
-        page = level.pages[0] if hasattr(level, "pages") else level
-        if page.photometric not in (1, 2, 6) or level.dtype != np.uint8:  # minisblack, rgb, ycbcr
-            raise ValueError(f"unsupported image kind (photometric {page.photometric}, dtype {level.dtype})")
-        if page.compression == 1 and page.is_contiguous and len(level.shape) == 3:
-            arr = self._tif.filehandle
-            data = np.memmap(self._tif.filehandle.path, dtype=level.dtype, mode="r",
-                             offset=page.dataoffsets[0], shape=level.shape)
-        else:
-            data = zarr.open(level.aszarr(), mode="r")
-        tile = page.tilelength or 0
-        chunks = (chunk_side(tile or None), chunk_side(page.tilewidth or None), -1)
-        arr = da.from_array(data, chunks=chunks[: data.ndim], lock=False, asarray=True,
-                            name=f"tifffile-{id(self)}-{page.index}")
-        return _to_rgb(arr)
+    def _release(self) -> None:
+        _release(self._tif, self._fd)
 
     def _file_mpp(self) -> float | None:
         if self._tif.is_ome:
             m = re.search(r'PhysicalSizeX="([^"]+)"', self._tif.ome_metadata or "")
             u = re.search(r'PhysicalSizeXUnit="([^"]+)"', self._tif.ome_metadata or "")
             if m:
-                return _sane(float(m.group(1)) * _UNIT_UM.get(u.group(1) if u else "µm", 1.0))
+                try:
+                    return _positive(float(m.group(1)) * _UNIT_UM.get(u.group(1) if u else "µm", 1.0))
+                except ValueError:
+                    return None
         tags = self._tif.pages[0].tags
         res, unit = tags.get("XResolution"), tags.get("ResolutionUnit")
         if res is None or unit is None or unit.value not in (2, 3):
@@ -81,44 +131,36 @@ class TifffileSlide(Slide):
         if not num or not den:
             return None
         per_unit_um = 25_400.0 if unit.value == 2 else 10_000.0
-        return _sane(per_unit_um * den / num)
+        return _positive(per_unit_um * den / num)
 
-    def _read(self, location_xy_l0, level, size_xy):
-        ds = self.level_downsamples[level]
-        x, y = round(location_xy_l0[0] / ds), round(location_xy_l0[1] / ds)
-        w, h = size_xy
-        rows, cols = self.level_shapes[level]
-        out = np.full((h, w, 3), 255, np.uint8)
-        x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, cols), min(y + h, rows)
-        if x1 > x0 and y1 > y0:
-            try:
-                block = self.levels[level][y0:y1, x0:x1].compute(scheduler="synchronous")
-            except Exception as err:  # codecs raise their own types for corrupt tiles
-                raise SlideReadError(f"{self.path}: cannot decode region at {location_xy_l0} level {level} "
-                                     f"({type(err).__name__}: {err})") from err
-            out[y0 - y : y1 - y, x0 - x : x1 - x] = block
-        return out
+    def _read_level(self, level, y, x, h, w):
+        try:
+            block = self._levels[level].read(y, x, h, w)
+        except Exception as err:  # codecs raise their own types for corrupt tiles
+            raise SlideReadError(f"{self.path}: cannot decode level {level} at ({x}, {y}) "
+                                 f"({type(err).__name__}: {err})") from err
+        if block.shape[-1] == 1:
+            return np.repeat(block, 3, axis=-1)
+        return composite_on_white(block) if block.shape[-1] == 4 else block
 
     def read_associated(self, name: str) -> np.ndarray:
         if name not in self.associated_images:
             return super().read_associated(name)
-        arr = self._tif.series[int(name.removeprefix("series"))].asarray()
-        return np.asarray(_to_rgb(da.from_array(arr)))
+        arr = np.asarray(self._tif.series[int(name.removeprefix("series"))].asarray())
+        if arr.ndim == 2:
+            return np.repeat(arr[..., None], 3, axis=-1)
+        return composite_on_white(arr) if arr.shape[-1] == 4 else arr[..., :3]
 
     def _close(self) -> None:
         self._finalizer()
 
 
-def _to_rgb(arr: da.Array) -> da.Array:
-    if arr.ndim == 2:
-        return da.stack([arr] * 3, axis=-1)
-    if arr.shape[-1] == 4:
-        return arr.map_blocks(composite_on_white, chunks=(*arr.chunks[:2], (3,)), dtype=np.uint8)
-    if arr.shape[-1] != 3:
-        raise ValueError(f"expected RGB(A) samples, got {arr.shape[-1]} channels")
-    return arr
+def _release(tif, fd: int) -> None:
+    tif.close()
+    with contextlib.suppress(OSError):
+        os.close(fd)
 
 
-def _sane(mpp: float) -> float | None:
+def _positive(mpp: float) -> float | None:
     """A positive finite value, else no mpp (the plausible range is checked, with a warning, by Slide)."""
     return mpp if math.isfinite(mpp) and mpp > 0 else None
