@@ -63,7 +63,7 @@ def heatmaps_from_patch_names(pairs: list[tuple[str, float]], patch_size_l0: int
     for name, value in pairs:
         pn = parse_patch_name(name)
         if pn.x < 0 or pn.y < 0:
-            raise ValueError(f"patch {name!r} has negative coordinates")
+            raise InputFileError(f"patch {name!r} has negative coordinates")
         by_slide.setdefault(pn.slide_id, []).append((pn.y // patch_size_l0, pn.x // patch_size_l0, value))
     out = {}
     for slide_id, cells in by_slide.items():
@@ -78,5 +78,5 @@ def heatmaps_from_patch_names(pairs: list[tuple[str, float]], patch_size_l0: int
         try:
             out[slide_id] = cells_to_heatmap(r, c, v, (int(r.max()) + 1, int(c.max()) + 1))
         except ValueError as err:
-            raise ValueError(f"slide {slide_id!r}: {err}") from err
+            raise InputFileError(f"slide {slide_id!r}: {err}") from err
     return out
