@@ -17,7 +17,7 @@ import torch
 from ._atomic import atomic_write, check_writable
 from .errors import CheckpointError
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "read_checkpoint", "read_official", "write_checkpoint"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "checkpoint_kind", "read_checkpoint", "read_official", "write_checkpoint"]
 
 FORMAT = "napari-anonavila/detector"
 FORMAT_VERSION = 1
@@ -133,6 +133,22 @@ def _parse_meta(path: Path, text) -> dict:
     return meta
 
 
+def checkpoint_kind(path: str | os.PathLike) -> str:
+    """``"ours"`` (safetensors) or ``"authors"`` (a torch file), told from the bytes, never from the extension."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot read the checkpoint ({err.strerror or err})") from err
+    if len(head) >= 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < 1 << 30:
+        return "ours"
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # torch.save zip, or the legacy pickle format
+        return "authors"
+    raise CheckpointError(f"{path}: not a checkpoint this tool reads (neither a napari-anonavila .safetensors nor "
+                          "an authors' Ano-NAViLa .pth)")
+
+
 def _is_zip(path: Path) -> bool:
     try:
         return zipfile.is_zipfile(path)
@@ -159,7 +175,8 @@ def read_official(path: str | os.PathLike) -> dict:
     """Read the authors' ``torch.save({'model_state': ...})`` file (``module.`` prefixes and VLM weights optional).
 
     Returns the parts we use: ``mlp`` (state dict), ``normal_text``, ``abnormal_text``, ``centroid_normal``,
-    ``centroid_abnormal``, ``logit_scale_exp`` (None without ``VLM.logit_scale``) and ``has_vlm``.
+    ``centroid_abnormal``, ``logit_scale_exp`` (None without ``VLM.logit_scale``), ``has_vlm`` and ``vlm_state``
+    (CONCH's weights, the ``VLM.*`` tensors without the prefix; empty without them).
     """
     path = Path(path)
     if not path.is_file():
@@ -197,4 +214,5 @@ def read_official(path: str | os.PathLike) -> dict:
         "logit_scale_exp": float(state["VLM.logit_scale"].float().exp().reshape(-1)[0])
         if "VLM.logit_scale" in state else None,
         "has_vlm": any(k.startswith("VLM.") for k in state),
+        "vlm_state": {k[4:]: v for k, v in state.items() if k.startswith("VLM.")},
     }

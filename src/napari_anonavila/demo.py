@@ -23,14 +23,15 @@ from .training import TrainConfig
 __all__ = ["run_demo"]
 
 
-def run_demo(out: str | os.PathLike, *, backend: str = "demo", device: str | None = None, size: int = 4096,
-             epochs: int = 30, overwrite: bool = False, on_progress: ProgressCallback | None = None,
+def run_demo(out: str | os.PathLike, *, backend: str = "demo", device: str | None = None, precision: str = "float32",
+             allow_download: bool = False, size: int = 4096, epochs: int = 30, overwrite: bool = False,
+             on_progress: ProgressCallback | None = None,
              log: Callable[[str], None] = lambda s: None) -> dict:
     """Run the demo into ``out``; return a report with the localisation AUROC of the planted anomalies."""
     out = Path(out)
     log(f"[1/4] writing synthetic slides ({size}x{size} px, 0.5 um/px) to {out / 'slides'}")
     sample = write_sample_slides(out / "slides", size=size)
-    det = Detector.create(backend, device=device)
+    det = Detector.create(backend, device=device, precision=precision, allow_download=allow_download)
     log(f"[2/4] embedding the normal slide with backend {det.backend_spec}")
     with open_slide(sample.normal) as normal:
         grid = make_grid(normal)

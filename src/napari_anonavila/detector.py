@@ -15,7 +15,7 @@ import torch
 
 from . import __version__
 from .backends import VLMBackend, get_backend
-from .checkpoint import read_checkpoint, read_official, write_checkpoint
+from .checkpoint import checkpoint_kind, read_checkpoint, read_official, write_checkpoint
 from .errors import CheckpointError, NonFiniteError, TermPoolError
 from .head import MLP
 from .patches import iter_image_batches, list_images
@@ -24,10 +24,37 @@ from .scoring import PatchScores, ScoreMode, score_batch
 from .terms import TermPools
 from .training import TrainConfig, iter_fit_mlp
 
-__all__ = ["Detector", "ImagesLike"]
+__all__ = ["HOLDOUT", "Detector", "ImagesLike", "holdout_split"]
 
 ImagesLike = Any  # (N, D) embeddings, a folder path, or a sequence of RGB arrays / PIL images
 _MAX_REFERENCE = 20_000
+
+
+HOLDOUT = 0.2  # part of the normal reference held out for the centroids when no centroid set is given
+
+
+def holdout_split(n: int, groups: Sequence | None, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(training rows, centroid rows, record): whole groups held out when there are several, else rows; seeded.
+
+    Too few rows to hold any out (fewer than 5) fall back to the training rows, with a warning.
+    """
+    rng = np.random.default_rng(seed)
+    rows = np.arange(n)
+    record = {"fraction": fraction, "seed": seed}
+    names = list(dict.fromkeys(groups)) if groups is not None else []
+    if len(names) >= 2:
+        k = min(len(names) - 1, max(1, round(fraction * len(names))))
+        held = set(rng.permutation(len(names))[:k].tolist())
+        held_names = [names[i] for i in sorted(held)]
+        mask = np.isin(np.asarray([names.index(g) for g in groups]), sorted(held))
+        return rows[~mask], rows[mask], {**record, "kind": "held-out slides", "held_out": [str(g) for g in held_names]}
+    if n < 5:
+        warnings.warn(f"only {n} normal patches: too few to hold any out, so the centroids come from the training "
+                      "patches (give more normal tissue, or a separate centroid set)", UserWarning, stacklevel=3)
+        return rows, rows, {**record, "kind": "training patches (too few to hold out)"}
+    k = min(n - 2, max(1, round(fraction * n)))
+    perm = rng.permutation(n)
+    return np.sort(perm[k:]), np.sort(perm[:k]), {**record, "kind": "held-out patches"}
 
 
 def check_embeddings(x: np.ndarray | torch.Tensor, dim: int, what: str = "embeddings") -> torch.Tensor:
@@ -68,9 +95,11 @@ class Detector:
     # -- construction ------------------------------------------------------------------------------
     @classmethod
     def create(cls, backend: str | VLMBackend = "demo", pools: TermPools | None = None, *,
-               device: str | None = None, mode: ScoreMode | str = ScoreMode.SUM) -> Detector:
+               device: str | None = None, mode: ScoreMode | str = ScoreMode.SUM, precision: str = "float32",
+               allow_download: bool = False) -> Detector:
         """An untrained detector: text embeddings of ``pools`` (default: the shipped pools) from ``backend``."""
-        vlm = get_backend(backend, device) if isinstance(backend, str) else backend
+        vlm = get_backend(backend, device, precision=precision, allow_download=allow_download) \
+            if isinstance(backend, str) else backend
         pools = pools or TermPools.default()
         return cls(backend=vlm, backend_spec=str(vlm.spec), backend_id=vlm.id, pools=pools,
                    normal_text=vlm.encode_texts(pools.normal), abnormal_text=vlm.encode_texts(pools.abnormal),
@@ -148,16 +177,31 @@ class Detector:
 
     # -- training ----------------------------------------------------------------------------------
     def iter_fit(self, normal: ImagesLike, centroid_set: ImagesLike | None = None, *,
-                 config: TrainConfig | None = None, batch_size: int = 32) -> Generator[Progress, None, list[float]]:
-        """Embed normal images, train the MLP, then fit centroids on ``centroid_set`` (default: ``normal``)."""
+                 config: TrainConfig | None = None, batch_size: int = 32, groups: Sequence | None = None,
+                 holdout: float = HOLDOUT) -> Generator[Progress, None, list[float]]:
+        """Embed normal images, train the MLP, then fit the centroids on normal images it was not trained on.
+
+        The centroids come from ``centroid_set`` when given; otherwise a seeded ``holdout`` part of ``normal`` is
+        held out for them (whole slides or folders when ``groups`` names more than one, else single patches),
+        as the paper and the authors do. The split is recorded in ``info["centroid_split"]``.
+        """
         config = config or TrainConfig()
-        train = yield from self.iter_embed(normal, batch_size=batch_size)
-        ref = train if centroid_set is None else (yield from self.iter_embed(centroid_set, batch_size=batch_size))
+        if isinstance(normal, (str, os.PathLike)) and groups is None:
+            paths, normal = yield from self.iter_embed_files(list_images(normal), batch_size=batch_size)
+            groups = [str(p.parent) for p in paths]
+        embs = yield from self.iter_embed(normal, batch_size=batch_size)
+        if centroid_set is not None:
+            train, ref = embs, (yield from self.iter_embed(centroid_set, batch_size=batch_size))
+            split = {"kind": "given centroid set"}
+        else:
+            train_idx, ref_idx, split = holdout_split(len(embs), groups, holdout, config.seed)
+            train, ref = embs[train_idx], embs[ref_idx]
         mlp, losses = yield from iter_fit_mlp(train, self.normal_text, self.abnormal_text, self.logit_scale_exp,
                                               config)
         self.mlp = mlp
         self.fit_centroids(ref)
         self.info.update(train=config.to_dict(), n_train=int(train.shape[0]), n_centroid=int(ref.shape[0]),
+                         centroid_split={**split, "n_train": int(train.shape[0]), "n_centroid": int(ref.shape[0])},
                          loss_first=losses[0], loss_last=losses[-1])
         return losses
 
@@ -188,9 +232,16 @@ class Detector:
         self.reference = ref
 
     def set_pools(self, pools: TermPools) -> None:
-        """Use new term pools: re-encode only new prompts, recompute centroids from the kept reference."""
-        vlm = self.require_backend()
-        texts = vlm.encode_texts(pools.normal), vlm.encode_texts(pools.abnormal)  # may fail: change nothing yet
+        """Use new term pools: prompts the detector already has keep their embeddings exactly (imported ones as
+        stored); only new prompts are encoded. The centroids are recomputed from the kept reference."""
+        known: dict[str, torch.Tensor] = {}
+        for prompts, embs in ((self.pools.normal, self.normal_text), (self.pools.abnormal, self.abnormal_text)):
+            for p, e in zip(prompts, embs, strict=True):
+                known.setdefault(p, e)
+        new = [p for p in dict.fromkeys((*pools.normal, *pools.abnormal)) if p not in known]
+        if new:  # may fail: change nothing yet
+            known.update(zip(new, self.require_backend().encode_texts(new), strict=True))
+        texts = (torch.stack([known[p] for p in pools.normal]), torch.stack([known[p] for p in pools.abnormal]))
         self.pools, (self.normal_text, self.abnormal_text) = pools, texts
         if self.mlp is not None and self.reference is not None:
             self.fit_centroids(self.reference)
@@ -251,8 +302,15 @@ class Detector:
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, backend: str | VLMBackend | None = None, device: str | None = None,
-             attach_backend: bool = True) -> Detector:
-        """Load a checkpoint. The backend comes from ``backend`` or the stored spec, and must match the weights."""
+             attach_backend: bool = True, precision: str = "float32", allow_download: bool = False) -> Detector:
+        """Load a checkpoint: ours (``.safetensors``) or the authors' (``.pth``), told apart by content.
+
+        The backend comes from ``backend`` or the stored spec (for an authors' file that holds CONCH under
+        ``VLM.*``, CONCH is built from the file itself), and must match the weights.
+        """
+        if checkpoint_kind(path) == "authors":
+            return cls.from_official_checkpoint(path, backend=backend, device=device, precision=precision,
+                                                attach_backend=attach_backend)
         tensors, meta = read_checkpoint(path)  # names, shapes, dtypes and finiteness are checked there
         dim = int(meta["embed_dim"])
         try:
@@ -270,7 +328,8 @@ class Detector:
             raise CheckpointError(f"{path}: checkpoint content is incomplete or inconsistent ({err})") from err
         vlm = None
         if backend is not None or attach_backend:
-            vlm = get_backend(backend or spec, device) if not isinstance(backend, VLMBackend) else backend
+            vlm = get_backend(backend or spec, device, precision=precision, allow_download=allow_download) \
+                if not isinstance(backend, VLMBackend) else backend
             if vlm.id != backend_id or vlm.embed_dim != dim:
                 raise CheckpointError(f"{path}: trained with backend {backend_id} ({dim}-d), but the given "
                                       f"backend is {vlm.id} ({vlm.embed_dim}-d); pass the backend it was trained with")
@@ -281,31 +340,83 @@ class Detector:
 
     @classmethod
     def from_official_checkpoint(cls, path: str | os.PathLike, *, backend: str | VLMBackend | None = None,
-                                 pools: TermPools | None = None, device: str | None = None) -> Detector:
-        """Import the authors' ``.pth``: stored text embeddings and centroids are used as stored.
+                                 pools: TermPools | None = None, device: str | None = None,
+                                 precision: str = "float32", attach_backend: bool = True) -> Detector:
+        """Import the authors' ``.pth``: MLP, text embeddings and centroids used exactly as stored.
 
-        The logit scale comes from ``VLM.logit_scale`` when present, else from ``backend``. ``pools`` names the
-        terms (default: the shipped pools) and must match the stored embedding counts.
+        When the file holds CONCH under ``VLM.*`` (the released checkpoints do), CONCH is built from it: the file
+        alone is a complete detector. The logit scale is ``VLM.logit_scale`` (else the backend's). Stored text
+        embeddings are kept as stored, duplicates included; their terms are named by matching each embedding to
+        the shipped prompts encoded by the model, and the rest are named ``normal term 17`` (with a warning).
+        ``pools`` gives the names instead (its counts must match).
         """
+        from .backends import BackendSpec
+        from .backends.conch import ConchBackend
+
         ck = read_official(path)
-        vlm = get_backend(backend, device) if isinstance(backend, str) else backend
+        path = Path(path)
+        vlm = None
+        if isinstance(backend, VLMBackend):
+            vlm = backend
+        elif backend is not None:
+            vlm = get_backend(backend, device, precision=precision)
+        elif ck["has_vlm"] and attach_backend:
+            from .backends import resolve_device
+            from .backends.base import sha256_file
+
+            vlm = ConchBackend(BackendSpec("conch", "conch_ViT-B-16", str(path)), resolve_device(device),
+                               precision=precision, state=ck["vlm_state"], weights_sha256=sha256_file(path))
+        ck.pop("vlm_state", None)
         scale = ck["logit_scale_exp"] if ck["logit_scale_exp"] is not None else getattr(vlm, "logit_scale_exp", None)
         if scale is None:
             raise CheckpointError(f"{path}: has no VLM.logit_scale; pass backend=... to take the logit scale from it")
-        pools = pools or TermPools.default()
-        n_n, n_a = ck["normal_text"].shape[0], ck["abnormal_text"].shape[0]
-        if (n_n, n_a) != (len(pools.normal), len(pools.abnormal)):
-            raise CheckpointError(f"{path}: stores {n_n} normal / {n_a} abnormal text embeddings, but the term pools "
-                                  f"have {len(pools.normal)} / {len(pools.abnormal)}; pass the pools it was trained on")
         dim = ck["normal_text"].shape[1]
+        if vlm is not None and vlm.embed_dim != dim:
+            raise CheckpointError(f"{path}: {dim}-d embeddings, but backend {vlm.spec} gives {vlm.embed_dim}-d")
+        if pools is not None:
+            n_n, n_a = ck["normal_text"].shape[0], ck["abnormal_text"].shape[0]
+            if (n_n, n_a) != (len(pools.normal), len(pools.abnormal)):
+                raise CheckpointError(f"{path}: stores {n_n} normal / {n_a} abnormal text embeddings, but the term "
+                                      f"pools have {len(pools.normal)} / {len(pools.abnormal)}")
+            unnamed = {}
+        else:
+            pools, unnamed = _name_imported_terms(ck["normal_text"], ck["abnormal_text"], vlm)
+            if sum(unnamed.values()):
+                warnings.warn(f"{path.name}: {ck['normal_text'].shape[0]} normal / {ck['abnormal_text'].shape[0]} "
+                              f"abnormal text embeddings are used as stored; {unnamed['normal']} normal and "
+                              f"{unnamed['abnormal']} abnormal terms could not be named from the shipped pools"
+                              f"{'' if vlm is not None else ' (no model to encode them with)'} and are shown as "
+                              "'normal term N' / 'abnormal term N'", UserWarning, stacklevel=2)
         mlp = MLP(dim)
         try:
             mlp.load_state_dict(ck["mlp"])
         except RuntimeError as err:
             raise CheckpointError(f"{path}: MLP weights do not fit a {dim}-d model ({err})") from err
-        if vlm is not None and vlm.embed_dim != dim:
-            raise CheckpointError(f"{path}: {dim}-d embeddings, but backend {vlm.spec} gives {vlm.embed_dim}-d")
-        return cls(backend=vlm, backend_spec=str(vlm.spec) if vlm else "official", backend_id=vlm.id if vlm else
-                   "official", pools=pools, normal_text=ck["normal_text"], abnormal_text=ck["abnormal_text"],
-                   logit_scale_exp=scale, mlp=mlp, centroids=(ck["centroid_normal"], ck["centroid_abnormal"]),
-                   info={"imported_from": str(path), "had_vlm_weights": ck["has_vlm"]})
+        return cls(backend=vlm, backend_spec=str(vlm.spec) if vlm else f"conch:{path}" if ck["has_vlm"] else "official",
+                   backend_id=vlm.id if vlm else "official", pools=pools, normal_text=ck["normal_text"],
+                   abnormal_text=ck["abnormal_text"], logit_scale_exp=scale, mlp=mlp,
+                   centroids=(ck["centroid_normal"], ck["centroid_abnormal"]),
+                   info={"imported_from": str(path), "had_vlm_weights": ck["has_vlm"], "unnamed_terms": unnamed,
+                         "centroid_split": {"kind": "as stored by the authors (held-out normal slides)"}})
+
+
+def _name_imported_terms(normal: torch.Tensor, abnormal: torch.Tensor, vlm: VLMBackend | None
+                         ) -> tuple[TermPools, dict[str, int]]:
+    """Pools for stored text embeddings: each named by the shipped prompt whose embedding it is (cos > 0.999).
+
+    Returns the pools (duplicates kept, as stored) and how many terms of each pool stayed unnamed.
+    """
+    shipped = TermPools.default()
+    out, unnamed = {}, {}
+    for kind, stored in (("normal", normal), ("abnormal", abnormal)):
+        prompts = list(getattr(shipped, kind))
+        names = [None] * len(stored)
+        if vlm is not None:
+            ref = torch.nn.functional.normalize(vlm.encode_texts(prompts), dim=1)
+            sim = torch.nn.functional.normalize(stored.float(), dim=1) @ ref.T
+            best, idx = sim.max(dim=1)
+            names = [prompts[int(i)] if float(b) > 0.999 else None for b, i in zip(best, idx, strict=True)]
+        unnamed[kind] = sum(n is None for n in names)
+        out[kind] = tuple(n if n is not None else f"{kind} term {i + 1}" for i, n in enumerate(names))
+    domain = f"{shipped.domain} (as stored in the authors' checkpoint)"
+    return TermPools(out["normal"], out["abnormal"], shipped.template, "authors' checkpoint", domain, True), unnamed

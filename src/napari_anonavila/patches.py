@@ -56,7 +56,8 @@ def list_images(folder: str | os.PathLike, *, recursive: bool = True) -> list[Pa
 
 
 def read_image(path: Path) -> np.ndarray | None:
-    """An RGB uint8 array, or None (logged) when the file is not a readable image; callers count and warn."""
+    """An RGB uint8 array read as the authors read patches (PIL, ``convert("RGB")``), or None (logged) when the
+    file is not a readable image or is too large for a patch; callers count and warn."""
     try:
         with warnings.catch_warnings():  # our own limit below decides, before any pixel is decoded
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -68,11 +69,7 @@ def read_image(path: Path) -> np.ndarray | None:
                                "patches first", path, w, h, MAX_PATCH_PIXELS)
                 return None
             im.load()
-            if im.mode in ("RGBA", "LA", "P"):
-                im = im.convert("RGBA")
-                bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
-                im = Image.alpha_composite(bg, im)
-            return np.asarray(im.convert("RGB"))
+            return np.asarray(im.convert("RGB"))  # as the authors read patches: any alpha is dropped, not blended
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
         logger.warning("%s: skipped, not a readable image (%s)", path, err)
         return None

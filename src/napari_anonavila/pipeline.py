@@ -61,10 +61,11 @@ class SlideResult:
         return order[:k]
 
 
-def cache_key(slide: Slide, grid: PatchGrid, backend_id: str, embed_dim: int, image_size: int) -> dict:
-    """What the embeddings depend on: slide content, reader, grid, and the embedding model."""
+def cache_key(slide: Slide, grid: PatchGrid, backend_id: str, embed_dim: int, backend: VLMBackend | None) -> dict:
+    """What the embeddings depend on: slide content, reader, grid, and the embedding model and its precision."""
     return {"slide_fingerprint": slide.fingerprint(), "reader": slide.reader, "grid": grid.key(),
-            "backend_id": backend_id, "embed_dim": embed_dim, "image_size": image_size}
+            "backend_id": backend_id, "embed_dim": embed_dim, "image_size": backend.image_size if backend else 0,
+            "precision": backend.precision if backend else "float32"}
 
 
 def _read_patch(slide: Slide, xy: np.ndarray, p: int, level: int, backend: VLMBackend) -> torch.Tensor:
@@ -122,11 +123,10 @@ def iter_grid_embeddings(slide: Slide, grid: PatchGrid, backend: VLMBackend | No
     complete, so an interrupted run resumes where it stopped.
     """
     n = len(grid)
-    image_size = backend.image_size if backend else 0
     entry = None
     if cache is not None:
         rows = batch_size * math.ceil(CHUNK_ROWS / batch_size)  # chunks hold whole batches: a resume encodes alike
-        entry = cache.entry(cache_key(slide, grid, backend_id, embed_dim, image_size), chunk_rows=rows)
+        entry = cache.entry(cache_key(slide, grid, backend_id, embed_dim, backend), chunk_rows=rows)
     ranges = entry.ranges() if entry else ([(0, n)] if n else [])
     good = [entry is not None and entry.read(i) is not None for i in range(len(ranges))]
     todo = [np.arange(s, e) for (s, e), ok in zip(ranges, good, strict=True) if not ok]
@@ -225,9 +225,7 @@ def score_slide(detector, slide: Slide | str | os.PathLike, *, out_dir: str | os
             if out_dir is not None:
                 write_slide_outputs(out_dir, result, detector, sl, thumbnail=cache.thumbnail(sl),
                                     overwrite=overwrite, checkpoint=checkpoint, extra=extra)
-                backend = detector.backend
-                cache.prune(cache_key(sl, grid, detector.backend_id, detector.embed_dim,
-                                      backend.image_size if backend else 0), grid_key)
+                cache.prune(cache_key(sl, grid, detector.backend_id, detector.embed_dim, detector.backend), grid_key)
         return result
     finally:
         if own:

@@ -42,11 +42,12 @@ def strip_template(prompt: str, template: str) -> str | None:
 
 
 def dedupe(prompts: list[str], *, source: str = "term pool") -> list[str]:
-    """Strip prompts, drop empty ones and case-/space-insensitive duplicates (first wins), warn by name."""
+    """Drop blank prompts and case-/space-insensitive duplicates (first wins), warn by name; the prompts kept are
+    unchanged, byte for byte (a trailing space is a token to CONCH's tokenizer)."""
     seen: dict[str, str] = {}
     dupes: list[str] = []
-    for p in (p.strip() for p in prompts):
-        if not p:
+    for p in prompts:
+        if not p.strip():
             continue
         k = _key(p)
         if k in seen:
@@ -95,7 +96,9 @@ def load_pool(path: str | os.PathLike, *, template: str = DEFAULT_TEMPLATE) -> l
 
     ``.csv`` files follow the authors' layout (header ``Normal``/``Abnormal``, one full prompt a row). Any
     other file is plain text: one term a line, ``#`` starts a comment line, and ``template`` makes the prompt.
-    Duplicates are dropped with a warning; an empty pool raises :class:`TermPoolError`.
+    Prompts are kept exactly as written, surrounding spaces included: the authors' released weights were
+    trained on prompts with trailing spaces, which CONCH's tokenizer encodes. Duplicates are dropped with a
+    warning; an empty pool raises :class:`TermPoolError`.
     """
     path = Path(path)
     text = _decode(path)
@@ -103,8 +106,8 @@ def load_pool(path: str | os.PathLike, *, template: str = DEFAULT_TEMPLATE) -> l
         prompts = _parse_csv(text, path)
     else:
         check_template(template)
-        lines = [ln.strip() for ln in text.splitlines()]
-        prompts = [template.format(ln) for ln in lines if ln and not ln.startswith("#")]
+        lines = text.splitlines()  # line ends go; every other character, spaces included, is the term
+        prompts = [template.format(ln) for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
     prompts = dedupe(prompts, source=str(path))
     if not prompts:
         raise TermPoolError(f"{path}: the term pool is empty")
@@ -141,6 +144,7 @@ class TermPools:
     template: str = DEFAULT_TEMPLATE
     source: str = field(default="", compare=False)
     domain: str = field(default="", compare=False)  # what tissue the terms describe, for people to read
+    duplicates_allowed: bool = False  # imported pools are used as stored, duplicates included
 
     def __post_init__(self) -> None:
         check_template(self.template)
@@ -148,7 +152,7 @@ class TermPools:
             pool = getattr(self, name)
             if not pool:
                 raise TermPoolError(f"the {name} term pool is empty")
-            if len({_key(p) for p in pool}) != len(pool):
+            if len({_key(p) for p in pool}) != len(pool) and not self.duplicates_allowed:
                 raise TermPoolError(f"the {name} term pool has duplicates; build it with TermPools.from_lists")
 
     @classmethod
@@ -174,8 +178,8 @@ class TermPools:
         return cls(pools.normal, pools.abnormal, DEFAULT_TEMPLATE, "default lymph-node pools", DEFAULT_DOMAIN)
 
     def terms(self, kind: str) -> list[str]:
-        """The pool's terms with the template removed where it applies (for display)."""
-        return [strip_template(p, self.template) or p for p in getattr(self, kind)]
+        """The pool's terms for display: the template removed where it applies, surrounding spaces trimmed."""
+        return [(strip_template(p, self.template) or p).strip() for p in getattr(self, kind)]
 
     def describe(self) -> str:
         """For people: the pools' domain and sizes, e.g. 'lymph-node terms (92 normal / 48 abnormal)'."""
@@ -183,9 +187,10 @@ class TermPools:
 
     def to_dict(self) -> dict:
         return {"normal": list(self.normal), "abnormal": list(self.abnormal), "template": self.template,
-                "domain": self.domain}
+                "domain": self.domain, "duplicates_allowed": self.duplicates_allowed}
 
     @classmethod
     def from_dict(cls, d: dict) -> TermPools:
-        return cls(tuple(d["normal"]), tuple(d["abnormal"]), d.get("template", DEFAULT_TEMPLATE),
-                   domain=str(d.get("domain", "")))
+        return cls(tuple(map(str, d["normal"])), tuple(map(str, d["abnormal"])),
+                   str(d.get("template", DEFAULT_TEMPLATE)), domain=str(d.get("domain", "")),
+                   duplicates_allowed=bool(d.get("duplicates_allowed", False)))

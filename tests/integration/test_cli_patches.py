@@ -53,7 +53,8 @@ def test_train_writes_a_loadable_checkpoint(workspace):
     _, _, model = workspace
     det = Detector.load(model)
     assert det.is_fitted
-    assert det.info["n_train"] == 12
+    split = det.info["centroid_split"]
+    assert (split["kind"], split["n_train"] + split["n_centroid"]) == ("held-out patches", 12)
 
 
 def test_score_patches_writes_authors_layout(workspace):

@@ -11,6 +11,7 @@ from napari_anonavila.detector import Detector
 from napari_anonavila.errors import CheckpointError
 from napari_anonavila.head import MLP
 from napari_anonavila.scoring import ScoreMode
+from napari_anonavila.terms import TermPools
 from napari_anonavila.training import TrainConfig
 
 
@@ -30,9 +31,10 @@ def test_round_trip_gives_identical_scores(fitted, tmp_path, tiny_backend):
     a, b = det.score_embeddings(embs), loaded.score_embeddings(embs)
     assert torch.equal(torch.as_tensor(a.score), torch.as_tensor(b.score))
     assert loaded.pools == det.pools
-    assert loaded.info["n_train"] == 40
+    assert loaded.info["n_train"] + loaded.info["n_centroid"] == 40  # 20% held out for the centroids
+    assert loaded.info["centroid_split"]["kind"] == "held-out patches"
     assert loaded.reference is not None
-    assert loaded.reference.shape == embs.shape
+    assert loaded.reference.shape == (loaded.info["n_centroid"], embs.shape[1])  # the held-out centroid set
 
 
 def test_load_rebuilds_backend_from_stored_spec(fitted, tmp_path):
@@ -92,14 +94,18 @@ def _official_state(dim=16, n_n=92, n_a=48, *, vlm=True, prefix=""):
 
 @pytest.mark.parametrize(("vlm", "prefix"), [(True, ""), (True, "module."), (False, "")])
 def test_official_import(tmp_path, tiny_backend, vlm, prefix):
+    """MLP, text embeddings and centroids as stored; the scale from VLM.logit_scale (or the given backend)."""
     ck, mlp = _official_state(dim=tiny_backend.embed_dim, vlm=vlm, prefix=prefix)
     path = tmp_path / "official.pth"
     torch.save(ck, path)
-    det = Detector.from_official_checkpoint(path, backend=None if vlm else tiny_backend)
+    # random stored text embeddings match no shipped prompt: every term stays unnamed, and the import says so
+    with pytest.warns(UserWarning, match="92 normal and 48 abnormal terms could not be named"):
+        det = Detector.from_official_checkpoint(path, backend=None if vlm else tiny_backend, attach_backend=False)
     expected_scale = float(torch.tensor(4.6052).exp()) if vlm else tiny_backend.logit_scale_exp
     assert det.logit_scale_exp == pytest.approx(expected_scale)
     assert torch.equal(det.normal_text, ck["model_state"][f"{prefix}normal_text_embs"])
     assert torch.equal(det.mlp.linear2.weight, mlp.linear2.weight)
+    assert det.term_names("normal")[16] == "normal term 17"
     embs = torch.nn.functional.normalize(torch.randn(5, tiny_backend.embed_dim), dim=1)
     s = det.score_embeddings(embs)
     assert s.score.shape == (5,)
@@ -119,7 +125,7 @@ def test_official_with_wrong_pool_sizes_fails(tmp_path):
     path = tmp_path / "o.pth"
     torch.save(ck, path)
     with pytest.raises(CheckpointError, match="10 normal"):
-        Detector.from_official_checkpoint(path)
+        Detector.from_official_checkpoint(path, pools=TermPools.default(), attach_backend=False)
 
 
 class _Exploit:

@@ -14,7 +14,8 @@ def test_authors_csvs_parse():
     normal = load_pool(shared_path("words", "normal_words.csv"))
     abnormal = load_pool(shared_path("words", "abnormal_words.csv"))
     assert (len(normal), len(abnormal)) == (92, 48)
-    assert all(p.startswith("an image showing ") and p == p.strip() for p in normal + abnormal)
+    assert all(p.startswith("an image showing ") and p == p.lstrip() for p in normal + abnormal)
+    assert sum(p.endswith(" ") for p in normal + abnormal) == 12  # kept: CONCH's tokenizer encodes the space
     assert "an image showing glands are small, round, and microacinar" in abnormal  # quoted comma row
 
 
@@ -28,7 +29,7 @@ def test_shipped_defaults_equal_the_authors_pools():
 def test_dedupe_warns_with_names(tmp_path):
     f = tmp_path / "n.txt"
     f.write_text("Lymphocytes\nlymphocytes \n  LYMPHOCYTES\nsinus\n\n# comment\n", encoding="utf-8")
-    with pytest.warns(UserWarning, match=r"dropped 2 duplicate.*showing lymphocytes'") as rec:
+    with pytest.warns(UserWarning, match=r"dropped 2 duplicate.*showing lymphocytes '") as rec:
         pool = load_pool(f)
     assert pool == ["an image showing Lymphocytes", "an image showing sinus"]
     assert rec[0].filename == __file__  # the warning points at the caller's line

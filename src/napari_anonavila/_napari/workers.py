@@ -54,6 +54,7 @@ class ScorePlan:
     detector: object | None = None  # use as is
     model_path: Path | None = None  # else load this checkpoint
     device: str = "auto"
+    precision: str = "float32"
     demo_regions: list[np.ndarray] | None = None  # else build the demo model and fit it on these normal regions
     fit_config: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=20, batch_size=32, accumulate=1))
 
@@ -129,13 +130,13 @@ def score_worker(plan: ScorePlan):
             from ..detector import Detector
 
             yield Progress("loading model", 0, 1)
-            det = Detector.load(plan.model_path, device=plan.device)
+            det = Detector.load(plan.model_path, device=plan.device, precision=plan.precision)
             yield DetectorReady(det, plan.model_path)
         elif det is None:
             from ..detector import Detector
 
             yield Progress("building the demo model", 0, 1)
-            det = Detector.create("demo", device=plan.device)
+            det = Detector.create("demo", device=plan.device, precision=plan.precision)
             yield from _iter_fit(det, slide=plan.slide, roi=plan.demo_regions, patch_um=plan.patch_um,
                                  config=plan.fit_config)
             yield DetectorReady(det, None)

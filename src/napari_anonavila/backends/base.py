@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from collections.abc import Sequence
@@ -16,14 +17,20 @@ from PIL import Image
 
 from ..errors import BackendUnavailableError, NonFiniteError
 
-__all__ = ["BackendSpec", "VLMBackend", "resolve_device", "sha256_file"]
+__all__ = ["PRECISIONS", "BackendSpec", "VLMBackend", "resolve_device", "sha256_file"]
 
 _TEXT_BATCH = 256  # prompts encoded per call
 
 
 @dataclass(frozen=True)
 class BackendSpec:
-    """A backend address: ``demo``, ``open_clip:NAME@WEIGHTS``, ``open_clip:hf-hub:ORG/REPO`` or ``conch:WEIGHTS``."""
+    """A backend address (the one place that knows the grammar).
+
+    ``demo``; ``conch`` (CONCH from the local Hugging Face cache) or ``conch:FILE`` (CONCH's
+    ``pytorch_model.bin``, or an authors' Ano-NAViLa ``.pth`` that holds CONCH under ``VLM.*``);
+    ``open_clip:MODEL@WEIGHTS`` or ``open_clip:hf-hub:ORG/NAME`` (from the local cache); ``hf_clip:FOLDER`` or
+    ``hf_clip:ORG/NAME`` (a Hugging Face ``CLIPModel`` such as PLIP, from a folder or the local cache).
+    """
 
     kind: str
     model: str = ""
@@ -31,7 +38,6 @@ class BackendSpec:
 
     @classmethod
     def parse(cls, spec: str) -> BackendSpec:
-        """Parse a spec string (the one place that knows the grammar)."""
         spec = spec.strip()
         kind, _, rest = spec.partition(":")
         if kind == "demo" and not rest:
@@ -39,22 +45,29 @@ class BackendSpec:
         if kind == "conch":
             return cls("conch", "conch_ViT-B-16", rest or None)
         if kind == "open_clip" and rest:
-            if rest.startswith("hf-hub:"):
+            if rest.startswith("hf-hub:") and len(rest) > len("hf-hub:"):
                 return cls("open_clip", rest, None)
             model, _, weights = rest.partition("@")
             if model and weights:
                 return cls("open_clip", model, weights)
+        if kind == "hf_clip" and rest:
+            return cls("hf_clip", rest, None)
         raise ValueError(
-            f"unknown backend spec {spec!r}; use 'demo', 'conch:/path/pytorch_model.bin', "
-            "'open_clip:MODEL@/path/weights.safetensors' or 'open_clip:hf-hub:ORG/REPO'"
+            f"unknown backend spec {spec!r}; use 'demo', 'conch' (local Hugging Face cache), 'conch:/path/to/file', "
+            "'open_clip:MODEL@/path/weights', 'open_clip:hf-hub:ORG/NAME' or 'hf_clip:/folder' (or hf_clip:ORG/NAME)"
         )
 
     def __str__(self) -> str:
         if self.kind == "demo":
             return "demo"
         if self.kind == "conch":
-            return f"conch:{self.weights or ''}"
+            return f"conch:{self.weights}" if self.weights else "conch"
+        if self.kind == "hf_clip":
+            return f"hf_clip:{self.model}"
         return f"open_clip:{self.model}" + (f"@{self.weights}" if self.weights else "")
+
+
+PRECISIONS = ("float32", "tf32", "bfloat16", "float16")
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
@@ -124,8 +137,11 @@ class VLMBackend:
     description = ""
 
     def __init__(self, spec: BackendSpec, model: torch.nn.Module, transform, device: torch.device,
-                 weights_sha256: str | None) -> None:
+                 weights_sha256: str | None, *, precision: str = "float32") -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; use {', '.join(PRECISIONS)}")
         self.spec = spec
+        self.precision = precision
         self.device = device
         self.model = model.to(device).eval()
         for p in self.model.parameters():
@@ -135,13 +151,10 @@ class VLMBackend:
         self.logit_scale_exp = float(self.model.logit_scale.detach().float().exp().cpu().reshape(-1)[0])
         self._text_cache: dict[str, torch.Tensor] = {}
         self._disk_loaded = False
-        # bfloat16 autocast on CUDA (checked: patch-score rank correlation with float32, bench/bench_gpu.py)
-        self.autocast = device.type == "cuda"
-        self.autocast_dtype = torch.bfloat16
         with torch.no_grad():
             probe = self._encode_text_raw(["probe"])
         self.embed_dim = int(probe.shape[-1])
-        self.image_size = int(_image_size(self.model))
+        self.image_size = int(self._input_size())
 
     # -- to implement -------------------------------------------------------------------------------
     def _encode_image_raw(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -149,6 +162,11 @@ class VLMBackend:
 
     def _encode_text_raw(self, prompts: list[str]) -> torch.Tensor:
         raise NotImplementedError
+
+    def _input_size(self) -> int:
+        """Side of the square model input in pixels."""
+        size = getattr(self.model.visual, "image_size", 224)
+        return size[0] if isinstance(size, (tuple, list)) else size
 
     # -- public -------------------------------------------------------------------------------------
     @property
@@ -167,9 +185,25 @@ class VLMBackend:
         if self.device.type == "cuda" and not pixels.is_pinned():
             pixels = pixels.pin_memory()  # page-locked, so the copy below runs asynchronously
         pixels = pixels.to(self.device, non_blocking=True)
-        with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast):
+        with self._precision():
             out = self._encode_image_raw(pixels)
         return F.normalize(out.float(), dim=-1).cpu()
+
+    @contextlib.contextmanager
+    def _precision(self):
+        """float32 (the authors' choice, the default), TF32 matrix products, or bfloat16/float16 autocast."""
+        if self.precision in ("bfloat16", "float16"):
+            with torch.autocast(self.device.type, dtype=getattr(torch, self.precision)):
+                yield
+        elif self.precision == "tf32" and self.device.type == "cuda":
+            before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+            try:
+                yield
+            finally:
+                torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+        else:
+            yield
 
     def embed_images(self, images: Sequence[np.ndarray | Image.Image]) -> torch.Tensor:
         """Preprocess and encode in one call."""
@@ -189,7 +223,9 @@ class VLMBackend:
             missing = [p for p in missing if p not in self._text_cache]
         for s in range(0, len(missing), _TEXT_BATCH):  # bounded memory for any number of terms
             part = missing[s : s + _TEXT_BATCH]
-            embs = F.normalize(self._encode_text_raw(part).float(), dim=-1).cpu()
+            with self._precision():
+                raw = self._encode_text_raw(part)
+            embs = F.normalize(raw.float(), dim=-1).cpu()
             if not torch.isfinite(embs).all():
                 raise NonFiniteError(f"{self.spec}: the text encoder gave NaN or infinite embeddings (e.g. for "
                                      f"{part[0]!r}); its weights may be damaged")
@@ -201,7 +237,7 @@ class VLMBackend:
     def _text_cache_path(self) -> Path:
         from .demo import cache_dir
 
-        key = hashlib.sha256(self.id.encode()).hexdigest()[:24]
+        key = hashlib.sha256(f"{self.id}|{self.precision}".encode()).hexdigest()[:24]
         return cache_dir() / "text-embeddings" / f"{key}.safetensors"
 
 
@@ -247,8 +283,3 @@ def _save_text_cache(path: Path, cache: dict[str, torch.Tensor]) -> None:
             fh.write(data)
     except OSError:  # a read-only or full cache folder only costs re-encoding later
         pass
-
-
-def _image_size(model: torch.nn.Module) -> int:
-    size = getattr(model.visual, "image_size", 224)
-    return size[0] if isinstance(size, (tuple, list)) else size

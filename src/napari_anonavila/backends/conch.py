@@ -1,8 +1,10 @@
 """CONCH backend (Lu et al., Nature Medicine 2024): ``conch_ViT-B-16``, 448 px, 512-d embeddings.
 
-The CONCH code comes from the optional ``conch-fork`` package (CC BY-NC-ND 4.0), never vendored here; its
-weights are gated and must be a local file (``pytorch_model.bin``). The state dict is read with
-``torch.load(weights_only=True)``, so a weights file can never run code.
+The CONCH code comes from the optional ``conch-fork`` package (CC BY-NC-ND 4.0), never vendored here. Its
+weights come from one local file: CONCH's own ``pytorch_model.bin``, or an authors' Ano-NAViLa checkpoint that
+holds all of CONCH under ``VLM.*`` (so that file alone is a complete detector); or, with the spec ``conch``,
+from ``MahmoodLab/CONCH`` in the local Hugging Face cache. Files are read with ``torch.load(weights_only=True)``,
+so a weights file can never run code, and nothing reaches the network.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import torch.nn.functional as F
 from ..errors import BackendUnavailableError, CheckpointError
 from .base import BackendSpec, VLMBackend, require_file, sha256_file
 
-__all__ = ["ConchBackend", "build_conch_model"]
+__all__ = ["CONCH_REPO", "ConchBackend", "build_conch_model", "conch_state"]
 
 _HINT = "install the extra: pip install 'napari-anonavila[conch]'"
+CONCH_REPO = "MahmoodLab/CONCH"
 
 
 def _conch():
@@ -38,33 +41,58 @@ def build_conch_model() -> torch.nn.Module:
     return coca_model.CoCa(**cfg)
 
 
+def conch_state(obj, where: str) -> dict[str, torch.Tensor]:
+    """CONCH's state dict out of a loaded file: CONCH's own layout, or ``VLM.*`` of an authors' checkpoint."""
+    state = obj.get("model_state", obj.get("state_dict", obj)) if isinstance(obj, dict) else None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{where}: not CONCH weights (no state dictionary)")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    if any(k.startswith("VLM.") for k in state):
+        state = {k[4:]: v for k, v in state.items() if k.startswith("VLM.")}
+    return state
+
+
 class ConchBackend(VLMBackend):
-    """CONCH with weights from a local file."""
+    """CONCH with weights from a local file, an in-memory state dict, or the local Hugging Face cache."""
 
     description = "CONCH (conch_ViT-B-16)"
 
-    def __init__(self, spec: BackendSpec, device: torch.device) -> None:
+    def __init__(self, spec: BackendSpec, device: torch.device, *, precision: str = "float32",
+                 state: dict | None = None, weights_sha256: str | None = None, allow_download: bool = False) -> None:
         coca_model, custom_tokenizer, transform = _conch()
         from conch.open_clip_custom.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
-        weights = require_file(spec.weights, "conch backend",
-                               "download CONCH's pytorch_model.bin (gated, CC BY-NC-ND) and pass conch:/path/to/it")
+        if state is None:
+            if spec.weights:
+                weights = require_file(spec.weights, "conch backend", "pass CONCH's pytorch_model.bin or an authors' "
+                                       "Ano-NAViLa checkpoint (.pth) that holds CONCH")
+            else:
+                from .hub import hub_file
+
+                weights = hub_file(CONCH_REPO, "pytorch_model.bin", allow_download=allow_download,
+                                   what="conch backend", hint="the repository is gated: accept its licence on "
+                                   "huggingface.co first, or pass conch:/path/to/pytorch_model.bin")
+            try:
+                state = conch_state(torch.load(weights, map_location="cpu", weights_only=True), str(weights))
+            except CheckpointError:
+                raise
+            except Exception as err:  # torch raises many types for bad files
+                raise CheckpointError(f"{weights}: not valid CONCH weights ({type(err).__name__}: {err})") from err
+            weights_sha256 = sha256_file(weights)
+        where = spec.weights or CONCH_REPO
         model = build_conch_model()
         try:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
-            state = state.get("state_dict", state)
-            state = {k.removeprefix("module."): v for k, v in state.items()}
             coca_model.resize_pos_embed(state, model)
             missing = model.load_state_dict(state, strict=False).missing_keys
         except KeyError as err:
-            raise CheckpointError(f"{weights}: not CONCH weights; tensor {err} is missing") from err
-        except Exception as err:  # torch raises many types for bad files
-            raise CheckpointError(f"{weights}: not valid CONCH weights ({err})") from err
+            raise CheckpointError(f"{where}: not CONCH weights; tensor {err} is missing") from err
+        except Exception as err:  # shape mismatches and the like
+            raise CheckpointError(f"{where}: not valid CONCH weights ({type(err).__name__}: {err})") from err
         if missing:
-            raise CheckpointError(f"{weights}: not CONCH weights; {len(missing)} tensors missing, e.g. {missing[:3]}")
+            raise CheckpointError(f"{where}: not CONCH weights; {len(missing)} tensors missing, e.g. {missing[:3]}")
         self._tokenizer = custom_tokenizer.get_tokenizer()
         tf = transform.image_transform(model.visual.image_size, mean=OPENAI_DATASET_MEAN, std=OPENAI_DATASET_STD)
-        super().__init__(spec, model, tf, device, sha256_file(weights))
+        super().__init__(spec, model, tf, device, weights_sha256, precision=precision)
 
     def _encode_image_raw(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.model.encode_image(pixels, proj_contrast=True, normalize=False)

@@ -1,4 +1,5 @@
-"""open_clip backend: any open_clip architecture with a local weights file, or an ``hf-hub:`` id."""
+"""open_clip backend: an open_clip architecture with a local weights file, or an ``hf-hub:ORG/NAME`` model
+(QuiltNet, BiomedCLIP, ...) from the local Hugging Face cache, offline."""
 
 from __future__ import annotations
 
@@ -9,27 +10,37 @@ from .base import BackendSpec, VLMBackend, require_file, sha256_file
 
 __all__ = ["OpenClipBackend"]
 
+_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+
 
 class OpenClipBackend(VLMBackend):
     """A CLIP-style model built by open_clip. Weights are loaded with safetensors or ``weights_only`` torch."""
 
     description = "open_clip model"
 
-    def __init__(self, spec: BackendSpec, device: torch.device) -> None:
+    def __init__(self, spec: BackendSpec, device: torch.device, *, precision: str = "float32",
+                 allow_download: bool = False) -> None:
         import open_clip
 
         from .demo import register_demo_config
+        from .hub import hub_file, offline
 
         register_demo_config()
         if spec.model.startswith("hf-hub:"):
+            repo = spec.model.removeprefix("hf-hub:")
+            config = hub_file(repo, "open_clip_config.json", allow_download=allow_download, what=str(spec))
+            weights = hub_file(repo, _WEIGHTS, allow_download=allow_download, what=str(spec))
+            if weights.parent != config.parent:
+                raise BackendUnavailableError(f"{spec}: the cached config and weights belong to different revisions "
+                                              f"({config.parent.name} and {weights.parent.name}); download both again")
+            name = f"local-dir:{config.parent}"
             try:
-                model, _, transform = open_clip.create_model_and_transforms(spec.model)
-            except Exception as err:  # network or hub errors come in many types
-                raise BackendUnavailableError(
-                    f"{spec}: could not load from the Hugging Face hub ({err}); download the weights and use "
-                    "'open_clip:MODEL@/path/weights'"
-                ) from err
-            digest = None
+                with offline():  # a text tower from transformers (BiomedCLIP) is read from the cache as well
+                    model, _, transform = open_clip.create_model_and_transforms(name, weights_only=True)
+                    self._tokenizer = open_clip.get_tokenizer(name)
+            except Exception as err:  # missing tokenizer files, bad weights: many types
+                raise BackendUnavailableError(f"{spec}: could not build it from the local cache ({type(err).__name__}: "
+                                              f"{str(err).splitlines()[0] if str(err) else ''})") from err
         else:
             if spec.model not in open_clip.list_models():
                 raise BackendUnavailableError(
@@ -41,9 +52,8 @@ class OpenClipBackend(VLMBackend):
                     spec.model, pretrained=str(weights), weights_only=True)
             except Exception as err:  # torch and safetensors raise many types for bad files
                 raise CheckpointError(f"{weights}: not valid {spec.model} weights ({err})") from err
-            digest = sha256_file(weights)
-        self._tokenizer = open_clip.get_tokenizer(spec.model)
-        super().__init__(spec, model, transform, device, digest)
+            self._tokenizer = open_clip.get_tokenizer(spec.model)
+        super().__init__(spec, model, transform, device, sha256_file(weights), precision=precision)
 
     def _encode_image_raw(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.model.encode_image(pixels)

@@ -26,6 +26,7 @@ class BatchSettings:
     mode: str | None = None
     batch_size: int = 32
     mpp: float | None = None
+    precision: str = "float32"
 
     def to_dict(self) -> dict:
         return asdict(self)

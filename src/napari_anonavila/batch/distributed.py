@@ -26,14 +26,14 @@ WORK_LOG = "batch-work.log"  # one line per slide actually scored (appended by w
 
 
 @lru_cache(maxsize=2)
-def _detector(model: str, sha: str, device: str):
-    """One loaded model per worker process (keyed by the checkpoint's hash)."""
+def _detector(model: str, sha: str, device: str, precision: str = "float32"):
+    """One loaded model per worker process (keyed by the checkpoint's hash and the precision)."""
     import torch
 
     from ..detector import Detector
 
     torch.set_num_threads(max(1, int(os.environ.get("ANONAVILA_TORCH_THREADS", "1"))))
-    return Detector.load(model, device=device)
+    return Detector.load(model, device=device, precision=precision)
 
 
 def _device() -> str:
@@ -61,7 +61,7 @@ def score_one(slide: str, fingerprint: str, model: str, model_sha: str, out_dir:
         # a rescheduled task whose outputs were already complete (its worker died after writing them)
         if finished(Path(out_dir), slide_fingerprint=fingerprint, checkpoint_sha=model_sha, settings=settings):
             return cohort_row(Path(slide), "ok", summary=_summary(Path(out_dir)), out_dir=Path(out_dir))
-        det = _detector(model, model_sha, _device())
+        det = _detector(model, model_sha, _device(), settings.precision)
         score_slide(det, slide, out_dir=out_dir, patch_um=settings.patch_um, patch_px=settings.patch_px,
                     min_tissue=settings.min_tissue, mode=settings.mode, batch_size=settings.batch_size,
                     mpp=settings.mpp, overwrite=True, checkpoint={"path": model, "sha256": model_sha},

@@ -39,10 +39,20 @@ def existing_path(text: str) -> Path:
 
 
 def add_backend_args(p: argparse.ArgumentParser, default: str | None = "demo") -> None:
+    """--backend (a spec; ``default=None``: override a checkpoint's), --device, --precision, --allow-download."""
+    from ..backends import PRECISIONS
+
+    help_ = ("VLM: 'demo' (random, no pathology knowledge), 'conch' (CONCH from the local Hugging Face cache), "
+             "'conch:/path/pytorch_model.bin', 'open_clip:MODEL@/path/weights', 'open_clip:hf-hub:ORG/NAME', "
+             "'hf_clip:/folder'")
     p.add_argument("--backend", default=default, metavar="SPEC",
-                   help="VLM: 'demo' (random, no pathology knowledge), 'conch:/path/pytorch_model.bin', "
-                        "'open_clip:MODEL@/path/weights' (default: %(default)s)")
+                   help=help_ + (" (default: %(default)s)" if default else " (default: the checkpoint's own)"))
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto (default: auto)")
+    p.add_argument("--precision", default="float32", choices=PRECISIONS,
+                   help="encoder precision (default: float32, as the authors; lower ones are faster on a GPU and "
+                        "can reorder close scores: see docs/user-guide.md)")
+    p.add_argument("--allow-download", action="store_true",
+                   help="fetch a model missing from the local Hugging Face cache (otherwise nothing goes online)")
 
 
 def add_terms_args(p: argparse.ArgumentParser) -> None:

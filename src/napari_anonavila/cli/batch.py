@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..backends.base import PRECISIONS
 from ._common import existing_path, positive_int
 from .slides import _grid_args
 
@@ -15,7 +16,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("batch", help="score many slides on a dask cluster; resumable; writes cohort.csv")
     p.add_argument("slides", nargs="+", metavar="SLIDE_OR_GLOB_OR_LIST",
                    help="slide paths, glob patterns ('data/**/*.svs'), or list files (.txt/.csv, one path a line)")
-    p.add_argument("--model", required=True, type=existing_path, help="checkpoint (.safetensors)")
+    p.add_argument("--model", required=True, type=existing_path,
+                   help="checkpoint: ours (.safetensors) or the authors' (.pth)")
+    p.add_argument("--precision", default="float32", choices=PRECISIONS, help="encoder precision (default: float32)")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--scheduler", metavar="ADDRESS", help="an existing dask scheduler (default: a local cluster)")
     p.add_argument("--n-workers", type=positive_int,
@@ -44,7 +47,7 @@ def _batch(args: argparse.Namespace) -> int:
         labels = {r["slide_id"]: parse_label(r["label"], f"{args.labels}: {r['slide_id']}")
                   for r in read_csv(args.labels, ["slide_id", "label"])}
     settings = BatchSettings(patch_um=args.patch_um, patch_px=args.patch_px, min_tissue=args.min_tissue,
-                             mode=args.mode, batch_size=args.batch_size, mpp=args.mpp)
+                             mode=args.mode, batch_size=args.batch_size, mpp=args.mpp, precision=args.precision)
     bar = tqdm(total=len(slides), desc="cohort", unit="slide", file=sys.stderr,
                disable=args.quiet or not sys.stderr.isatty())
     report = run_batch(slides, args.model, args.out, settings=settings, scheduler=args.scheduler,

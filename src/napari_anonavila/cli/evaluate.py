@@ -22,6 +22,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scores", nargs="+", required=True, type=existing_path, metavar="CSV",
                    help="CSV(s) with patch names '{slide_id}_{x}_{y}_{code}.png' and a score column")
     p.add_argument("--patch-size", required=True, type=positive_int, help="patch size in level-0 pixels")
+    sizes = p.add_mutually_exclusive_group()
+    sizes.add_argument("--slides", nargs="+", type=existing_path, metavar="SLIDE",
+                       help="the slides (ids = file names without suffix): partial edge cells are dropped, as in the "
+                            "authors' tester")
+    sizes.add_argument("--sizes", type=existing_path, metavar="CSV",
+                       help="slide_id,width,height in level-0 pixels: the same, without the slide files")
     p.add_argument("--name-column", default="patch_name")
     p.add_argument("--score-column", default="Ascore")
     p.add_argument("--out", type=Path, help="write the table as CSV (default: print it)")
@@ -57,8 +63,9 @@ def _slide_scores(args: argparse.Namespace) -> int:
     from ..maps import SLIDE_SCORE_NAMES, heatmaps_from_patch_names, slide_scores
 
     pairs = [pair for f in args.scores for pair in read_score_column(f, args.name_column, args.score_column)]
+    sizes = _slide_sizes(args)
     try:
-        maps = heatmaps_from_patch_names(pairs, args.patch_size)
+        maps = heatmaps_from_patch_names(pairs, args.patch_size, sizes)
     except InputFileError as err:
         raise InputFileError(f"{', '.join(map(str, args.scores))}: {err}") from err
     header = ["slide_id", "n_patches", *SLIDE_SCORE_NAMES]
@@ -74,6 +81,32 @@ def _slide_scores(args: argparse.Namespace) -> int:
         for r in rows:
             print(",".join(map(str, r)))
     return 0
+
+
+def _slide_sizes(args: argparse.Namespace) -> dict[str, tuple[int, int]] | None:
+    """Slide id -> level-0 (width, height), from --slides or --sizes; None when neither is given."""
+    from ..export.tables import read_csv
+    from ..slide import open_slide, slide_stem
+
+    if args.slides:
+        import warnings
+
+        from ..errors import MissingMppWarning
+
+        sizes = {}
+        for path in args.slides:
+            with warnings.catch_warnings():  # only the size in pixels is needed here
+                warnings.simplefilter("ignore", MissingMppWarning)
+                with open_slide(path) as s:
+                    sizes[slide_stem(path)] = s.dimensions_xy
+        return sizes
+    if args.sizes:
+        try:
+            return {r["slide_id"]: (int(r["width"]), int(r["height"]))
+                    for r in read_csv(args.sizes, ["slide_id", "width", "height"])}
+        except ValueError as err:
+            raise InputFileError(f"{args.sizes}: width and height must be whole numbers of pixels ({err})") from err
+    return None
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -26,7 +26,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="normal patch folder(s) (searched recursively: png, jpg, tif) and/or normal slides "
                         "(their tissue patches)")
     p.add_argument("--centroid-set", nargs="+", type=existing_path, metavar="DIR_OR_SLIDE",
-                   help="separate normal folder(s) or slides for the centroids (default: the training patches)")
+                   help="separate normal folder(s) or slides for the centroids (default: a seeded 20%% of the normal "
+                        "reference is held out for them, whole slides when there are several)")
     p.add_argument("--patch-um", type=positive_float, help="patch field for slides in microns (default 128)")
     p.add_argument("--patch-px", type=positive_int, help="patch size for slides in level-0 pixels")
     p.add_argument("--out", required=True, type=Path, help="checkpoint to write (.safetensors)")
@@ -42,9 +43,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("score-patches", help="score TOP_DIR/<slide>/ patch folders; write {slide}_Ascores.csv")
     p.add_argument("top_dir", type=existing_path, metavar="TOP_DIR")
-    p.add_argument("--model", required=True, type=existing_path, help="checkpoint (.safetensors)")
-    p.add_argument("--backend", default=None, metavar="SPEC", help="override the checkpoint's backend spec")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--model", required=True, type=existing_path,
+                   help="checkpoint: ours (.safetensors) or the authors' (.pth)")
+    add_backend_args(p, default=None)
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--mode", choices=["sum", "max", "l2", "zero_shot"], default=None)
     p.add_argument("--batch-size", type=positive_int, default=32)
@@ -52,28 +53,34 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_score_patches)
 
 
-def _embed_sources(det, sources, args, bars) -> torch.Tensor:
-    """Embeddings of patch folders (as the authors cut them) and of normal slides' tissue patches."""
+def _embed_sources(det, sources, args, bars) -> tuple[torch.Tensor, list[str]]:
+    """Embeddings of patch folders (as the authors cut them) and of normal slides' tissue patches, and the slide
+    (or folder) each came from, so that whole slides can be held out for the centroids."""
     from ..grid import make_grid
+    from ..patches import list_images
     from ..pipeline import iter_slide_embeddings
     from ..progress import drain
     from ..slide import open_slide
 
-    parts = []
+    parts, groups = [], []
     for src in sources:
         if src.is_dir():
-            parts.append(det.embed(src, on_progress=bars))
+            read, embs = drain(det.iter_embed_files(list_images(src)), bars)
+            parts.append(embs)
+            groups += [str(p.parent) for p in read]
             continue
-        with open_slide(src) as slide:
+        with open_slide(src, mpp=getattr(args, "mpp", None)) as slide:
             grid = make_grid(slide, patch_um=args.patch_um, patch_px=args.patch_px)
             embs = drain(iter_slide_embeddings(slide, grid, det.backend, det.backend_id), bars)
         parts.append(torch.as_tensor(embs))
-    return torch.cat(parts)
+        groups += [str(src)] * len(embs)
+    return torch.cat(parts), groups
 
 
 def _train(args: argparse.Namespace) -> int:
     from .._atomic import check_writable
     from ..detector import Detector
+    from ..progress import drain
     from ..training import TrainConfig
     from ._common import terms_from_args
 
@@ -81,17 +88,20 @@ def _train(args: argparse.Namespace) -> int:
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, accumulate=args.accumulate,
                          seed=args.seed)
     torch.manual_seed(args.seed)
-    det = Detector.create(args.backend, terms_from_args(args), device=args.device)
+    det = Detector.create(args.backend, terms_from_args(args), device=args.device, precision=args.precision,
+                          allow_download=args.allow_download)
     bars = progress_bar(args)
     if not args.normal:
         raise ValueError("give the normal reference with --normal (patch folders and/or slides)")
-    normal = _embed_sources(det, args.normal, args, bars)
-    centroid = _embed_sources(det, args.centroid_set, args, bars) if args.centroid_set else None
-    losses = det.fit(normal, centroid, config=config, on_progress=bars)
+    normal, groups = _embed_sources(det, args.normal, args, bars)
+    centroid = _embed_sources(det, args.centroid_set, args, bars)[0] if args.centroid_set else None
+    losses = drain(det.iter_fit(normal, centroid, config=config, groups=groups), bars)
     bars.close()
     det.info["normal_sources"] = [str(f) for f in args.normal]
     det.save(args.out, overwrite=args.overwrite)
-    print(f"trained on {normal.shape[0]} normal patches: loss {losses[0]:.4f} -> {losses[-1]:.4f}; wrote {args.out}")
+    split = det.info["centroid_split"]
+    print(f"trained on {split['n_train']} normal patches, centroids from {split['n_centroid']} ({split['kind']}): "
+          f"loss {losses[0]:.4f} -> {losses[-1]:.4f}; wrote {args.out}")
     return 0
 
 
@@ -108,7 +118,8 @@ def _score_patches(args: argparse.Namespace) -> int:
     targets = [args.out / f"{d.name}_Ascores.csv" for d in slides]
     for t in targets:
         check_writable(t, overwrite=args.overwrite)
-    det = Detector.load(args.model, backend=args.backend, device=args.device)
+    det = Detector.load(args.model, backend=args.backend, device=args.device, precision=args.precision,
+                        allow_download=args.allow_download)
     names_n, names_a = det.term_names("normal"), det.term_names("abnormal")
     bars = progress_bar(args)
     for d, target in zip(slides, targets, strict=False):

@@ -38,9 +38,10 @@ def _grid_args(p: argparse.ArgumentParser) -> None:
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("score-slide", help="score whole slides: heatmap, top-k patches with terms, slide scores")
     p.add_argument("slides", nargs="+", type=existing_path, metavar="SLIDE")
-    p.add_argument("--model", required=True, type=existing_path, help="checkpoint (.safetensors)")
-    p.add_argument("--backend", default=None, metavar="SPEC", help="override the checkpoint's backend spec")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--model", required=True, type=existing_path,
+                   help="checkpoint: ours (.safetensors) or the authors' (.pth, which holds CONCH: nothing else "
+                        "needed)")
+    add_backend_args(p, default=None)
     p.add_argument("--out", required=True, type=Path, help="output folder; one sub-folder per slide")
     p.add_argument("--mode", choices=["sum", "max", "l2", "zero_shot"], default=None)
     p.add_argument("--overwrite", action="store_true", help="replace complete earlier results")
@@ -64,7 +65,8 @@ def _score_slide(args: argparse.Namespace) -> int:
     from ..pipeline import score_slide
     from ..slide import unique_stems
 
-    det = Detector.load(args.model, backend=args.backend, device=args.device)
+    det = Detector.load(args.model, backend=args.backend, device=args.device, precision=args.precision,
+                        allow_download=args.allow_download)
     print(f"model: {det.describe()}")
     if det.is_demo:
         print(f"NOTE: {DEMO_NOTICE}")
@@ -98,7 +100,8 @@ def _demo(args: argparse.Namespace) -> int:
 
     if args.backend == "demo":
         print(f"NOTE: {DEMO_NOTICE}\n")
-    report = run_demo(args.out, backend=args.backend, device=args.device, size=args.size, epochs=args.epochs,
+    report = run_demo(args.out, backend=args.backend, device=args.device, precision=args.precision,
+                      allow_download=args.allow_download, size=args.size, epochs=args.epochs,
                       overwrite=args.overwrite, on_progress=progress_bar(args), log=print)
     print(f"\nlocalisation AUROC against the planted ground truth: {report['localisation_auroc']:.3f} "
           f"({report['n_anomalous_patches']} of {report['n_patches']} patches planted)")

@@ -53,8 +53,14 @@ def cells_to_heatmap(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, sha
     return out
 
 
-def heatmaps_from_patch_names(pairs: list[tuple[str, float]], patch_size_l0: int) -> dict[str, np.ndarray]:
-    """Per-slide heatmaps from (``{slide_id}_{x}_{y}_{code}.png``, score) pairs; cell = (y // p, x // p)."""
+def heatmaps_from_patch_names(pairs: list[tuple[str, float]], patch_size_l0: int,
+                              sizes_xy: dict[str, tuple[int, int]] | None = None) -> dict[str, np.ndarray]:
+    """Per-slide heatmaps from (``{slide_id}_{x}_{y}_{code}.png``, score) pairs; cell = (y // p, x // p).
+
+    With ``sizes_xy`` (slide id -> level-0 (width, height)) the grid is the authors' tester's: ``height // p`` by
+    ``width // p`` cells, and patches in a partial edge column or row (cell at or beyond ``width // p``) are
+    dropped before anything else, as they do. Without it, the grid reaches the last patch and keeps them.
+    """
     from ..patches import parse_patch_name
 
     if patch_size_l0 < 1:
@@ -68,15 +74,24 @@ def heatmaps_from_patch_names(pairs: list[tuple[str, float]], patch_size_l0: int
     out = {}
     for slide_id, cells in by_slide.items():
         r, c, v = (np.array(a) for a in zip(*cells, strict=False))
-        n_cells = (int(r.max()) + 1) * (int(c.max()) + 1)
+        if sizes_xy is not None:
+            if slide_id not in sizes_xy:
+                raise InputFileError(f"slide {slide_id!r}: no slide size given (--slides or --sizes)")
+            w, h = sizes_xy[slide_id]
+            shape = (int(h) // patch_size_l0, int(w) // patch_size_l0)
+            inside = (r < shape[0]) & (c < shape[1])
+            r, c, v = r[inside], c[inside], v[inside]
+        else:
+            shape = (int(r.max()) + 1, int(c.max()) + 1)
+        n_cells = shape[0] * shape[1]
         if n_cells > MAX_CELLS:
-            far = int(np.argmax(np.maximum(r, c)))
+            far = int(np.argmax(np.maximum(r, c))) if len(r) else 0
             raise InputFileError(f"slide {slide_id!r}: a patch at level-0 ({int(c[far]) * patch_size_l0}, "
-                                 f"{int(r[far]) * patch_size_l0}) makes a {int(r.max()) + 1} x {int(c.max()) + 1} "
-                                 f"grid of {patch_size_l0}-px cells ({n_cells:,}, more than {MAX_CELLS:,}); check "
-                                 "the patch names and --patch-size")
+                                 f"{int(r[far]) * patch_size_l0}) makes a {shape[0]} x {shape[1]} grid of "
+                                 f"{patch_size_l0}-px cells ({n_cells:,}, more than {MAX_CELLS:,}); check the patch "
+                                 "names and --patch-size")
         try:
-            out[slide_id] = cells_to_heatmap(r, c, v, (int(r.max()) + 1, int(c.max()) + 1))
+            out[slide_id] = cells_to_heatmap(r, c, v, shape)
         except ValueError as err:
             raise InputFileError(f"slide {slide_id!r}: {err}") from err
     return out

@@ -19,6 +19,7 @@ from magicgui.widgets import (
 )
 from napari.utils.notifications import show_error, show_info, show_warning
 
+from ...backends.base import PRECISIONS
 from ...errors import AnonavilaError
 from ...maps import erode, slide_scores
 from ...progress import Progress
@@ -34,7 +35,7 @@ REGIONS = ("whole slide", "current view", "shapes layer")
 _REFRESH_S = 0.3  # at most ~3 heatmap redraws a second while batches arrive
 _NO_MODEL = ("No model yet: choose a checkpoint, or draw normal regions in a Shapes layer and pick it in "
              "'demo fit on' to try the random demo model.")
-_MODEL_FILES = "*.safetensors"
+_MODEL_FILES = "*.safetensors *.pth *.pt"
 
 
 class ScoreWidget(Container):
@@ -45,7 +46,8 @@ class ScoreWidget(Container):
         self.session = session_for(viewer)
         self.slide_layer = ComboBox(label="slide", choices=self._slide_layers, nullable=True)
         self.model = FileEdit(label="model", mode="r", filter=_MODEL_FILES,
-                              tooltip="a checkpoint (.safetensors); leave empty to fit the random demo model")
+                              tooltip="a checkpoint: ours (.safetensors) or the authors' (.pth, which holds CONCH); "
+                                      "leave empty to fit the random demo model")
         self.model_info = Label(value=_NO_MODEL)
         self.normal_layer = ComboBox(label="demo fit on", choices=self._shapes_layers, nullable=True,
                                      tooltip="a Shapes layer of normal regions, to fit the demo model on")
@@ -55,6 +57,9 @@ class ScoreWidget(Container):
                                      tooltip="patch field in microns (the paper's 128 um); 256 px without mpp")
         self.batch_size = SpinBox(label="batch size", value=32, min=1, max=1024)
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
+        self.precision = ComboBox(label="precision", choices=list(PRECISIONS), value="float32",
+                                  tooltip="encoder precision: float32 as the authors (default); lower ones are faster "
+                                          "on a GPU and can reorder close scores")
         self.top_k = SpinBox(label="top-k", value=10, min=1, max=500)
         self.mode = ComboBox(label="score mode", choices=[m.value for m in ScoreMode], value="sum")
         self.eroded = CheckBox(label="show 3x3 erosion", value=False)
@@ -63,7 +68,8 @@ class ScoreWidget(Container):
         self.scores_label = Label(label="slide scores", value="-")
         super().__init__()
         self.form = scroll_form(self, [self.slide_layer, self.model, self.model_info, self.normal_layer, self.region,
-                                       self.region_layer, self.patch_um, self.batch_size, self.device, self.top_k,
+                                       self.region_layer, self.patch_um, self.batch_size, self.device,
+                                       self.precision, self.top_k,
                                        self.mode, self.eroded, self.run_button, self.progress, self.scores_label])
         tabify_when_docked(self.native)
         for label in (self.model_info, self.scores_label):
@@ -147,14 +153,16 @@ class ScoreWidget(Container):
             raise ValueError("no slide layer: open a slide (File > Open) or the sample (File > Open Sample)")
         slide = slide_of(layer)
         plan = ScorePlan(slide=slide, patch_um=self.patch_um.value, batch_size=self.batch_size.value,
-                         mode=self.mode.value, roi=self._roi(layer), device=self.device.value)
+                         mode=self.mode.value, roi=self._roi(layer), device=self.device.value,
+                         precision=self.precision.value)
         s, model = self.session, chosen_path(self.model)
+        same_precision = s.detector is not None and getattr(s.detector.backend, "precision", None) == plan.precision
         if model is not None:
-            if s.detector is not None and s.checkpoint is not None and s.checkpoint.resolve() == model.resolve():
+            if same_precision and s.checkpoint is not None and s.checkpoint.resolve() == model.resolve():
                 plan.detector = s.detector
             else:
                 plan.model_path = model
-        elif s.detector is not None and (s.detector.is_fitted or self.mode.value == "zero_shot"):
+        elif same_precision and (s.detector.is_fitted or self.mode.value == "zero_shot"):
             plan.detector = s.detector
         else:
             if self.normal_layer.value is None:
