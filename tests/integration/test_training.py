@@ -47,7 +47,7 @@ def test_fit_from_a_folder_with_a_bad_file_warns_and_counts(tmp_path, demo_backe
     (tmp_path / "broken.png").write_bytes(b"not an image")
     det = Detector.create(demo_backend)
     events = []
-    with pytest.warns(UserWarning) as rec:
+    with pytest.warns(UserWarning, match="skipped|too few") as rec:
         det.fit(tmp_path, config=TrainConfig(batch_size=2, accumulate=1), on_progress=events.append)
     assert det.info["n_train"] == 3
     messages = " ".join(str(w.message) for w in rec)

@@ -96,7 +96,8 @@ def test_scripted_user_session(viewer, qtbot, sample_slides, errors, monkeypatch
     # the demo was fitted on the patches inside the drawn box, found independently in level-0 pixels
     box = np.array([[200, 200], [1000, 200], [1000, 1000], [200, 1000]], float)
     expected = make_grid(score.session.slide, patch_px=128, roi_polygons_xy_l0=[box])
-    assert det.info["n_train"] + det.info.get("n_centroid_heldout", 0) == len(expected) >= 8
+    split = det.info["centroid_split"]  # 20% of the region's patches held out for the centroids
+    assert split["kind"] == "held-out patches" and split["n_train"] + split["n_centroid"] == len(expected) >= 8
     # 2. the heatmap and the points sit on the tissue
     _assert_cells_on_slide(viewer, slide_layer, res)
     pts = viewer.layers[TOPK]

@@ -15,13 +15,20 @@ __all__ = ["HFClipBackend"]
 _WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 
 
+def _field(size, key: str):
+    """A field of an image processor's size: a dict (transformers 4) or a SizeDict (5), or a bare number."""
+    if isinstance(size, (int, float)):
+        return int(size)
+    value = size.get(key) if hasattr(size, "get") else getattr(size, key, None)
+    return int(value) if value else None
+
+
 def _image_transform(processor):
     """The processor's resize (shortest side, bicubic), centre crop and normalisation, as a torchvision transform."""
     from torchvision import transforms as T
 
-    size = processor.size.get("shortest_edge") or min(processor.size.values())
-    crop = processor.crop_size
-    crop = (crop["height"], crop["width"]) if isinstance(crop, dict) else crop
+    size = _field(processor.size, "shortest_edge") or _field(processor.size, "height")
+    crop = (_field(processor.crop_size, "height"), _field(processor.crop_size, "width"))
     return T.Compose([T.Resize(size, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(crop), T.ToTensor(),
                       T.Normalize(processor.image_mean, processor.image_std)])
 
@@ -34,11 +41,11 @@ class HFClipBackend(VLMBackend):
     def __init__(self, spec: BackendSpec, device: torch.device, *, precision: str = "float32",
                  allow_download: bool = False) -> None:
         try:
-            from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizerFast
+            from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
         except ImportError as err:
             raise BackendUnavailableError(f"{spec}: needs the transformers package ({err}); pip install "
                                           "'napari-anonavila[conch]' (which brings it)") from err
-        from .hub import hub_file, offline
+        from .hub import hub_snapshot, offline
 
         folder = Path(spec.model).expanduser()
         if folder.is_dir():
@@ -46,23 +53,22 @@ class HFClipBackend(VLMBackend):
             if weights is None:
                 raise BackendUnavailableError(f"{spec}: no {' or '.join(_WEIGHTS)} in {folder}")
         else:
-            weights = hub_file(spec.model, _WEIGHTS, allow_download=allow_download, what=str(spec))
-            for extra in ("config.json", "tokenizer.json", "preprocessor_config.json"):
-                hub_file(spec.model, extra, allow_download=allow_download, what=str(spec))
-            folder = weights.parent
+            folder = hub_snapshot(spec.model, (_WEIGHTS, "config.json", ("tokenizer.json", "vocab.json"),
+                                               "preprocessor_config.json"), allow_download=allow_download,
+                                  what=str(spec))
+            weights = next(folder / w for w in _WEIGHTS if (folder / w).is_file())
         try:
             with offline():
                 model = CLIPModel.from_pretrained(folder, local_files_only=True, use_safetensors=weights.suffix
                                                   == ".safetensors")
-                self._tokenizer = CLIPTokenizerFast.from_pretrained(folder, local_files_only=True)
+                self._tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
                 processor = CLIPImageProcessor.from_pretrained(folder, local_files_only=True)
         except OSError as err:
             raise BackendUnavailableError(f"{spec}: incomplete model folder {folder} ({str(err).splitlines()[0]})") \
                 from err
         except Exception as err:  # wrong architecture, damaged weights: many types
             raise CheckpointError(f"{spec}: not a CLIPModel ({type(err).__name__}: {err})") from err
-        self._size = int(processor.crop_size["height"] if isinstance(processor.crop_size, dict)
-                         else processor.crop_size)
+        self._size = _field(processor.crop_size, "height")
         self._max_len = int(getattr(model.config.text_config, "max_position_embeddings", 77))
         super().__init__(spec, model, _image_transform(processor), device, sha256_file(weights), precision=precision)
 

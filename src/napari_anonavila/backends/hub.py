@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..errors import BackendUnavailableError
 
-__all__ = ["hub_cache_dir", "hub_file", "offline"]
+__all__ = ["hub_cache_dir", "hub_file", "hub_snapshot", "offline"]
 
 
 def hub_cache_dir() -> Path:
@@ -50,6 +50,28 @@ def hub_file(repo_id: str, filenames: str | tuple[str, ...], *, allow_download: 
         f"{what or repo_id}: {' or '.join(names)} of {repo_id} is not in the local Hugging Face cache ({cache}); "
         f"download it once with `huggingface-cli download {repo_id} {names[0]}` (it goes into that cache), or "
         f"allow this run to download it (--allow-download){'; ' + hint if hint else ''}")
+
+
+def hub_snapshot(repo_id: str, needed: tuple[str | tuple[str, ...], ...], *, allow_download: bool = False,
+                 what: str = "") -> Path:
+    """The cached snapshot folder of ``repo_id`` holding every ``needed`` file (a tuple: any one of them).
+
+    Downloads the whole repository first when ``allow_download``; otherwise a missing file is one line.
+    """
+    if allow_download:
+        from huggingface_hub import snapshot_download
+
+        try:
+            snapshot_download(repo_id, cache_dir=str(hub_cache_dir()))
+        except Exception as err:  # network, authentication (gated repos): many types
+            raise BackendUnavailableError(f"{what or repo_id}: downloading {repo_id} failed ({type(err).__name__}: "
+                                          f"{str(err).splitlines()[0] if str(err) else ''})") from err
+    found = [hub_file(repo_id, n, what=what) for n in needed]
+    folders = {p.parent for p in found}
+    if len(folders) != 1:
+        raise BackendUnavailableError(f"{what or repo_id}: the cached files of {repo_id} belong to different "
+                                      f"revisions ({', '.join(sorted(f.name for f in folders))}); download it again")
+    return folders.pop()
 
 
 @contextlib.contextmanager

@@ -23,17 +23,14 @@ class OpenClipBackend(VLMBackend):
         import open_clip
 
         from .demo import register_demo_config
-        from .hub import hub_file, offline
+        from .hub import hub_snapshot, offline
 
         register_demo_config()
         if spec.model.startswith("hf-hub:"):
-            repo = spec.model.removeprefix("hf-hub:")
-            config = hub_file(repo, "open_clip_config.json", allow_download=allow_download, what=str(spec))
-            weights = hub_file(repo, _WEIGHTS, allow_download=allow_download, what=str(spec))
-            if weights.parent != config.parent:
-                raise BackendUnavailableError(f"{spec}: the cached config and weights belong to different revisions "
-                                              f"({config.parent.name} and {weights.parent.name}); download both again")
-            name = f"local-dir:{config.parent}"
+            folder = hub_snapshot(spec.model.removeprefix("hf-hub:"), ("open_clip_config.json", _WEIGHTS),
+                                  allow_download=allow_download, what=str(spec))
+            weights = next(folder / w for w in _WEIGHTS if (folder / w).is_file())
+            name = f"local-dir:{folder}"
             try:
                 with offline():  # a text tower from transformers (BiomedCLIP) is read from the cache as well
                     model, _, transform = open_clip.create_model_and_transforms(name, weights_only=True)

@@ -1,0 +1,362 @@
+"""The real-model path: the files users really have, through the doors they use, with no network.
+
+- the authors' checkpoint (a .pth holding CONCH under VLM.*) as a complete detector, equal to an independent
+  per-patch computation of the authors' code path;
+- the paper's 100/50 checkpoint with duplicate terms;
+- the shipped pools encoding exactly like the authors' CSV prompts (CONCH's tokenizer, trailing spaces);
+- CONCH, open_clip hf-hub models and transformers CLIPModels from local Hugging Face cache layouts, and
+  each failure (missing entry, wrong model, truncated file) as one line;
+- held-out centroids, the authors' slide scores, and the precision option.
+
+The CONCH architecture is built with seeded random weights (395 M parameters, slow on a CPU): those tests are
+marked slow and share one module-scoped model.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ..conftest import shared_path
+from ..helpers import (
+    authors_checkpoint,
+    authors_per_image_scores,
+    hf_cache_entry,
+    tiny_hf_clip,
+    tiny_open_clip_repo,
+)
+
+EXE = str(Path(sys.executable).with_name("anonavila"))
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to open a network connection fails loudly (a test then sees it, instead of a download)."""
+    attempts = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(args)
+        raise RuntimeError("a network connection was attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    return attempts
+
+
+@pytest.fixture
+def hf_cache(tmp_path, monkeypatch):
+    cache = tmp_path / "hf-hub"
+    cache.mkdir()
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    return cache
+
+
+# -- CONCH and the authors' checkpoint ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def conch(tmp_path_factory):
+    pytest.importorskip("conch.open_clip_custom", reason="needs the [conch] extra (conch-fork)")
+    from napari_anonavila.backends import get_backend
+    from napari_anonavila.backends.conch import build_conch_model
+
+    torch.manual_seed(0)
+    model = build_conch_model().eval()
+    weights = tmp_path_factory.mktemp("conch") / "pytorch_model.bin"
+    torch.save(model.state_dict(), weights)
+    backend = get_backend(f"conch:{weights}", "cpu")
+    return model, weights, backend
+
+
+@pytest.fixture(scope="module")
+def authors(conch, tmp_path_factory, sample_slides):
+    """An authors' checkpoint with all of CONCH, text embeddings of the shipped prompts and real centroids."""
+    from napari_anonavila.head import MLP, text_augmented_embeddings
+    from napari_anonavila.slide import open_slide
+    from napari_anonavila.terms import TermPools
+
+    model, _weights, backend = conch
+    pools = TermPools.default()
+    nt, at = backend.encode_texts(pools.normal), backend.encode_texts(pools.abnormal)
+    with open_slide(sample_slides.normal) as s:
+        normal = backend.embed_images([s.read_region((x, y), 0, (256, 256)) for x, y in ((512, 512), (1024, 768))])
+    torch.manual_seed(3)
+    mlp = MLP(512)
+    with torch.no_grad():
+        h_n, h_a = text_augmented_embeddings(normal, nt, at, backend.logit_scale_exp, mlp)
+    path = tmp_path_factory.mktemp("authors") / "anonavila_camelyon16.pth"
+    path, mlp_state = authors_checkpoint(path, model.state_dict(), nt, at, (h_n.mean(0), h_a.mean(0)))
+    return path, mlp_state, nt, at, (h_n.mean(0), h_a.mean(0))
+
+
+@pytest.mark.slow
+def test_the_authors_pth_alone_scores_a_slide_like_their_code(authors, conch, sample_slides, tmp_path):
+    import openslide
+    from conch.open_clip_custom.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+    from conch.open_clip_custom.transform import image_transform
+
+    path, mlp_state, nt, at, cents = authors
+    model, _, _ = conch
+    out = tmp_path / "out"
+    res = subprocess.run([EXE, "-q", "score-slide", str(sample_slides.anomalous), "--model", str(path), "--out",
+                          str(out), "--patch-px", "256", "--roi-box", "768,768,512,512", "--device", "cpu"],
+                         capture_output=True, text=True, timeout=1200)
+    assert res.returncode == 0, res.stderr
+    assert "CONCH" in res.stdout and "lymph-node" in res.stdout
+    summary = json.loads((out / "anomalous" / "summary.json").read_text())
+    prov = summary["provenance"]
+    assert prov["backend"]["spec"] == f"conch:{path}" and prov["backend"]["precision"] == "float32"
+    rows = [ln.split(",") for ln in (out / "anomalous" / "patches.csv").read_text().splitlines()[1:]]
+    assert 1 <= len(rows) <= 4
+    osr = openslide.OpenSlide(str(sample_slides.anomalous))
+    images = [np.asarray(osr.read_region((int(r[0]), int(r[1])), 0, (256, 256)).convert("RGB")) for r in rows]
+    transform = image_transform(448, mean=OPENAI_DATASET_MEAN, std=OPENAI_DATASET_STD)
+    ref = authors_per_image_scores(model, transform, images, nt, at, mlp_state, cents,
+                                   float(model.logit_scale.detach().exp()))
+    names_n, names_a = backend_term_names()
+    for r, (score, top_a, top_n) in zip(rows, ref, strict=True):
+        assert float(r[7]) == pytest.approx(score, rel=1e-3)
+        assert r[10].split("|")[0].rsplit(":", 1)[0] == names_a[top_a]
+        assert r[9].split("|")[0].rsplit(":", 1)[0] == names_n[top_n]
+
+
+def backend_term_names():
+    from napari_anonavila.terms import TermPools
+
+    pools = TermPools.default()
+    return pools.terms("normal"), pools.terms("abnormal")
+
+
+@pytest.mark.slow
+def test_the_papers_100_50_checkpoint_with_duplicates_imports_and_scores(authors, conch, tmp_path):
+    from napari_anonavila.detector import Detector
+    from napari_anonavila.terms import TermPools
+
+    _path, _mlp, nt, at, cents = authors
+    model, _, backend = conch
+    extra_n = backend.encode_texts([f"an image showing a term retired from the pools {i}" for i in range(3)])
+    extra_a = backend.encode_texts(["an image showing an old abnormal term", "an image showing another one"])
+    normal = torch.cat([nt, nt[:5], extra_n])  # 92 + 5 duplicates + 3 unknown = 100
+    abnormal = torch.cat([at, extra_a])  # 48 + 2 unknown = 50
+    path, _ = authors_checkpoint(tmp_path / "paper_100_50.pth", model.state_dict(), normal, abnormal, cents)
+    with pytest.warns(UserWarning, match="3 normal and 2 abnormal terms could not be named"):
+        det = Detector.load(path, device="cpu")
+    assert (len(det.pools.normal), len(det.pools.abnormal)) == (100, 50)
+    assert torch.equal(det.normal_text, normal) and torch.equal(det.abnormal_text, abnormal)  # as stored
+    names = det.term_names("normal")
+    assert names[92:97] == names[:5]  # duplicates named (and kept)
+    assert names[97:] == ["normal term 98", "normal term 99", "normal term 100"]
+    scores = det.score_embeddings(torch.nn.functional.normalize(torch.randn(3, 512), dim=1))
+    assert np.isfinite(scores.score).all()
+    # duplicates change the softmax weights: dropping them would change the scores
+    dedup = Detector(backend=None, backend_spec="x", backend_id="x", pools=TermPools.default(), normal_text=nt,
+                     abnormal_text=at, logit_scale_exp=det.logit_scale_exp, mlp=det.mlp, centroids=det.centroids)
+    e = torch.nn.functional.normalize(torch.randn(3, 512), dim=1)
+    assert not np.allclose(det.score_embeddings(e).score, dedup.score_embeddings(e).score)
+
+
+@pytest.mark.slow
+def test_shipped_pools_encode_like_the_authors_csv_prompts(conch):
+    from napari_anonavila.terms import TermPools, load_pool
+
+    _, _, backend = conch
+    pools = TermPools.default()
+    for kind in ("normal", "abnormal"):
+        csv = load_pool(shared_path("words", f"{kind}_words.csv"))
+        assert list(getattr(pools, kind)) == csv  # byte for byte
+        torch.testing.assert_close(backend.encode_texts(list(getattr(pools, kind))), backend.encode_texts(csv),
+                                   rtol=0, atol=0)
+    spaced = [p for p in pools.normal if p.endswith(" ")]
+    assert len(spaced) == 9
+    a, b = backend.encode_texts([spaced[0], spaced[0].rstrip()])
+    assert not torch.allclose(a, b)  # the trailing space is a token: stripping it would change the embedding
+
+
+@pytest.mark.slow
+def test_conch_from_the_local_hugging_face_cache(conch, hf_cache, no_network):
+    from napari_anonavila.backends import get_backend
+
+    _, weights, file_backend = conch
+    hf_cache_entry(hf_cache, "MahmoodLab/CONCH", {"pytorch_model.bin": weights})
+    b = get_backend("conch", "cpu")
+    assert b.id.split(":")[-1] == file_backend.weights_sha256
+    torch.testing.assert_close(b.encode_texts(["an image showing sinuses"]),
+                               file_backend.encode_texts(["an image showing sinuses"]))
+    assert not no_network
+
+
+def test_conch_missing_from_the_cache_is_one_line(hf_cache, no_network):
+    pytest.importorskip("conch.open_clip_custom", reason="needs the [conch] extra (conch-fork)")
+    from napari_anonavila.backends import get_backend
+    from napari_anonavila.errors import BackendUnavailableError
+
+    with pytest.raises(BackendUnavailableError) as info:
+        get_backend("conch", "cpu")
+    msg = str(info.value)
+    assert "MahmoodLab/CONCH" in msg and str(hf_cache) in msg and "huggingface-cli download" in msg
+    assert "\n" not in msg and not no_network
+
+
+def test_conch_cache_entry_of_another_model_or_truncated_is_refused(hf_cache, tmp_path, no_network):
+    pytest.importorskip("conch.open_clip_custom", reason="needs the [conch] extra (conch-fork)")
+    from napari_anonavila.backends import get_backend
+    from napari_anonavila.errors import CheckpointError
+
+    other = tmp_path / "other.bin"
+    torch.save({"visual.proj": torch.zeros(2, 2)}, other)
+    hf_cache_entry(hf_cache, "MahmoodLab/CONCH", {"pytorch_model.bin": other})
+    with pytest.raises(CheckpointError, match="not CONCH weights"):
+        get_backend("conch", "cpu")
+    cut = tmp_path / "cut.bin"
+    cut.write_bytes(other.read_bytes()[:300])
+    hf_cache_entry(hf_cache, "MahmoodLab/CONCH", {"pytorch_model.bin": cut}, revision="1" * 40)
+    with pytest.raises(CheckpointError, match="not valid CONCH weights"):
+        get_backend("conch", "cpu")
+    assert not no_network
+
+
+# -- open_clip hf-hub and transformers CLIPModels from the cache --------------------------------------------------
+def test_open_clip_hf_hub_model_from_the_cache(hf_cache, tmp_path, no_network):
+    import open_clip
+
+    from napari_anonavila.backends import get_backend
+
+    files = tiny_open_clip_repo(tmp_path / "repo")
+    snap = hf_cache_entry(hf_cache, "wisdomik/QuiltNet-tiny", files)
+    b = get_backend("open_clip:hf-hub:wisdomik/QuiltNet-tiny", "cpu")
+    model, _, _ = open_clip.create_model_and_transforms(f"local-dir:{snap}")
+    tok = open_clip.get_tokenizer(f"local-dir:{snap}")
+    with torch.no_grad():
+        ref = torch.nn.functional.normalize(model.encode_text(tok(["an image showing sinuses"])), dim=-1)
+    torch.testing.assert_close(b.encode_texts(["an image showing sinuses"]), ref)
+    assert b.embed_images([np.full((80, 80, 3), 200, np.uint8)]).shape == (1, 64)
+    assert not no_network
+
+
+def test_a_checkpoint_never_takes_the_tool_online(hf_cache, tmp_path, no_network):
+    """A checkpoint whose backend is an hf-hub model that is not in the cache: one line, and no connection."""
+    from napari_anonavila.detector import Detector
+    from napari_anonavila.errors import BackendUnavailableError
+    from napari_anonavila.training import TrainConfig
+
+    files = tiny_open_clip_repo(tmp_path / "repo")
+    snap = hf_cache_entry(hf_cache, "org/tiny-clip", files)
+    det = Detector.create("open_clip:hf-hub:org/tiny-clip", device="cpu")
+    det.fit(torch.nn.functional.normalize(torch.randn(20, det.embed_dim), dim=1), config=TrainConfig(batch_size=5))
+    ck = det.save(tmp_path / "m.safetensors")
+    assert Detector.load(ck).backend.id == det.backend_id
+    for p in snap.iterdir():
+        p.unlink()  # the cache was cleared
+    with pytest.raises(BackendUnavailableError, match="not in the local Hugging Face cache") as info:
+        Detector.load(ck)
+    assert "org/tiny-clip" in str(info.value) and "--allow-download" in str(info.value)
+    assert not no_network
+
+
+def test_open_clip_hf_hub_entry_without_weights_is_one_line(hf_cache, tmp_path, no_network):
+    from napari_anonavila.backends import get_backend
+    from napari_anonavila.errors import BackendUnavailableError
+
+    files = tiny_open_clip_repo(tmp_path / "repo")
+    hf_cache_entry(hf_cache, "org/half", {"open_clip_config.json": files["open_clip_config.json"]})
+    with pytest.raises(BackendUnavailableError, match=r"open_clip_model\.safetensors or open_clip_pytorch_model\.bin"):
+        get_backend("open_clip:hf-hub:org/half", "cpu")
+    assert not no_network
+
+
+@pytest.mark.parametrize("how", ["folder", "cache"])
+def test_transformers_clip_model_from_a_folder_or_the_cache(hf_cache, tmp_path, no_network, how):
+    from transformers import CLIPModel, CLIPTokenizer
+
+    from napari_anonavila.backends import get_backend
+
+    folder = tiny_hf_clip(tmp_path / "plip")
+    if how == "cache":
+        hf_cache_entry(hf_cache, "vinid/plip-tiny", {p.name: p for p in folder.iterdir() if p.is_file()})
+    b = get_backend(f"hf_clip:{folder}" if how == "folder" else "hf_clip:vinid/plip-tiny", "cpu")
+    assert (b.embed_dim, b.image_size) == (24, 64)
+    model, tok = CLIPModel.from_pretrained(folder), CLIPTokenizer.from_pretrained(folder)
+    with torch.no_grad():
+        out = model.get_text_features(**tok(["an image showing sinuses"], return_tensors="pt"))
+    ref = out if isinstance(out, torch.Tensor) else out.pooler_output
+    torch.testing.assert_close(b.encode_texts(["an image showing sinuses"]),
+                               torch.nn.functional.normalize(ref, dim=-1))
+    e = b.embed_images([np.full((100, 90, 3), 180, np.uint8)])
+    assert e.shape == (1, 24) and torch.isfinite(e).all()
+    assert not no_network
+
+
+def test_transformers_clip_truncated_weights_are_refused(tmp_path):
+    from napari_anonavila.backends import get_backend
+    from napari_anonavila.errors import AnonavilaError
+
+    folder = tiny_hf_clip(tmp_path / "plip")
+    w = folder / "model.safetensors"
+    w.write_bytes(w.read_bytes()[:1000])
+    with pytest.raises(AnonavilaError, match="plip"):
+        get_backend(f"hf_clip:{folder}", "cpu")
+
+
+# -- held-out centroids, authors' slide scores, precision -----------------------------------------------------------
+def test_training_holds_out_whole_slides_for_the_centroids(sample_slides, tmp_path, tiny_weights):
+    from napari_anonavila.detector import Detector
+
+    other = tmp_path / "normal-2.tif"
+    other.write_bytes(sample_slides.anomalous.read_bytes())
+    model = tmp_path / "m.safetensors"
+    res = subprocess.run([EXE, "-q", "train", "--normal", str(sample_slides.normal), str(other), "--patch-px",
+                          "256", "--batch-size", "8", "--accumulate", "1", "--out", str(model), "--backend",
+                          f"open_clip:anonavila-demo@{tiny_weights}"], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    split = Detector.load(model).info["centroid_split"]
+    assert split["kind"] == "held-out slides" and len(split["held_out"]) == 1
+    assert split["n_train"] > 0 and split["n_centroid"] > 0
+    assert "centroids from" in res.stdout
+
+
+def test_slide_scores_drop_partial_edge_cells_as_the_authors_do(tmp_path):
+    # a 2220 x 2967 slide at 512 px: 4 whole columns; a patch at x = 2048 lies in a partial column
+    names = [f"cmu_{x}_{y}_200.png" for x in range(0, 2049, 512) for y in range(0, 2561, 512)]
+    scores = dict.fromkeys(names, 0.001)
+    scores["cmu_2048_1024_200.png"] = 0.0025  # the highest score, in the partial edge column
+    csv = tmp_path / "cmu_Ascores.csv"
+    csv.write_text("patch_name,Ascore\n" + "".join(f"{n},{v}\n" for n, v in scores.items()))
+    sizes = tmp_path / "sizes.csv"
+    sizes.write_text("slide_id,width,height\ncmu,2220,2967\n")
+    ours = subprocess.run([EXE, "slide-scores", "--scores", str(csv), "--patch-size", "512"], capture_output=True,
+                          text=True)
+    theirs = subprocess.run([EXE, "slide-scores", "--scores", str(csv), "--patch-size", "512", "--sizes",
+                             str(sizes)], capture_output=True, text=True)
+    assert ours.returncode == theirs.returncode == 0, ours.stderr + theirs.stderr
+    row_ours, row_theirs = ours.stdout.splitlines()[1].split(","), theirs.stdout.splitlines()[1].split(",")
+    assert float(row_ours[2]) == pytest.approx(0.0025) and float(row_theirs[2]) == pytest.approx(0.001)
+    assert int(row_theirs[1]) == 4 * 5  # 4 whole columns, 5 whole rows (2967 // 512)
+
+
+def test_slide_scores_take_sizes_from_the_slides(tmp_path, sample_slides):
+    csv = tmp_path / "s.csv"
+    csv.write_text("patch_name,Ascore\nanomalous_1800_0_1.png,0.5\nanomalous_0_0_1.png,0.1\n")
+    res = subprocess.run([EXE, "slide-scores", "--scores", str(csv), "--patch-size", "300", "--slides",
+                          str(sample_slides.anomalous)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines()[1].split(",")[:3] == ["anomalous", "1", "0.1"]  # 1800 // 300 = 2048 // 300
+
+
+def test_precision_is_an_option_recorded_in_provenance_and_the_cache_key(tmp_path, sample_slides, fitted_on_sample):
+    model = fitted_on_sample.save(tmp_path / "m.safetensors")
+    out = tmp_path / "o"
+    args = [EXE, "-q", "score-slide", str(sample_slides.anomalous), "--model", str(model), "--out", str(out),
+            "--patch-px", "256", "--device", "cpu"]
+    first = subprocess.run([*args, "--precision", "bfloat16"], capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    prov = json.loads((out / "anomalous" / "summary.json").read_text())["provenance"]
+    assert prov["backend"]["precision"] == "bfloat16"
+    again = subprocess.run([*args, "--overwrite"], capture_output=True, text=True, timeout=600)  # float32 default
+    assert again.returncode == 0 and "from pixels" in again.stdout  # not the bfloat16 cache
+    prov = json.loads((out / "anomalous" / "summary.json").read_text())["provenance"]
+    assert prov["backend"]["precision"] == "float32"
