@@ -63,6 +63,15 @@ def _cli_error(main, argv) -> str:
     return err.getvalue()
 
 
+def _det_fit(n: int):
+    from napari_anonavila.detector import Detector
+    from napari_anonavila.training import TrainConfig
+
+    d = Detector.create("demo")
+    d.fit(torch.nn.functional.normalize(torch.randn(n, d.embed_dim), dim=1), config=TrainConfig(batch_size=2))
+    return d
+
+
 def _det():
     from napari_anonavila.detector import Detector
     from napari_anonavila.training import TrainConfig
@@ -322,6 +331,17 @@ def _cases(tmp: Path) -> dict:
 
         return _error(lambda: resolve_device("cuda:7"))
 
+    def hub_missing():
+        old = os.environ.get("HF_HUB_CACHE")
+        os.environ["HF_HUB_CACHE"] = str(tmp / "empty-hub")
+        try:
+            return _error(lambda: get_backend("open_clip:hf-hub:org/none"))
+        finally:
+            if old is None:
+                os.environ.pop("HF_HUB_CACHE")
+            else:
+                os.environ["HF_HUB_CACHE"] = old
+
     def far_patches():
         from napari_anonavila.maps import heatmaps_from_patch_names
 
@@ -351,6 +371,10 @@ def _cases(tmp: Path) -> dict:
         "device-unavailable": device_unavailable,
         "template": lambda: _error(lambda: load_pool(write("tt.txt", "a\n"), template="{organ} {}")),
         "slide-scores-far": far_patches,
+        "hub-missing": hub_missing,
+        "authors-unnamed": lambda: _warning(lambda: Detector.from_official_checkpoint(_official(tmp),
+                                                                                    attach_backend=False)),
+        "too-few-to-hold-out": lambda: _warning(lambda: _det_fit(3)),
         "geojson-unusable": lambda: _error(lambda: read_geojson(write("deep.geojson", "[" * 100_000 + "]" * 100_000))),
         "slide-corrupt": lambda: _error(lambda: open_slide(shared_path("slides", "broken.svs"))),
         "slide-missing": lambda: _error(lambda: open_slide(tmp / "none.svs")),

@@ -48,7 +48,7 @@ def hub_file(repo_id: str, filenames: str | tuple[str, ...], *, allow_download: 
                                           f"{'; ' + hint if hint else ''}") from err
     raise BackendUnavailableError(
         f"{what or repo_id}: {' or '.join(names)} of {repo_id} is not in the local Hugging Face cache ({cache}); "
-        f"download it once with `huggingface-cli download {repo_id} {names[0]}` (it goes into that cache), or "
+        f"download it once with: huggingface-cli download {repo_id} {names[0]} (it goes into that cache), or "
         f"allow this run to download it (--allow-download){'; ' + hint if hint else ''}")
 
 
