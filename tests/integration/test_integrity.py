@@ -68,26 +68,29 @@ def test_a_slide_changed_in_place_at_the_same_size_is_scored_afresh(tmp_path, mo
         page = tif.pages[0]
         offsets, counts = page.dataoffsets, page.databytecounts
     size = slide.stat().st_size
-    tiles = [(o, c) for o, c in zip(offsets, counts, strict=True) if 5 << 20 < o < size - (5 << 20)]
-    assert len(tiles) >= 60
-    with open(slide, "r+b") as fh:  # rewrite those tiles in place with tumour-like dark tissue
-        for o, c in tiles:
-            fh.seek(o)
-            fh.write(bytes(np.full(c, 60, np.uint8)))
+    inside = [i for i, o in enumerate(offsets) if 5 << 20 < o < size - (5 << 20)]
+    assert len(inside) >= 60
+    other, _ = make_tissue(3072, seed=12, n_anomalies=8)  # other tissue, tumour-like in places
+    with open(slide, "r+b") as fh:  # rewrite those tiles in place, each at its own size (uncompressed)
+        for i in inside:
+            r, c = divmod(i, 3072 // 256)
+            fh.seek(offsets[i])
+            fh.write(np.ascontiguousarray(other[r * 256 : (r + 1) * 256, c * 256 : (c + 1) * 256]).tobytes())
+            assert counts[i] == 256 * 256 * 3
     assert slide.stat().st_size == size
     again = anonavila("score-slide", slide, "--model", model, "--out", out, "--patch-px", "256", "--overwrite")
     assert again.returncode == 0, again.stderr
     assert "from pixels" in again.stdout  # not from the embedding cache
     second = json.loads((out / "case" / "summary.json").read_text())
     assert second["provenance"]["slide"]["fingerprint_sha256"] != first["provenance"]["slide"]["fingerprint_sha256"]
-    assert second["slide_scores"] != first["slide_scores"]
+    assert second["top_k"] != first["top_k"]
     # batch does not skip it as finished either
     from napari_anonavila.batch import BatchSettings, run_batch
 
     report = run_batch([slide], model, tmp_path / "cohort", settings=BatchSettings(patch_px=256), n_workers=1)
     assert report["ok"] == 1
     with open(slide, "r+b") as fh:
-        fh.seek(tiles[0][0])
+        fh.seek(offsets[inside[0]])
         fh.write(b"\x00" * 1024)
     report = run_batch([slide], model, tmp_path / "cohort", settings=BatchSettings(patch_px=256), n_workers=1)
     assert report["ok"] == 1 and report["skipped"] == 0  # changed content: scored again, not skipped

@@ -50,7 +50,7 @@ class _TiffLevel:
         self.decode = page.decode
         self.jpegtables = page.jpegtables
         self.mmap = None
-        if page.compression == 1 and page.is_contiguous:
+        if page.compression == 1 and page.is_contiguous and not self.tiled:  # row-major bytes: map them
             self.mmap = np.memmap(path, dtype=np.uint8, mode="r", offset=page.dataoffsets[0],
                                   shape=(self.rows, self.cols, self.spp))
 

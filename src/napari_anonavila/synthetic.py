@@ -1,0 +1,160 @@
+"""Whole-slide images of any size, streamed tile by tile: real-looking tissue on glass, planted anomalies with
+their ground truth, a full pyramid of JPEG tiles, as an Aperio-style SVS (read by OpenSlide) or a pyramidal
+OME-TIFF (read by tifffile).
+
+Nothing is held whole: a tile is composed from a bank of tissue textures (stroma with scattered nuclei; dense,
+dark tumour nuclei for the anomalies) under low-resolution tissue and anomaly maps, then encoded. A 100,000 x
+80,000 px slide takes minutes and a few hundred MiB of memory. Deterministic for a given seed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from ._atomic import atomic_path
+from .sample import _NUCLEUS, _STROMA, _TUMOUR, _nuclei, _smooth_noise
+
+__all__ = ["SyntheticSlide", "write_wsi"]
+
+_BANK = 8  # texture variants of each kind
+_MAP_PX = 128  # level-0 pixels per pixel of the tissue and anomaly maps
+
+
+@dataclass(frozen=True)
+class SyntheticSlide:
+    """The written slide, its size, and the anomaly ground truth (``truth``: 1 px per ``truth_downsample``)."""
+
+    path: Path
+    size_xy: tuple[int, int]
+    mpp: float
+    truth: np.ndarray
+    truth_downsample: int
+    levels: int
+
+
+def _maps(width: int, height: int, seed: int, n_anomalies: int) -> tuple[np.ndarray, np.ndarray]:
+    """Tissue and anomaly fractions in [0, 1] at 1/_MAP_PX scale: a few tissue fragments, round anomalies."""
+    rng = np.random.default_rng(seed)
+    h, w = max(4, math.ceil(height / _MAP_PX)), max(4, math.ceil(width / _MAP_PX))
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    field = _smooth_noise(rng, (h, w), max(h, w) / 8) * 0.15
+    for _ in range(3):
+        cy, cx = rng.uniform(0.3, 0.7) * h, rng.uniform(0.25, 0.75) * w
+        ry, rx = rng.uniform(0.18, 0.35) * h, rng.uniform(0.15, 0.3) * w
+        field = np.maximum(field, 1 - ((yy - cy) / ry) ** 2 - ((xx - cx) / rx) ** 2)
+    tissue = ndimage.gaussian_filter((field > 0.05).astype(np.float32), 1.0)
+    anomaly = np.zeros((h, w), np.float32)
+    inside = np.argwhere(tissue > 0.9)
+    for _ in range(n_anomalies if len(inside) else 0):
+        cy, cx = inside[rng.integers(len(inside))]
+        r = rng.uniform(0.015, 0.03) * max(h, w)
+        anomaly = np.maximum(anomaly, ((yy - cy) ** 2 + (xx - cx) ** 2 < r**2).astype(np.float32))
+    anomaly = ndimage.gaussian_filter(anomaly, 0.7) * tissue
+    return tissue, anomaly
+
+
+def _textures(tile: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(normal, tumour) banks of (_BANK, tile, tile, 3) float32 RGB textures."""
+    rng = np.random.default_rng(seed)
+    normal, tumour = [], []
+    for _ in range(_BANK):
+        shade = 1 + 0.07 * _smooth_noise(rng, (tile, tile), tile / 3)[..., None]
+        base = np.broadcast_to(_STROMA, (tile, tile, 3)) * shade
+        nuc = _nuclei(rng, (tile, tile), np.full((tile, tile), 9.0, np.float32), 2.5)[..., None]
+        normal.append(base * (1 - nuc) + _NUCLEUS * nuc)
+        tum = _nuclei(rng, (tile, tile), np.full((tile, tile), 60.0, np.float32), 4.5)[..., None]
+        tumour.append(base * (1 - tum) + _TUMOUR * tum)
+    return np.stack(normal).astype(np.float32), np.stack(tumour).astype(np.float32)
+
+
+class _Level:
+    """Tiles of one pyramid level (downsample ``ds``), composed from the texture banks and the maps."""
+
+    def __init__(self, tissue, anomaly, banks, tile: int, ds: int, width: int, height: int, seed: int) -> None:
+        self.tissue, self.anomaly, self.tile, self.ds, self.seed = tissue, anomaly, tile, ds, seed
+        self.w, self.h = math.ceil(width / ds), math.ceil(height / ds)
+        side = max(8, tile // ds)  # texture period at this level, in level pixels
+        from PIL import Image
+
+        def shrink(bank):
+            return np.stack([np.asarray(Image.fromarray(np.clip(t, 0, 255).astype(np.uint8)).resize(
+                (side, side), Image.Resampling.BOX), np.float32) for t in bank]) if side != tile else bank
+
+        self.normal, self.tumour, self.side = shrink(banks[0]), shrink(banks[1]), side
+
+    def _map(self, m: np.ndarray, y: int, x: int) -> np.ndarray:
+        """A map sampled (bilinear) at this tile's pixel centres."""
+        scale = self.ds / _MAP_PX
+        ys = (y + np.arange(self.tile) + 0.5) * scale - 0.5
+        xs = (x + np.arange(self.tile) + 0.5) * scale - 0.5
+        yy, xx = np.meshgrid(ys, xs, indexing="ij")
+        return ndimage.map_coordinates(m, [yy, xx], order=1, mode="nearest").astype(np.float32)
+
+    def tile_at(self, r: int, c: int) -> np.ndarray:
+        t, side = self.tile, self.side
+        y, x = r * t, c * t
+        reps = max(1, t // side)
+        rng = np.random.default_rng((self.seed, self.ds, r, c))
+        pick = rng.integers(0, _BANK, (reps, reps))
+        normal = self.normal[pick].transpose(0, 2, 1, 3, 4).reshape(reps * side, reps * side, 3)[:t, :t]
+        tumour = self.tumour[pick].transpose(0, 2, 1, 3, 4).reshape(reps * side, reps * side, 3)[:t, :t]
+        tis, ano = self._map(self.tissue, y, x)[..., None], self._map(self.anomaly, y, x)[..., None]
+        glass = 243.0 + rng.normal(0, 1.5, (t, t, 1)).astype(np.float32)
+        img = glass * (1 - tis) + (normal * (1 - ano) + tumour * ano) * tis
+        out = np.clip(img + rng.normal(0, 3, img.shape).astype(np.float32), 0, 255).astype(np.uint8)
+        if y + t > self.h or x + t > self.w:  # beyond the slide edge: empty glass, as scanners write
+            out[max(0, self.h - y) :, :] = 243
+            out[:, max(0, self.w - x) :] = 243
+        return out
+
+    def tiles(self) -> Iterator[np.ndarray]:
+        for r in range(math.ceil(self.h / self.tile)):
+            for c in range(math.ceil(self.w / self.tile)):
+                yield self.tile_at(r, c)
+
+
+def write_wsi(path: str | os.PathLike, width: int, height: int, *, mpp: float = 0.25, layout: str = "svs",
+              seed: int = 0, n_anomalies: int = 6, tile: int = 512, quality: int = 85) -> SyntheticSlide:
+    """Write a pyramidal slide (levels halve down to ~1024 px) with JPEG tiles; return it with its ground truth.
+
+    ``layout``: ``"svs"`` (Aperio-style: one tiled page per level, Aperio description with MPP and AppMag,
+    read by OpenSlide) or ``"ome-tiff"`` (level 0 with the others as SubIFDs and OME-XML, as QuPath and
+    bfconvert write, read by tifffile).
+    """
+    import tifffile
+
+    if layout not in ("svs", "ome-tiff"):
+        raise ValueError(f"unknown layout {layout!r}; use 'svs' or 'ome-tiff'")
+    path = Path(path)
+    tissue, anomaly = _maps(width, height, seed, n_anomalies)
+    banks = _textures(tile, seed + 1)
+    n_levels = 1 + max(0, math.ceil(math.log2(max(width, height) / 1024)))
+    levels = [_Level(tissue, anomaly, banks, tile, 2**k, width, height, seed) for k in range(n_levels)]
+    opts = {"tile": (tile, tile), "photometric": "rgb", "compression": ("jpeg", quality), "dtype": np.uint8}
+    mag = 40 if mpp < 0.35 else 20
+    with atomic_path(path) as tmp, tifffile.TiffWriter(tmp, bigtiff=width * height * 3 > 2**31,
+                                                         ome=layout == "ome-tiff") as tif:
+        if layout == "svs":
+            for k, lv in enumerate(levels):
+                desc = (f"Aperio Image Library v12.0.16\r\n{width}x{height} [0,0 {width}x{height}] ({tile}x{tile}) "
+                        f"JPEG/RGB Q={quality}|AppMag = {mag}|MPP = {mpp}") if k == 0 else \
+                       f"Aperio Image Library v12.0.16\r\n{width}x{height} -> {lv.w}x{lv.h} - ({tile}x{tile})"
+                tif.write(lv.tiles(), shape=(lv.h, lv.w, 3), description=desc, metadata=None,
+                          subfiletype=0 if k == 0 else 1, **opts)
+        else:
+            res = (1e4 / mpp, 1e4 / mpp)
+            meta = {"axes": "YXS", "PhysicalSizeX": mpp, "PhysicalSizeY": mpp, "PhysicalSizeXUnit": "µm",
+                    "PhysicalSizeYUnit": "µm", "Name": path.name}
+            tif.write(levels[0].tiles(), shape=(levels[0].h, levels[0].w, 3), subifds=n_levels - 1,
+                      resolution=res, resolutionunit="CENTIMETER", metadata=meta, **opts)
+            for lv in levels[1:]:
+                tif.write(lv.tiles(), shape=(lv.h, lv.w, 3), subfiletype=1, resolution=(res[0] / lv.ds, res[1] /
+                          lv.ds), resolutionunit="CENTIMETER", metadata=None, **opts)
+    return SyntheticSlide(path, (width, height), mpp, anomaly > 0.5, _MAP_PX, n_levels)

@@ -1,0 +1,127 @@
+"""Every pyramid layout a lab produces opens with all its levels, its mpp, and pixels equal to the library's own.
+
+Each file is written here with tifffile: OME-TIFF pyramids (SubIFDs, as QuPath and bfconvert write), SubIFD
+and multi-page TIFF pyramids, plain tiled and striped TIFFs (compressed and not), and Aperio-style SVS files
+(read by OpenSlide). The pixels of random windows at every level must equal tifffile's (or OpenSlide's) own
+decoding of the same file.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_anonavila.sample import make_tissue
+from napari_anonavila.slide import open_slide
+
+MPP = 0.5
+RES = {"resolution": (1e4 / MPP, 1e4 / MPP), "resolutionunit": "CENTIMETER"}
+
+
+def _levels(img: np.ndarray, n: int) -> list[np.ndarray]:
+    return [img[:: 2**k, :: 2**k] for k in range(n)]
+
+
+def _write(path, kind: str, img: np.ndarray):
+    levels = _levels(img, 3)
+    if kind == "ome-subifd":
+        with tifffile.TiffWriter(path, ome=True) as tif:
+            tif.write(levels[0], subifds=2, tile=(256, 256), photometric="rgb", compression="jpeg",
+                      metadata={"axes": "YXS", "PhysicalSizeX": MPP, "PhysicalSizeY": MPP}, **RES)
+            for lv in levels[1:]:
+                tif.write(lv, tile=(256, 256), photometric="rgb", compression="jpeg", subfiletype=1)
+    elif kind == "subifd":
+        with tifffile.TiffWriter(path) as tif:
+            tif.write(levels[0], subifds=2, tile=(256, 256), photometric="rgb", compression="zlib", **RES)
+            for lv in levels[1:]:
+                tif.write(lv, tile=(256, 256), photometric="rgb", compression="zlib", subfiletype=1)
+    elif kind == "multipage":
+        with tifffile.TiffWriter(path) as tif:
+            for k, lv in enumerate(levels):
+                tif.write(lv, tile=(256, 256), photometric="rgb", compression="jpeg", subfiletype=int(k > 0),
+                          **(RES if k == 0 else {}))
+    elif kind == "tiled-raw":
+        tifffile.imwrite(path, img, tile=(256, 256), photometric="rgb", **RES)
+    elif kind == "striped-raw":
+        tifffile.imwrite(path, img, photometric="rgb", rowsperstrip=64, **RES)
+    elif kind == "striped-lzw":
+        tifffile.imwrite(path, img, photometric="rgb", rowsperstrip=64, compression="lzw", **RES)
+    elif kind == "svs":
+        h, w = img.shape[:2]
+        with tifffile.TiffWriter(path) as tif:
+            for k, lv in enumerate(levels):
+                first = f"{w}x{h} [0,0 {w}x{h}] (256x256) JPEG/RGB Q=85|AppMag = 20|MPP = {MPP}"
+                desc = "Aperio Image Library v12.0.16\r\n" + (first if k == 0 else
+                                                                f"{w}x{h} -> {lv.shape[1]}x{lv.shape[0]}")
+                tif.write(lv, tile=(256, 256), photometric="rgb", compression="jpeg", description=desc,
+                          metadata=None, subfiletype=int(k > 0))
+    return len(levels) if kind not in ("tiled-raw", "striped-raw", "striped-lzw") else 1
+
+
+class _OpenSlideLevel:
+    """OpenSlide's own reading of a level window (at a non-integer downsample OpenSlide resamples: so do we)."""
+
+    def __init__(self, path, level):
+        import openslide
+
+        self.osr, self.level = openslide.OpenSlide(str(path)), level
+        self.ds = self.osr.level_downsamples[level]
+        w, h = self.osr.level_dimensions[level]
+        self.shape = (h, w, 3)
+
+    def __getitem__(self, key):
+        rows, cols = key
+        y0, y1, _ = rows.indices(self.shape[0])
+        x0, x1, _ = cols.indices(self.shape[1])
+        region = self.osr.read_region((round(x0 * self.ds), round(y0 * self.ds)), self.level, (x1 - x0, y1 - y0))
+        return np.asarray(region.convert("RGB"))
+
+
+def _reference(path, reader: str, level: int):
+    if reader == "openslide":
+        return _OpenSlideLevel(path, level)
+    with tifffile.TiffFile(path) as tif:
+        return tif.series[0].levels[level].asarray()
+
+
+@pytest.fixture(scope="module")
+def image():
+    img, _ = make_tissue(1100, seed=4)  # not a multiple of the tile: partial edge tiles
+    return img[:1100, :1037]
+
+
+@pytest.mark.parametrize(("kind", "reader"), [("ome-subifd", "tifffile"), ("subifd", "tifffile"),
+                                              ("multipage", "tifffile"), ("tiled-raw", "tifffile"),
+                                              ("striped-raw", "tifffile"), ("striped-lzw", "tifffile"),
+                                              ("svs", "openslide")])
+def test_layout_opens_with_all_levels_and_exact_pixels(tmp_path, image, kind, reader):
+    path = tmp_path / ("s.ome.tif" if kind.startswith("ome") else "s.svs" if kind == "svs" else "s.tif")
+    n = _write(path, kind, image)
+    rng = np.random.default_rng(0)
+    with open_slide(path) as s:
+        assert s.reader == reader and len(s.levels) == n
+        assert s.mpp == pytest.approx(MPP)
+        assert s.level_shapes[0] == image.shape[:2]
+        for level in range(n):
+            ref = _reference(path, reader, level)
+            assert ref.shape[:2] == s.level_shapes[level]
+            rows, cols = s.level_shapes[level]
+            for _ in range(4):
+                h, w = rng.integers(1, min(rows, 300)), rng.integers(1, min(cols, 300))
+                y, x = rng.integers(0, rows - h + 1), rng.integers(0, cols - w + 1)
+                np.testing.assert_array_equal(s.level_arrays[level][y : y + h, x : x + w], ref[y : y + h, x : x + w])
+            np.testing.assert_array_equal(np.asarray(s.levels[level][:50, :70]), ref[:50, :70])  # the dask view
+        # a region read in level-0 coordinates, partly outside the slide: white there
+        out = s.read_region((image.shape[1] - 20, image.shape[0] - 10), 0, (40, 30))
+        np.testing.assert_array_equal(out[:10, :20], _reference(path, reader, 0)[-10:, -20:])
+        assert (out[10:] == 255).all() and (out[:, 20:] == 255).all()
+
+
+def test_a_multichannel_stack_is_refused_clearly(tmp_path):
+    from napari_anonavila.errors import SlideReadError
+
+    path = tmp_path / "stack.ome.tif"
+    tifffile.imwrite(path, np.zeros((3, 64, 64), np.uint16), metadata={"axes": "CYX"})
+    with pytest.raises(SlideReadError, match=r"stack\.ome\.tif"):
+        open_slide(path)
