@@ -12,13 +12,13 @@ import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
-import torch
+import numpy as np
 from _common import machine, save
 from _vit import vit_b16_weights
 
 from napari_anonavila.backends import get_backend
 from napari_anonavila.grid import make_grid
-from napari_anonavila.pipeline import _read_patch, default_workers, iter_embed_grid
+from napari_anonavila.pipeline import _read_patches, default_workers, iter_embed_patches
 from napari_anonavila.slide import open_slide
 
 SLIDES = "../shared/data/slides"
@@ -34,15 +34,16 @@ def measure(slide_name: str, backend, batch: int, patch_px=None) -> dict:
     workers = default_workers()
     t0 = time.perf_counter()
     with ThreadPoolExecutor(workers) as pool:
-        pixels = list(pool.map(lambda p: _read_patch(slide, p, grid.patch_size_l0, level, backend), xy))
+        parts = list(pool.map(lambda s: _read_patches(slide, xy[s : s + 8], grid.patch_size_l0, level, backend),
+                              range(0, len(xy), 8)))
+        stacked = backend.to_pixels([img for part in parts for img in part])
     t_read = time.perf_counter() - t0
-    stacked = torch.stack(pixels)
     t0 = time.perf_counter()
     for s in range(0, len(stacked), batch):
         backend.encode_images(stacked[s : s + batch])
     t_enc = time.perf_counter() - t0
     t0 = time.perf_counter()
-    for _ in iter_embed_grid(slide, grid, backend, batch_size=batch):
+    for _ in iter_embed_patches(slide, grid, backend, np.arange(len(grid)), batch_size=batch):
         pass
     t_e2e = time.perf_counter() - t0
     slide.close()

@@ -17,7 +17,7 @@ from _common import machine, save
 from napari_anonavila.backends import get_backend
 from napari_anonavila.detector import Detector
 from napari_anonavila.grid import make_grid
-from napari_anonavila.pipeline import iter_embed_grid
+from napari_anonavila.pipeline import iter_embed_patches
 from napari_anonavila.slide import open_slide
 from napari_anonavila.training import TrainConfig
 
@@ -30,7 +30,7 @@ def stream_profile() -> str:
     b = get_backend("demo")
     prof = cProfile.Profile()
     prof.enable()
-    for _ in iter_embed_grid(slide, grid, b, batch_size=64):
+    for _ in iter_embed_patches(slide, grid, b, np.arange(len(grid)), batch_size=64):
         pass
     prof.disable()
     out = io.StringIO()

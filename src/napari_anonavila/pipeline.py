@@ -40,6 +40,7 @@ class SlideResult:
     mode: str
     timings: dict = field(default_factory=dict)
     from_cache: bool = False
+    n_from_cache: int = 0  # patches whose embeddings came from the cache (a resumed run: some, not all)
 
     @property
     def geometry(self) -> HeatmapGeometry:
@@ -68,11 +69,10 @@ def cache_key(slide: Slide, grid: PatchGrid, backend_id: str, embed_dim: int, ba
             "precision": backend.precision if backend else "float32"}
 
 
-def _read_patch(slide: Slide, xy: np.ndarray, p: int, level: int, backend: VLMBackend) -> torch.Tensor:
-    ds = slide.level_downsamples[level]
-    side = max(1, math.ceil(p / ds))
-    region = slide.read_region((int(xy[0]), int(xy[1])), level, (side, side))
-    return backend.preprocess([region])[0]
+def _read_patches(slide: Slide, xy: np.ndarray, p: int, level: int, backend: VLMBackend) -> list[np.ndarray]:
+    """Read and prepare (resize, crop) a few patches: one reader task. The heavy parts run outside the GIL."""
+    side = max(1, math.ceil(p / slide.level_downsamples[level]))
+    return [backend.prepare(slide.read_region((int(x), int(y)), level, (side, side))) for x, y in xy]
 
 
 def default_workers() -> int:
@@ -83,24 +83,35 @@ def iter_embed_patches(slide: Slide, grid: PatchGrid, backend: VLMBackend, indic
                        batch_size: int = 32, workers: int | None = None, prefetch: int = 2
                        ) -> Generator[tuple[int, torch.Tensor, dict], None, None]:
     """Encode the grid patches ``indices`` (in that order); yield ``(position in indices, embeddings, timing)``
-    per batch. Reads run ``prefetch`` batches ahead in reader threads. Non-finite embeddings raise."""
+    per batch. Reader threads read and prepare patches a few at a time, ``prefetch`` batches ahead; each batch
+    is converted and normalised at once (on the model's device) and encoded. Non-finite embeddings raise."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     xy = grid.xy_l0()[np.asarray(indices, np.int64)]
     n = len(xy)
     level = slide.best_level(grid.patch_size_l0 / backend.image_size)
+    per_task = max(1, min(8, batch_size // max(1, workers or default_workers())))
     pool = ThreadPoolExecutor(max_workers=workers or default_workers(), thread_name_prefix="anonavila-read")
-    pending: deque[Future] = deque()
-    nxt = 0
+    batches: deque[list[Future]] = deque()
+    starts = iter(range(0, n, batch_size))
+
+    def submit_next() -> None:
+        s = next(starts, None)
+        if s is not None:
+            e = min(n, s + batch_size)
+            batches.append([pool.submit(_read_patches, slide, xy[a : min(e, a + per_task)], grid.patch_size_l0,
+                                        level, backend) for a in range(s, e, per_task)])
+
     try:
-        for start in range(0, n, batch_size):
+        for _ in range(prefetch + 1):
+            submit_next()
+        start = 0
+        while batches:
             t0 = time.perf_counter()
-            while nxt < min(n, start + (prefetch + 1) * batch_size):
-                pending.append(pool.submit(_read_patch, slide, xy[nxt], grid.patch_size_l0, level, backend))
-                nxt += 1
-            pixels = torch.stack([pending.popleft().result() for _ in range(min(batch_size, n - start))])
+            prepared = [img for f in batches.popleft() for img in f.result()]
+            submit_next()
             t1 = time.perf_counter()
-            embs = backend.encode_images(pixels)
+            embs = backend.encode_images(backend.to_pixels(prepared))
             bad = ~torch.isfinite(embs).all(dim=1)
             if bad.any():
                 x, y = xy[start + int(bad.nonzero()[0, 0])]
@@ -108,9 +119,11 @@ def iter_embed_patches(slide: Slide, grid: PatchGrid, backend: VLMBackend, indic
                                      f"{int(bad.sum())} patch(es), the first at level-0 ({x}, {y}); its weights "
                                      "may be damaged")
             yield start, embs, {"wait_read_s": t1 - t0, "encode_s": time.perf_counter() - t1}
+            start += len(embs)
     finally:
-        for f in pending:
-            f.cancel()
+        for fs in batches:
+            for f in fs:
+                f.cancel()
         pool.shutdown(wait=True, cancel_futures=True)
 
 
@@ -167,11 +180,12 @@ def iter_score_slide(slide: Slide, grid: PatchGrid, detector, *, batch_size: int
     total = len(grid)
     parts: list[PatchScores] = []
     timing = {"wait_read_s": 0.0, "encode_s": 0.0, "score_s": 0.0}
-    all_cached = True
+    all_cached, n_cached = True, 0
     for start, embs, cached, t in iter_grid_embeddings(slide, grid, detector.backend, detector.backend_id,
                                                        detector.embed_dim, cache=cache, batch_size=batch_size,
                                                        workers=workers, prefetch=prefetch):
         all_cached &= cached
+        n_cached += len(embs) if cached else 0
         for k in t:
             timing[k] += t[k]
         t0 = time.perf_counter()
@@ -180,7 +194,8 @@ def iter_score_slide(slide: Slide, grid: PatchGrid, detector, *, batch_size: int
         parts.append(s)
         yield Progress("score" if cached else "encode", start + len(s), total, {"start": start, "scores": s})
     timing["total_s"] = time.perf_counter() - t_start
-    return SlideResult(slide.describe(), grid, PatchScores.concat(parts, top_k), mode, timing, all_cached and total > 0)
+    return SlideResult(slide.describe(), grid, PatchScores.concat(parts, top_k), mode, timing,
+                       all_cached and total > 0, n_cached)
 
 
 def score_slide(detector, slide: Slide | str | os.PathLike, *, out_dir: str | os.PathLike | None = None,

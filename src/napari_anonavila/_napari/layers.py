@@ -44,12 +44,15 @@ def slide_scale(slide: Slide) -> float:
 
 
 def slide_layer_data(slide: Slide) -> tuple:
-    """(levels, kwargs, 'image') for a multiscale RGB image layer with physical scale when known."""
+    """(levels, kwargs, 'image') for a multiscale RGB image layer with physical scale when known.
+
+    The levels are the slide's ``level_arrays``: each view napari asks for is one read through the reader's
+    tile cache, with no dask graph per slice."""
     s = slide_scale(slide)
     meta = {**slide.describe(), "anonavila_slide": slide}
     kwargs = {"name": slide.path.name, "multiscale": True, "rgb": True, "metadata": meta, "scale": (s, s),
               "units": ("um", "um") if slide.mpp else ("pixel", "pixel"), "contrast_limits": (0, 255)}
-    return (slide.levels, kwargs, "image")
+    return (slide.level_arrays, kwargs, "image")
 
 
 def heatmap_for_display(heat: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:

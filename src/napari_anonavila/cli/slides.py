@@ -88,8 +88,9 @@ def _score_slide(args: argparse.Namespace) -> int:
         finally:
             bars.close()
         s = res.slide_scores()
-        src = "embedding cache" if res.from_cache else "pixels"
-        print(f"{path.name}: {len(res.scores)} patches from {src}; max {s['max']:.4g}, top-1% {s['top1']:.4g}, "
+        n, c = len(res.scores), res.n_from_cache
+        src = "the embedding cache" if c == n else f"pixels ({c} resumed from the embedding cache)" if c else "pixels"
+        print(f"{path.name}: {n} patches from {src}; max {s['max']:.4g}, top-1% {s['top1']:.4g}, "
               f"eroded max {s['max_eroded']:.4g} -> {out}")
     return 2 if failed else 0
 

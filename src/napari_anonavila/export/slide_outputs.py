@@ -44,6 +44,7 @@ def write_slide_outputs(out_dir: str | os.PathLike, result, detector, slide, *, 
                   for r, i in enumerate(table.top_k(top_k))],
         "timings_s": result.timings,
         "from_embedding_cache": result.from_cache,
+        "n_from_embedding_cache": result.n_from_cache,
         "provenance": table.provenance,
         **(extra or {}),
     }

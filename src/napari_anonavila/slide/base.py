@@ -65,6 +65,10 @@ class LevelArray:
     def __len__(self) -> int:
         return self.shape[0]
 
+    @property
+    def size(self) -> int:
+        return self.shape[0] * self.shape[1] * 3
+
     def __getitem__(self, key) -> np.ndarray:
         key = key if isinstance(key, tuple) else (key,)
         if any(k is Ellipsis for k in key):

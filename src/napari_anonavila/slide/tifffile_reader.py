@@ -13,7 +13,9 @@ import contextlib
 import math
 import os
 import re
+import threading
 import weakref
+from collections import OrderedDict
 
 import numpy as np
 
@@ -25,10 +27,38 @@ __all__ = ["TifffileSlide"]
 _UNIT_UM = {"µm": 1.0, "um": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6}
 
 
+class _TileCache:
+    """Decoded tiles, least recently used out first, within a byte budget (as OpenSlide caches its tiles).
+
+    Neighbouring patches share tiles; without it each would decode them again.
+    """
+
+    def __init__(self, budget: int = 96 << 20) -> None:
+        self.budget, self.size = budget, 0
+        self._tiles: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            tile = self._tiles.get(key)
+            if tile is not None:
+                self._tiles.move_to_end(key)
+            return tile
+
+    def put(self, key, tile: np.ndarray) -> None:
+        with self._lock:
+            if key in self._tiles:
+                return
+            self._tiles[key] = tile
+            self.size += tile.nbytes
+            while self.size > self.budget and self._tiles:
+                self.size -= self._tiles.popitem(last=False)[1].nbytes
+
+
 class _TiffLevel:
     """One pyramid level: tile geometry, byte ranges and the codec of its page."""
 
-    def __init__(self, series_level, fd: int, path: str) -> None:
+    def __init__(self, series_level, fd: int, path: str, cache: _TileCache, level: int) -> None:
         page = series_level.keyframe
         if page.photometric not in (1, 2, 6) or page.dtype != np.uint8:  # minisblack, rgb, ycbcr
             raise ValueError(f"unsupported image kind (photometric {page.photometric}, dtype {page.dtype})")
@@ -37,7 +67,7 @@ class _TiffLevel:
             raise ValueError(f"a stack of images per level ({extra}); expected one RGB or grey image")
         if page.planarconfig != 1 and page.samplesperpixel > 1:
             raise ValueError("planar (separate-plane) RGB is not supported; save the TIFF as contiguous RGB")
-        self.page, self.fd = page, fd
+        self.page, self.fd, self.cache, self.level = page, fd, cache, level
         self.rows, self.cols = page.imagelength, page.imagewidth
         self.spp = page.samplesperpixel
         if self.spp not in (1, 3, 4):
@@ -59,13 +89,20 @@ class _TiffLevel:
         return tile_chunks((self.th, self.tw) if self.tiled else (None, None))
 
     def _segment(self, r: int, c: int) -> np.ndarray:
+        key = (self.level, r, c)
+        seg = self.cache.get(key)
+        if seg is not None:
+            return seg
         index = r * self.across + c
         count = int(self.counts[index])
         if count == 0:  # a sparse (unwritten) tile: nothing was scanned there
-            return np.full((self.th, self.tw, self.spp), 255, np.uint8)
-        data = os.pread(self.fd, count, int(self.offsets[index]))
-        seg = self.decode(data, index, jpegtables=self.jpegtables)[0]
-        return seg.reshape(seg.shape[-3:])
+            seg = np.full((self.th, self.tw, self.spp), 255, np.uint8)
+        else:
+            data = os.pread(self.fd, count, int(self.offsets[index]))
+            seg = self.decode(data, index, jpegtables=self.jpegtables)[0]
+            seg = seg.reshape(seg.shape[-3:])
+        self.cache.put(key, seg)
+        return seg
 
     def read(self, y: int, x: int, h: int, w: int) -> np.ndarray:
         """(h, w, spp) uint8 at level pixel (y, x); the window lies inside the level."""
@@ -97,7 +134,8 @@ class TifffileSlide(Slide):
         self._fd = os.open(str(path), os.O_RDONLY)
         try:
             series = self._tif.series[0]
-            self._levels = [_TiffLevel(lvl, self._fd, str(path)) for lvl in series.levels]
+            cache = _TileCache()
+            self._levels = [_TiffLevel(lvl, self._fd, str(path), cache, i) for i, lvl in enumerate(series.levels)]
         except (tifffile.TiffFileError, OSError, ValueError, KeyError, IndexError, AttributeError) as err:
             self._release()
             raise SlideReadError(f"{path}: not a readable TIFF slide ({err})") from err
