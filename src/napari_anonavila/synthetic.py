@@ -1,5 +1,5 @@
 """Whole-slide images of any size, streamed tile by tile: real-looking tissue on glass, planted anomalies with
-their ground truth, a full pyramid of JPEG tiles, as an Aperio-style SVS (read by OpenSlide) or a pyramidal
+their ground truth, a full pyramid of JPEG tiles, as an Aperio-style SVS (Aperio's page order) or a pyramidal
 OME-TIFF (read by tifffile).
 
 Nothing is held whole: a tile is composed from a bank of tissue textures (stroma with scattered nuclei; dense,
@@ -161,6 +161,15 @@ class _Level:
                 yield ahead.popleft().result()
 
 
+def _thumbnail(level: _Level, max_side: int) -> np.ndarray:
+    """The smallest level, read whole and subsampled to at most ``max_side`` pixels a side."""
+    rows, cols = math.ceil(level.h / level.tile), math.ceil(level.w / level.tile)
+    img = np.concatenate([np.concatenate([level.tile_at(r, c) for c in range(cols)], axis=1)
+                          for r in range(rows)], axis=0)[: level.h, : level.w]
+    step = max(1, math.ceil(max(level.h, level.w) / max_side))
+    return np.ascontiguousarray(img[::step, ::step])
+
+
 def write_wsi(path: str | os.PathLike, width: int, height: int, *, mpp: float = 0.25, layout: str = "svs",
               seed: int = 0, n_anomalies: int = 6, tile: int = 512, quality: int = 85) -> SyntheticSlide:
     """Write a pyramidal slide (levels halve down to ~1024 px) with JPEG tiles; return it with its ground truth.
@@ -185,13 +194,21 @@ def write_wsi(path: str | os.PathLike, width: int, height: int, *, mpp: float = 
     mag = 40 if mpp < 0.35 else 20
     with atomic_path(path) as tmp, tifffile.TiffWriter(tmp, bigtiff=width * height * 3 > 2**31,
                                                          ome=layout == "ome-tiff") as tif:
-        if layout == "svs":
+        if layout == "svs":  # Aperio's page order: level 0, a stripped thumbnail, the other levels, a label
             for k, lv in enumerate(levels):
                 desc = (f"Aperio Image Library v12.0.16\r\n{width}x{height} [0,0 {width}x{height}] ({tile}x{tile}) "
                         f"JPEG/RGB Q={quality}|AppMag = {mag}|MPP = {mpp}") if k == 0 else \
                        f"Aperio Image Library v12.0.16\r\n{width}x{height} -> {lv.w}x{lv.h} - ({tile}x{tile})"
-                tif.write(lv.tiles(), shape=(lv.h, lv.w, 3), description=desc, metadata=None,
-                          subfiletype=0 if k == 0 else 1, **opts)
+                tif.write(lv.tiles(), shape=(lv.h, lv.w, 3), description=desc, metadata=None, **opts)
+                if k == 0:
+                    thumb = _thumbnail(levels[-1], 768)
+                    tif.write(thumb, photometric="rgb", compression="jpeg", rowsperstrip=16, metadata=None,
+                              description=f"Aperio Image Library v12.0.16\r\n{width}x{height} -> "
+                                          f"{thumb.shape[1]}x{thumb.shape[0]} - ")
+            label = np.full((256, 256, 3), 250, np.uint8)
+            label[96:160, 32:224] = 30  # a dark bar, like a barcode
+            tif.write(label, photometric="rgb", compression="lzw", rowsperstrip=64, subfiletype=1, metadata=None,
+                      description="Aperio Image Library v12.0.16\r\nlabel 256x256")
         else:
             res = (1e4 / mpp, 1e4 / mpp)
             meta = {"axes": "YXS", "PhysicalSizeX": mpp, "PhysicalSizeY": mpp, "PhysicalSizeXUnit": "µm",

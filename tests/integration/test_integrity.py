@@ -352,9 +352,9 @@ def test_a_huge_patch_image_is_skipped_before_decoding(tmp_path, demo_backend):
 
 
 # -- implausible metadata, dark-field slides ----------------------------------------------------------------------
-@pytest.mark.parametrize("kind", ["svs", "tiff"])
-def test_implausible_mpp_is_not_believed_from_any_reader(tmp_path, kind):
-    """An Aperio SVS (OpenSlide) and a plain TIFF (tifffile) that both claim 10^6 um per pixel."""
+@pytest.mark.parametrize(("kind", "reader"), [("svs", "openslide"), ("svs", "tifffile"), ("tiff", "tifffile")])
+def test_implausible_mpp_is_not_believed_from_any_reader(tmp_path, kind, reader):
+    """An Aperio SVS (read by either reader) and a plain TIFF that both claim 10^6 um per pixel."""
     import tifffile
 
     from napari_anonavila.errors import MissingMppWarning
@@ -373,9 +373,9 @@ def test_implausible_mpp_is_not_believed_from_any_reader(tmp_path, kind):
         tifffile.imwrite(path, rgb, tile=(256, 256), photometric="rgb", compression="jpeg",
                          resolution=(1e-2, 1e-2), resolutionunit="CENTIMETER")  # 10^6 um per pixel
     with pytest.warns(MissingMppWarning, match=r"outside the plausible 0\.01\.\.100"):
-        s = open_slide(path)
+        s = open_slide(path, reader=reader)
     with s:
-        assert s.reader == ("openslide" if kind == "svs" else "tifffile") and s.mpp is None
+        assert s.reader == reader and s.mpp is None
         assert len(make_grid(s)) < 30  # 256-px patches, not 8-px ones
     with open_slide(path, mpp=0.5) as s:  # the way out the message names
         assert s.mpp == 0.5

@@ -47,7 +47,7 @@ def _write(path, kind: str, img: np.ndarray):
         tifffile.imwrite(path, img, photometric="rgb", rowsperstrip=64, **RES)
     elif kind == "striped-lzw":
         tifffile.imwrite(path, img, photometric="rgb", rowsperstrip=64, compression="lzw", **RES)
-    elif kind == "svs":
+    elif kind in ("svs", "svs-reduced"):  # Aperio's page order (level 0, thumbnail, levels); or levels as reduced
         h, w = img.shape[:2]
         with tifffile.TiffWriter(path) as tif:
             for k, lv in enumerate(levels):
@@ -55,7 +55,10 @@ def _write(path, kind: str, img: np.ndarray):
                 desc = "Aperio Image Library v12.0.16\r\n" + (first if k == 0 else
                                                                 f"{w}x{h} -> {lv.shape[1]}x{lv.shape[0]}")
                 tif.write(lv, tile=(256, 256), photometric="rgb", compression="jpeg", description=desc,
-                          metadata=None, subfiletype=int(k > 0))
+                          metadata=None, subfiletype=int(k > 0 and kind == "svs-reduced"))
+                if k == 0 and kind == "svs":
+                    tif.write(levels[-1][::2, ::2], photometric="rgb", compression="jpeg", metadata=None,
+                              description=f"Aperio Image Library v12.0.16\r\n{w}x{h} -> thumbnail")
     return len(levels) if kind not in ("tiled-raw", "striped-raw", "striped-lzw") else 1
 
 
@@ -108,9 +111,9 @@ def image():
 @pytest.mark.parametrize(("kind", "reader"), [("ome-subifd", "tifffile"), ("subifd", "tifffile"),
                                               ("multipage", "tifffile"), ("tiled-raw", "tifffile"),
                                               ("striped-raw", "tifffile"), ("striped-lzw", "tifffile"),
-                                              ("svs", "openslide")])
+                                              ("svs", "tifffile"), ("svs-reduced", "openslide")])
 def test_layout_opens_with_all_levels_and_exact_pixels(tmp_path, image, kind, reader):
-    path = tmp_path / ("s.ome.tif" if kind.startswith("ome") else "s.svs" if kind == "svs" else "s.tif")
+    path = tmp_path / ("s.ome.tif" if kind.startswith("ome") else "s.svs" if kind.startswith("svs") else "s.tif")
     n = _write(path, kind, image)
     rng = np.random.default_rng(0)
     with open_slide(path) as s:

@@ -1,4 +1,4 @@
-"""OpenSlide reader: svs, ndpi, mrxs, scn, bif, vms and generic tiled TIFF. RGBA is composited onto white."""
+"""OpenSlide reader: ndpi, mrxs, scn, bif, vms (and svs or TIFFs tifffile cannot order). RGBA composited on white."""
 
 from __future__ import annotations
 

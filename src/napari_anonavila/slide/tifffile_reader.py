@@ -1,4 +1,5 @@
-"""tifffile reader: OME-TIFF, SubIFD and multi-page pyramids, plain tiled or striped TIFFs, QuPath exports.
+"""tifffile reader: Aperio SVS, OME-TIFF, SubIFD and multi-page pyramids, plain tiled or striped TIFFs, QuPath
+exports.
 
 Levels come from tifffile's own series structure (``series.levels``), so every pyramid layout keeps all its
 levels. A read fetches only the tiles (or strips) a window touches, with ``os.pread`` (thread-safe, no shared
@@ -134,6 +135,8 @@ class TifffileSlide(Slide):
         self._fd = os.open(str(path), os.O_RDONLY)
         try:
             series = self._tif.series[0]
+            if self._tif.is_svs and sum(p.is_tiled for p in self._tif.pages) > len(series.levels):
+                raise ValueError("its Aperio levels are not in Aperio's page order (OpenSlide reads them)")
             cache = _TileCache()
             self._levels = [_TiffLevel(lvl, self._fd, str(path), cache, i) for i, lvl in enumerate(series.levels)]
         except (tifffile.TiffFileError, OSError, ValueError, KeyError, IndexError, AttributeError) as err:
@@ -142,17 +145,28 @@ class TifffileSlide(Slide):
         # close the file when the slide is garbage-collected (e.g. its napari layer was deleted)
         self._finalizer = weakref.finalize(self, _release, self._tif, self._fd)
         super().__init__(path, mpp=mpp, file_mpp=self._file_mpp())
-        self.vendor = "ome-tiff" if self._tif.is_ome else f"tiff ({series.kind})"
+        self.vendor = "aperio" if self._tif.is_svs else "ome-tiff" if self._tif.is_ome else f"tiff ({series.kind})"
+        if self._tif.is_svs:
+            mag = re.search(r"AppMag\s*=\s*([0-9.eE+-]+)", self._tif.pages[0].description or "")
+            self.objective_power = _positive(float(mag.group(1))) if mag else None
         shape0 = (self._levels[0].rows, self._levels[0].cols)
         self.level_shapes = [(lv.rows, lv.cols) for lv in self._levels]
         self.level_downsamples = [float((shape0[0] / r + shape0[1] / c) / 2) for r, c in self.level_shapes]
         self._set_levels([lv.chunks for lv in self._levels])
-        self.associated_images = [f"series{i}" for i in range(1, len(self._tif.series))]
+        self._associated = {(sr.name.lower() if self._tif.is_svs else f"series{i}"): i
+                            for i, sr in enumerate(self._tif.series) if i > 0}
+        self.associated_images = sorted(self._associated)
 
     def _release(self) -> None:
         _release(self._tif, self._fd)
 
     def _file_mpp(self) -> float | None:
+        if self._tif.is_svs:  # Aperio: "|MPP = 0.2527|" in the first page's description
+            m = re.search(r"\|\s*MPP\s*=\s*([0-9.eE+-]+)", self._tif.pages[0].description or "")
+            try:
+                return _positive(float(m.group(1))) if m else None
+            except ValueError:
+                return None
         if self._tif.is_ome:
             m = re.search(r'PhysicalSizeX="([^"]+)"', self._tif.ome_metadata or "")
             u = re.search(r'PhysicalSizeXUnit="([^"]+)"', self._tif.ome_metadata or "")
@@ -184,7 +198,7 @@ class TifffileSlide(Slide):
     def read_associated(self, name: str) -> np.ndarray:
         if name not in self.associated_images:
             return super().read_associated(name)
-        arr = np.asarray(self._tif.series[int(name.removeprefix("series"))].asarray())
+        arr = np.asarray(self._tif.series[self._associated[name]].asarray())
         if arr.ndim == 2:
             return np.repeat(arr[..., None], 3, axis=-1)
         return composite_on_white(arr) if arr.shape[-1] == 4 else arr[..., :3]
