@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
-from skimage import filters, morphology
+from skimage import filters
 
 from ..slide import Slide
 
@@ -94,7 +94,7 @@ def tissue_mask(slide: Slide, *, mask_um: float = 8.0, min_object_um2: float = 5
     px_um = ds * slide.mpp if slide.mpp else None
     min_px = max(4, int(min_object_um2 / px_um**2)) if px_um else 64
     ink = np.zeros(thumb.shape[:2], bool)
-    if np.median(thumb.max(axis=-1)) < 60:
+    if _median_u8(thumb.max(axis=-1)) < 60:
         kind = "dark-field"
         mask, thr, signal = _dark_field(thumb)
         gap = max(2, round(24 / px_um)) if px_um else 4  # close the gaps between nuclei (about 24 um)
@@ -102,7 +102,7 @@ def tissue_mask(slide: Slide, *, mask_um: float = 8.0, min_object_um2: float = 5
         kind = "bright-field"
         mask, ink, thr, signal = _bright_field(thumb)
         gap = 4
-    mask = ndimage.binary_closing(np.pad(mask, gap), structure=morphology.disk(gap))[gap:-gap, gap:-gap]
+    mask = _close(mask, gap)
     if kind == "bright-field":
         mask &= ~ink  # closing must not bridge back over a pen stroke
     mask = ~_drop_small(~_drop_small(mask, min_px), min_px)  # specks out, then small holes filled
@@ -113,6 +113,20 @@ def tissue_mask(slide: Slide, *, mask_um: float = 8.0, min_object_um2: float = 5
                       f"has signal ({kind}); most patches may be skipped. Check the heatmap's coverage; pass "
                       "--min-tissue 0 (or draw a region) to score everything", TissueMaskWarning, stacklevel=2)
     return tm
+
+
+def _median_u8(values: np.ndarray) -> int:
+    """The median of uint8 values from their histogram (no sort)."""
+    counts = np.cumsum(np.bincount(values.ravel(), minlength=256))
+    return int(np.searchsorted(counts, (counts[-1] + 1) // 2))
+
+
+def _close(mask: np.ndarray, gap: int) -> np.ndarray:
+    """Morphological closing with a (2 gap + 1)-pixel square: separable max then min filters, in uint8 (several
+    times faster than a disk on a 2048-px thumbnail); the slide's edge neither grows nor erodes the mask."""
+    size = 2 * gap + 1
+    grown = ndimage.maximum_filter(mask.view(np.uint8), size=size, mode="nearest")
+    return ndimage.minimum_filter(grown, size=size, mode="nearest").view(bool)
 
 
 def _drop_small(mask: np.ndarray, min_px: int) -> np.ndarray:
