@@ -1,36 +1,46 @@
-"""GPU benchmark: encoder, reader and end-to-end throughput, bf16 accuracy, and the paper's three figures.
+"""GPU benchmark (issue 15): encoder throughput by precision, batch, torch.compile and channels-last; accuracy of
+each precision against float32 on real tissue; the reader with all cores; end to end; the paper's three figures;
+the head against the authors' per-image loop.
 
-Runs unchanged on any CUDA machine: `.venv/bin/python bench/bench_gpu.py`. Without CUDA it says so and writes
-nothing (`--device cpu --quick` exercises every code path on the CPU, for checking the script itself).
-Models: the CONCH architecture (conch-fork, seeded random weights, 448 px) and open_clip ViT-B-16 (random
-weights, 224 px). The paper: 0.69 M trainable parameters, 3.61 ms per image at batch 28 (RTX 3090), 2098 MiB
-peak GPU memory.
+Runs unchanged on any CUDA machine: ``python bench/bench_gpu.py [--large SLIDE]`` (``scripts/gpu/run.sh`` installs
+the wheelhouse and runs it). ``--device cpu --quick`` exercises every code path on the CPU, to check the script;
+it writes nothing. Models: the CONCH architecture (conch-fork, seeded random weights, 448 px) and open_clip
+ViT-B-16 (seeded random weights, 224 px). The paper: 0.69 M trainable parameters, 3.61 ms per image at batch 28
+(RTX 3090), 2098 MiB peak GPU memory.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import statistics
 import tempfile
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import torch
 from _common import machine, save
 from _vit import vit_b16_weights
+from bench_head import run as head_run
 
 from napari_anonavila.backends import get_backend
 from napari_anonavila.detector import Detector
 from napari_anonavila.grid import make_grid
-from napari_anonavila.pipeline import iter_embed_grid
+from napari_anonavila.pipeline import SlideResult, _read_patches, iter_embed_patches
+from napari_anonavila.scoring import PatchScores
 from napari_anonavila.slide import open_slide
 from napari_anonavila.training import TrainConfig
 
-SVS = "../shared/data/slides/tcga-cr-7395-01a-01-ts1.svs"
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "slides"
+REAL = ["cmu-1-small-region.svs", "tcga-cr-7395-01a-01-ts1.svs"]
+PRECISIONS = ("float32", "tf32", "bfloat16", "float16")
 
 
-def sync(device):
+def sync(device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
 
@@ -47,26 +57,125 @@ def conch_weights() -> Path | None:
     return path
 
 
-def encoder_throughput(b, batches=(32, 64, 128, 256), repeats=5) -> dict:
-    out = {}
-    for bs in batches:
-        x = torch.randn(bs, 3, b.image_size, b.image_size).pin_memory() if b.device.type == "cuda" else \
-            torch.randn(bs, 3, b.image_size, b.image_size)
+def _quiet_open(path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return open_slide(path, mpp=None)
+
+
+def _timed(b, x, repeats: int) -> float:
+    b.encode_images(x)
+    sync(b.device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
         b.encode_images(x)
-        times = []
-        for _ in range(repeats):
-            sync(b.device)
-            t0 = time.perf_counter()
-            b.encode_images(x)
-            sync(b.device)
-            times.append(time.perf_counter() - t0)
-        out[bs] = bs / statistics.median(times)
-    return out
+        sync(b.device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
 
 
-def paper_figures(b, det, repeats=20) -> dict:
-    """Trainable parameters, latency per image at batch 28 (VLM + head), peak GPU memory."""
-    x = torch.randn(28, 3, b.image_size, b.image_size)
+def encoder_grid(spec: str, device: str, batches, repeats: int) -> list[dict]:
+    """images/s for each precision x batch, plain, channels-last, and torch.compile (on the image tower)."""
+    rows = []
+    for variant in ("plain", "channels_last", "compile"):
+        b = get_backend(spec, device=device)
+        if variant == "channels_last":
+            b.model.to(memory_format=torch.channels_last)
+        if variant == "compile":
+            tower = getattr(b.model, "visual", None)
+            if tower is None:
+                continue
+            b.model.visual = torch.compile(tower)
+        for precision in PRECISIONS:
+            b.precision = precision
+            for bs in batches:
+                x = torch.randn(bs, 3, b.image_size, b.image_size, device=b.device)
+                if variant == "channels_last":
+                    x = x.contiguous(memory_format=torch.channels_last)
+                try:
+                    rate = bs / _timed(b, x, repeats)
+                except torch.OutOfMemoryError:
+                    torch.cuda.empty_cache()
+                    rate = float("nan")
+                rows.append({"variant": variant, "precision": precision, "batch": bs, "images_per_s": rate})
+                print("   ", rows[-1], flush=True)
+        del b
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    return rows
+
+
+def accuracy(spec: str, device: str, slides: list[Path], quick: bool) -> list[dict]:
+    """Per precision, against float32 on the same real tissue patches: Spearman of patch scores, top-10 overlap,
+    largest relative change of the slide scores. The detector is fitted on each slide's own float32 embeddings."""
+    from scipy.stats import spearmanr
+
+    b = get_backend(spec, device=device)
+    rows = []
+    for path in slides:
+        slide = _quiet_open(path)
+        grid = make_grid(slide, patch_px=512 if quick else 128)
+        idx = np.arange(len(grid))
+        embs = {}
+        for precision in PRECISIONS:
+            b.precision = precision
+            embs[precision] = torch.cat([e.float().cpu() for _, e, _ in
+                                         iter_embed_patches(slide, grid, b, idx, batch_size=64)])
+        det = Detector.create(b)
+        det.fit(embs["float32"], config=TrainConfig(batch_size=64, accumulate=1, epochs=2 if quick else 10))
+        ref = det.score_embeddings(embs["float32"])
+        ref_slide = SlideResult({}, grid, ref, "ab").slide_scores()
+        top_ref = set(np.argsort(-ref.score)[:10].tolist())
+        for precision in PRECISIONS[1:]:
+            s: PatchScores = det.score_embeddings(embs[precision])
+            sl = SlideResult({}, grid, s, "ab").slide_scores()
+            rows.append({"slide": path.name, "patches": len(grid), "precision": precision,
+                         "spearman": float(spearmanr(ref.score, s.score)[0]),
+                         "top10_overlap": len(top_ref & set(np.argsort(-s.score)[:10].tolist())) / 10,
+                         "slide_scores_max_rel_diff": max(abs(sl[k] - ref_slide[k]) / max(abs(ref_slide[k]), 1e-12)
+                                                          for k in ref_slide if math.isfinite(ref_slide[k])),
+                         "embedding_max_abs_diff": float((embs[precision] - embs["float32"]).abs().max())})
+            print("   ", rows[-1], flush=True)
+        slide.close()
+    return rows
+
+
+def reader(path: Path, b, threads: int, n: int) -> float:
+    """Patches/s read and prepared (resize, crop) by ``threads`` reader threads, as scoring reads them."""
+    slide = _quiet_open(path)
+    grid = make_grid(slide, patch_px=b.image_size)
+    xy = grid.xy_l0()[: n]
+    level = slide.best_level(grid.patch_size_l0 / b.image_size)
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(lambda s: _read_patches(slide, xy[s : s + 8], grid.patch_size_l0, level, b),
+                      range(0, len(xy), 8)))
+    rate = len(xy) / (time.perf_counter() - t0)
+    slide.close()
+    return rate
+
+
+def end_to_end(path: Path, b, det, batch: int, threads: int, n: int) -> dict:
+    """Read, preprocess, encode, head and score: patches/s, against read-only and encode-only."""
+    slide = _quiet_open(path)
+    grid = make_grid(slide, patch_px=b.image_size)
+    idx = np.arange(min(n, len(grid)))
+    t0 = time.perf_counter()
+    for _, e, _ in iter_embed_patches(slide, grid, b, idx, batch_size=batch, workers=threads, prefetch=4):
+        det.score_embeddings(e)
+    sync(b.device)
+    e2e = len(idx) / (time.perf_counter() - t0)
+    slide.close()
+    read = reader(path, b, threads, len(idx))
+    enc = batch / _timed(b, torch.randn(batch, 3, b.image_size, b.image_size, device=b.device), 5)
+    return {"slide": path.name, "patches": len(idx), "threads": threads, "batch": batch, "end_to_end": e2e,
+            "read_only": read, "encode_only": enc, "vs_slower_stage": e2e / min(read, enc)}
+
+
+def paper_figures(b, det, repeats: int) -> dict:
+    """Trainable parameters, latency per image at batch 28 (VLM + head), peak GPU memory: the paper's way."""
+    x = torch.randn(28, 3, b.image_size, b.image_size, device=b.device)
     if b.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     det.score_embeddings(b.encode_images(x))
@@ -78,96 +187,93 @@ def paper_figures(b, det, repeats=20) -> dict:
         sync(b.device)
         times.append(time.perf_counter() - t0)
     peak = torch.cuda.max_memory_allocated() / 2**20 if b.device.type == "cuda" else None
-    return {"trainable_params": sum(p.numel() for p in det.mlp.parameters()),
+    return {"trainable_params": sum(p.numel() for p in det.mlp.parameters()), "precision": b.precision,
             "latency_ms_per_image_b28": 1e3 * statistics.median(times) / 28, "peak_gpu_mib": peak}
-
-
-def autocast_accuracy(b, det, slide, grid) -> dict[str, float]:
-    """Spearman rank correlation of patch scores, float32 against bfloat16 and float16 autocast."""
-    from scipy.stats import spearmanr
-
-    def scores(enabled, dtype):
-        b.autocast, b.autocast_dtype = enabled, dtype
-        embs = torch.cat([e for _, e, _ in iter_embed_grid(slide, grid, b, batch_size=64)])
-        return det.score_embeddings(embs).score
-
-    ref = scores(False, torch.bfloat16)
-    out = {name: float(spearmanr(ref, scores(True, dt))[0]) for name, dt in (("bf16", torch.bfloat16),
-                                                                             ("fp16", torch.float16))}
-    b.autocast, b.autocast_dtype = b.device.type == "cuda", torch.bfloat16
-    return out
-
-
-def reader_and_end_to_end(b, slide, grid, batch) -> dict:
-    t0 = time.perf_counter()
-    n = 0
-    for _, e, _ in iter_embed_grid(slide, grid, b, batch_size=batch):
-        n += len(e)
-    sync(b.device)
-    e2e = n / (time.perf_counter() - t0)
-    from concurrent.futures import ThreadPoolExecutor
-
-    from napari_anonavila.pipeline import _read_patch, default_workers
-
-    level = slide.best_level(grid.patch_size_l0 / b.image_size)
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(default_workers()) as pool:
-        list(pool.map(lambda p: _read_patch(slide, p, grid.patch_size_l0, level, b), grid.xy_l0()))
-    return {"end_to_end_patches_per_s": e2e, "reader_patches_per_s": len(grid) / (time.perf_counter() - t0)}
-
-
-def run(spec: str, name: str, device: str, quick: bool) -> dict:
-    b = get_backend(spec, device=device)
-    det = Detector.create(b)
-    det.fit(torch.nn.functional.normalize(torch.randn(256, b.embed_dim), dim=1),
-            config=TrainConfig(batch_size=64, accumulate=1))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        slide = open_slide(SVS)
-    grid = make_grid(slide, patch_px=128 if not quick else 512)
-    enc = encoder_throughput(b, batches=(8,) if quick else (32, 64, 128, 256), repeats=2 if quick else 5)
-    best = max(enc, key=enc.get)
-    row = {"model": name, "image_size": b.image_size, "encoder_images_per_s": enc, "best_batch": best,
-           **reader_and_end_to_end(b, slide, grid, best), **paper_figures(b, det, repeats=2 if quick else 20),
-           "spearman_vs_fp32": autocast_accuracy(b, det, slide, grid), "patches": len(grid)}
-    slide.close()
-    return row
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cuda")
-    ap.add_argument("--quick", action="store_true", help="tiny sizes, to check the script (no docs written)")
+    ap.add_argument("--large", type=Path, help="a large synthetic slide (bench/make_slides.py or write_wsi)")
+    ap.add_argument("--quick", action="store_true", help="tiny sizes, to check the script (nothing written)")
     args = ap.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
-        print("no CUDA device here: the GPU figures are not measured (run this script on a GPU machine)")
+        print("no CUDA device here: the GPU figures are not measured (run scripts/gpu/run.sh on a GPU machine)")
         return
-    rows = [run(f"open_clip:ViT-B-16@{vit_b16_weights()}", "open_clip ViT-B-16", args.device, args.quick)]
+    q = args.quick
+    threads = os.cpu_count() or 1
+    batches = (8,) if q else (32, 64, 128, 256, 512)
+    models = [("open_clip ViT-B-16", f"open_clip:ViT-B-16@{vit_b16_weights()}")]
     cw = conch_weights()
     if cw is not None:
-        rows.append(run(f"conch:{cw}", "CONCH (conch_ViT-B-16)", args.device, args.quick))
-    for r in rows:
-        print(r, flush=True)
-    if args.quick:
+        models.insert(0, ("CONCH (conch_ViT-B-16)", f"conch:{cw}"))
+    real = [SHARED / n for n in REAL if (SHARED / n).exists()][: 1 if q else None]
+    slides = real + ([args.large] if args.large else [])
+    res: dict = {"machine": machine(), "threads": threads, "models": []}
+    for name, spec in models:
+        print(name, flush=True)
+        row: dict = {"model": name, "encoder": encoder_grid(spec, args.device, batches, 2 if q else 5)}
+        row["accuracy"] = accuracy(spec, args.device, real, q)
+        b = get_backend(spec, device=args.device)
+        det = Detector.create(b)
+        det.fit(torch.nn.functional.normalize(torch.randn(256, b.embed_dim), dim=1),
+                config=TrainConfig(batch_size=64, accumulate=1, epochs=1))
+        row["image_size"] = b.image_size
+        row["paper"] = [paper_figures(b, det, 3 if q else 20)]
+        b.precision = "bfloat16"
+        row["paper"].append(paper_figures(b, det, 3 if q else 20))
+        b.precision = "float32"
+        best = max((r for r in row["encoder"] if r["variant"] == "plain" and r["precision"] == "float32"),
+                   key=lambda r: r["images_per_s"])["batch"]
+        row["end_to_end"] = [end_to_end(p, b, det, best, threads, 200 if q else 20000) for p in slides]
+        row["reader_threads"] = {str(t): reader(slides[-1], b, t, 200 if q else 4000)
+                                 for t in sorted({1, 4, threads})}
+        print("   ", row["end_to_end"], row["reader_threads"], row["paper"], flush=True)
+        res["models"].append(row)
+    res["head"] = [head_run("cpu")] + ([head_run("cuda")] if torch.cuda.is_available() else [])
+    if q:
+        print("quick check done: every code path ran")
         return
-    m = machine()
-    md = ["## GPU: encoders, reading, end to end, and the paper's figures", "",
-          f"{m['date']}, {m['gpu']}, {m['cpu']} ({m['cores']} cores), torch {m['versions'].get('torch')}. bfloat16 "
-          "autocast, pinned memory and non-blocking copies, PyTorch's fused attention. Reproduce: "
-          "`.venv/bin/python bench/bench_gpu.py`.", "",
-          "| model | px | best batch | encoder img/s | reader patches/s | end to end patches/s | Spearman vs fp32 "
-          "(bf16 / fp16) | params (MLP) | latency/img @28 | peak GPU MiB |",
-          "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        enc = r["encoder_images_per_s"][r["best_batch"]]
-        md.append(f"| {r['model']} | {r['image_size']} | {r['best_batch']} | {enc:.0f}"
-                  f" | {r['reader_patches_per_s']:.0f} | {r['end_to_end_patches_per_s']:.0f} | "
-                  f"{r['spearman_vs_fp32']['bf16']:.5f} / {r['spearman_vs_fp32']['fp16']:.5f} | "
-                  f"{r['trainable_params']:,} | "
-                  f"{r['latency_ms_per_image_b28']:.2f} ms | {r['peak_gpu_mib']:.0f} |")
-    md += ["", "Paper (RTX 3090): 0.69 M parameters, 3.61 ms per image at batch 28, 2098 MiB peak GPU memory. "
-           "Targets: at least 1000 patches/s end to end on an H100, under 3.61 ms per image, Spearman >= 0.999."]
-    save("gpu", {"machine": m, "results": rows}, "\n".join(md))
+    save("gpu", res, report(res))
+
+
+def report(r: dict) -> str:
+    m = r["machine"]
+    md = ["## GPU: encoders, precision, reading, end to end, and the paper's figures", "",
+          f"{m['date']}, {m['gpu']}, {m['cpu']} ({m['cores']} cores), torch {m['versions'].get('torch')}. "
+          "Reproduce: `bash scripts/gpu/prepare_wheelhouse.sh` here, then `bash scripts/gpu/run.sh` there.", ""]
+    for row in r["models"]:
+        md += [f"### {row['model']} ({row['image_size']} px)", "", "Encoder images/s:", "",
+               "| variant | precision | " + " | ".join(f"batch {b}" for b in sorted({e['batch'] for e in
+                                                                                  row['encoder']})) + " |",
+               "|---|---|" + "---|" * len({e['batch'] for e in row['encoder']})]
+        keys = sorted({(e["variant"], e["precision"]) for e in row["encoder"]}, key=lambda k: (k[0], PRECISIONS.index(
+            k[1])))
+        for v, p in keys:
+            vals = [e["images_per_s"] for e in row["encoder"] if e["variant"] == v and e["precision"] == p]
+            md.append(f"| {v} | {p} | " + " | ".join(f"{x:.0f}" for x in vals) + " |")
+        md += ["", "Accuracy against float32 (same patches, same detector):", "",
+               "| slide | patches | precision | Spearman | top-10 overlap | slide scores, max rel. change |",
+               "|---|---|---|---|---|---|"]
+        for a in row["accuracy"]:
+            md.append(f"| {a['slide']} | {a['patches']} | {a['precision']} | {a['spearman']:.6f} | "
+                      f"{a['top10_overlap']:.1f} | {a['slide_scores_max_rel_diff']:.1e} |")
+        md += ["", "| slide | threads | batch | end to end | read only | encode only | e2e / slower stage |",
+               "|---|---|---|---|---|---|---|"]
+        for e in row["end_to_end"]:
+            md.append(f"| {e['slide']} | {e['threads']} | {e['batch']} | **{e['end_to_end']:.0f}** | "
+                      f"{e['read_only']:.0f} | {e['encode_only']:.0f} | {e['vs_slower_stage']:.2f} |")
+        md += ["", "Reader patches/s by threads: " + ", ".join(f"{k}: {v:.0f}" for k, v in
+                                                                row["reader_threads"].items()), ""]
+        for p in row["paper"]:
+            md.append(f"- paper's figures ({p['precision']}): {p['trainable_params']:,} trainable parameters, "
+                      f"{p['latency_ms_per_image_b28']:.2f} ms per image at batch 28, peak {p['peak_gpu_mib']:.0f} "
+                      "MiB (paper, RTX 3090: 0.69 M, 3.61 ms, 2098 MiB)")
+        md.append("")
+    for h in r["head"]:
+        md.append(f"- head alone on {h['device']}: {h['batched_ms']:.2f} ms batched vs {h['per_image_ms']:.1f} ms "
+                  f"for the authors' per-image loop ({h['speedup']:.0f}x), B=100")
+    return "\n".join(md)
 
 
 if __name__ == "__main__":

@@ -197,6 +197,7 @@ start = max(0, len(grid) // 2 - n // 2)
 idx = np.arange(start, min(len(grid), start + n))  # the same patches as tissue_patches()
 xy = grid.xy_l0()[idx]
 b = get_backend("demo", device="cpu")
+rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 t0 = time.perf_counter()
 if kind == "ours":
     for _ in iter_embed_patches(s, grid, b, idx, batch_size=64, workers=workers):
@@ -211,7 +212,7 @@ elif kind == "plain loop":
 t = time.perf_counter() - t0
 s.close()
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"patches_per_s": len(xy) / t, "peak_rss_mib": rss}))
+print(json.dumps({"patches_per_s": len(xy) / t, "peak_rss_mib": rss, "rss_growth_mib": rss - rss0}))
 """
 
 
@@ -292,10 +293,11 @@ def report(r: dict) -> str:
         fr = ", ".join(f"{k} {v:.0%}" for k, v in t["fraction"].items())
         md.append(f"| {t['slide']} | {t['seconds']['ours']:.2f} s | {peers} | {fr} |")
     md += ["", "### End to end: read + encode (demo encoder, read-bound), 224-px tissue patches", "",
-           "| slide | method | reader threads | patches/s | peak RSS |", "|---|---|---|---|---|"]
+           "| slide | method | reader threads | patches/s | peak RSS | of which during the run |",
+           "|---|---|---|---|---|---|"]
     for e in r["end_to_end"]:
         md.append(f"| {e['slide']} | {e['method']} | {e['threads']} | {e['patches_per_s']:.0f} | "
-                  f"{e['peak_rss_mib']:.0f} MiB |")
+                  f"{e['peak_rss_mib']:.0f} MiB | {e.get('rss_growth_mib', float('nan')):.0f} MiB |")
     return "\n".join(md)
 
 

@@ -24,7 +24,7 @@ _MIN_CHROMA = 12  # a chroma threshold below this means there is no stained tiss
 _GLASS = 235  # bright-field pixels with every channel at least this bright are glass
 _BLUE_INK = 90  # blue above red by more than this (with red dark): blue marker
 _GREEN_INK = 25  # green above red by more than this, and above blue: green marker
-_BLACK = 60  # black marker: every channel below this, with little colour
+_BLACK = 90  # black marker: every channel below this, with little colour (85% ink over glass is about 65)
 
 
 class TissueMaskWarning(UserWarning):
@@ -66,7 +66,10 @@ def _bright_field(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, np.nd
     black_ink = (mx < _BLACK) & (chroma < 30)
     ink = blue_ink | green_ink | black_ink
     candidates = ~glass & ~ink
-    thr = max(_otsu(chroma[candidates], 255.0), _MIN_CHROMA)
+    # Otsu splits stained tissue from what is left; a pale section sits below that split but well above the
+    # glass's own colour noise, so the threshold never exceeds the glass's 99th percentile plus a margin
+    glass_chroma = float(np.percentile(chroma[glass], 99)) if glass.sum() > 100 else 255.0
+    thr = max(min(_otsu(chroma[candidates], 255.0), glass_chroma + 2 * _MIN_CHROMA), _MIN_CHROMA)
     dark = mn < _otsu(mn[candidates].astype(np.uint8), 0.0)
     tissue = ((chroma > thr) | dark) & candidates
     signal = ~glass

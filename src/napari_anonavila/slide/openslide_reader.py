@@ -88,10 +88,12 @@ class OpenSlideSlide(Slide):
         _lowlevel._read_region(self._osr._osr, argb.ctypes.data_as(ctypes.POINTER(ctypes.c_uint32)),
                                int(x), int(y), int(level), int(w), int(h))
         bgra = argb.view(np.uint8).reshape(h, w, 4)  # little-endian 0xAARRGGBB: bytes B, G, R, A
-        rgb = np.ascontiguousarray(bgra[..., 2::-1])
-        a = bgra[..., 3]
-        clear = a < 255
-        if clear.any():
+        rgb = np.empty((h, w, 3), np.uint8)
+        for c in range(3):  # three plane copies: twice as fast as one reversed-stride copy
+            rgb[..., c] = bgra[..., 2 - c]
+        if (argb < 0xFF000000).any():  # some alpha below 255
+            a = bgra[..., 3]
+            clear = a < 255
             rgb[clear] += (255 - a[clear])[:, None]
         return rgb
 

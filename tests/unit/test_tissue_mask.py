@@ -1,0 +1,69 @@
+"""The tissue mask on pictures with known truth: pen ink (green, blue, black marker) is rejected, faint tissue is
+kept, and the ink is reported; the same masks are drawn in docs/images/tissue-masks.png."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_anonavila.grid.tissue import tissue_mask
+from napari_anonavila.sample import add_pen_marks, make_tissue, write_pyramid_tiff
+from napari_anonavila.slide import open_slide
+
+
+def _mask_at_full_size(tm, shape) -> np.ndarray:
+    f = round(tm.downsample)
+    big = np.kron(tm.mask, np.ones((f, f), bool))
+    out = np.zeros(shape, bool)
+    h, w = min(shape[0], big.shape[0]), min(shape[1], big.shape[1])
+    out[:h, :w] = big[:h, :w]
+    return out
+
+
+@pytest.fixture(scope="module")
+def inked(tmp_path_factory):
+    rgb, _ = make_tissue(2048, seed=21)
+    tissue = rgb.min(axis=-1) < 225
+    ink = add_pen_marks(rgb, seed=4, width_px=24)
+    path = write_pyramid_tiff(tmp_path_factory.mktemp("ink") / "inked.tif", rgb, mpp=2.0)
+    return path, tissue, ink
+
+
+def test_pen_ink_is_rejected_and_tissue_kept(inked):
+    path, tissue, ink = inked
+    with open_slide(path) as s:
+        tm = tissue_mask(s)
+    mask = _mask_at_full_size(tm, tissue.shape)
+    on_glass = ink & ~tissue
+    assert on_glass.sum() > 5000
+    assert mask[on_glass].mean() < 0.05  # ink on the glass is not tissue
+    clean = tissue & ~ink
+    assert mask[clean].mean() > 0.9  # the tissue is kept
+    assert tm.ink_fraction > 0.01  # and the ink is reported
+
+
+@pytest.mark.parametrize("ink_name", ["green", "blue", "black"])
+def test_each_marker_colour_alone_is_rejected(tmp_path, ink_name):
+    rgb, _ = make_tissue(1024, seed=5)
+    tissue = rgb.min(axis=-1) < 225
+    ink = add_pen_marks(rgb, seed=1, inks=(ink_name,), width_px=16)
+    path = write_pyramid_tiff(tmp_path / "s.tif", rgb, mpp=4.0)
+    with open_slide(path) as s:
+        mask = _mask_at_full_size(tissue_mask(s), tissue.shape)
+    assert mask[ink & ~tissue].mean() < 0.05, ink_name
+    assert mask[tissue & ~ink].mean() > 0.9
+
+
+def test_faint_tissue_is_kept(tmp_path):
+    rgb, _ = make_tissue(2048, seed=8)
+    tissue = rgb.min(axis=-1) < 225
+    faint = rgb.astype(np.float32)
+    faint[:, :1024] = 244 * 0.5 + faint[:, :1024] * 0.5  # the left half: a pale section, half the stain
+    path = write_pyramid_tiff(tmp_path / "faint.tif", faint.astype(np.uint8), mpp=2.0)
+    with open_slide(path) as s:
+        mask = _mask_at_full_size(tissue_mask(s), tissue.shape)
+    left, right = tissue.copy(), tissue.copy()
+    left[:, 1024:] = right[:, :1024] = False
+    assert mask[left].mean() > 0.85
+    assert mask[right].mean() > 0.9
+    assert mask[~tissue].mean() < 0.1
