@@ -196,6 +196,7 @@ def main() -> None:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--large", type=Path, help="a large synthetic slide (bench/make_slides.py or write_wsi)")
     ap.add_argument("--quick", action="store_true", help="tiny sizes, to check the script (nothing written)")
+    ap.add_argument("--models", nargs="+", default=["conch", "vit"], choices=["conch", "vit"])
     args = ap.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("no CUDA device here: the GPU figures are not measured (run scripts/gpu/run.sh on a GPU machine)")
@@ -203,11 +204,13 @@ def main() -> None:
     q = args.quick
     threads = os.cpu_count() or 1
     batches = (8,) if q else (32, 64, 128, 256, 512)
-    models = [("open_clip ViT-B-16", f"open_clip:ViT-B-16@{vit_b16_weights()}")]
-    cw = conch_weights()
+    models = [("open_clip ViT-B-16", f"open_clip:ViT-B-16@{vit_b16_weights()}")] if "vit" in args.models else []
+    cw = conch_weights() if "conch" in args.models else None
     if cw is not None:
         models.insert(0, ("CONCH (conch_ViT-B-16)", f"conch:{cw}"))
-    real = [SHARED / n for n in REAL if (SHARED / n).exists()][: 1 if q else None]
+    local = Path(__file__).resolve().parent / "data" / "real"  # carried to the GPU machine by scripts/gpu
+    real = [d / n for n in REAL for d in (SHARED, local) if (d / n).exists()]
+    real = list({p.name: p for p in real}.values())[: 1 if q else None]
     slides = real + ([args.large] if args.large else [])
     res: dict = {"machine": machine(), "threads": threads, "models": []}
     for name, spec in models:
