@@ -36,10 +36,12 @@ def partial_prefix(path: Path) -> str:
     return f".{path.name}.{_HOST}.{os.getpid()}."
 
 
-def sweep_partials(folder: str | os.PathLike) -> int:
-    """Remove temporary files left in ``folder`` by killed processes of this host; return how many."""
+def sweep_partials(folder: str | os.PathLike, *, recursive: bool = False) -> int:
+    """Remove temporary files left in ``folder`` (and its sub-folders, with ``recursive``) by killed processes of
+    this host; return how many."""
     removed = 0
-    for p in Path(folder).glob(f".*.{_HOST}.*.partial"):
+    pattern = f".*.{_HOST}.*.partial"
+    for p in list(Path(folder).rglob(pattern) if recursive else Path(folder).glob(pattern)):
         try:
             pid = int(p.name.split(f".{_HOST}.", 1)[1].split(".", 1)[0])
             os.kill(pid, 0)

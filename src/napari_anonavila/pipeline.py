@@ -223,7 +223,7 @@ def score_slide(detector, slide: Slide | str | os.PathLike, *, out_dir: str | os
         with claimed_dir(out_dir) if out_dir is not None else contextlib.nullcontext():
             if out_dir is not None:
                 check_writable(os.path.join(out_dir, "summary.json"), overwrite=overwrite)
-                sweep_partials(out_dir)  # temporary files of killed runs
+                sweep_partials(out_dir, recursive=True)  # temporary files of killed runs, caches included
             cache = EmbeddingCache(out_dir) if out_dir is not None else None
             grid_key = {"slide_fingerprint": sl.fingerprint(), "min_tissue": min_tissue, "mpp": sl.mpp,
                         "patch_size_l0": patch_size_l0(sl, patch_um=patch_um, patch_px=patch_px),

@@ -500,3 +500,22 @@ def test_kill_during_export_leaves_no_partial_set(tmp_path, model, sample_slides
             assert len(visible) == 5, visible
     assert anonavila("export", out / "anomalous", "--out", qa, "--overwrite").returncode == 0
     assert not [p for p in qa.iterdir() if p.name.startswith(".")]  # killed runs' folders swept
+
+
+def test_a_rerun_sweeps_what_a_killed_run_left_inside_its_caches(tmp_path, model, sample_slides):
+    """A worker killed while saving the grid or an embedding chunk leaves a temporary file deep in the cache; the
+    next run into that folder removes it (the killer's pid is gone), so nothing half-written stays."""
+    import socket
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid that no longer runs
+    out = tmp_path / "res"
+    host = socket.gethostname().replace(".", "_")
+    leftovers = [out / "anomalous" / "grids" / "abc" / f".grid.npz.{host}.{dead.pid}.x1.partial",
+                 out / "anomalous" / "embeddings" / "def" / f".chunk-00000.npy.{host}.{dead.pid}.y2.partial"]
+    for p in leftovers:
+        p.parent.mkdir(parents=True)
+        p.write_bytes(b"half")
+    assert anonavila("score-slide", sample_slides.anomalous, "--model", model, "--out", out,
+                     "--patch-px", "256").returncode == 0
+    assert not [p for p in out.rglob("*") if p.name.endswith(".partial")]
