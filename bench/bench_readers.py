@@ -186,7 +186,6 @@ import json, resource, sys, time, warnings
 import numpy as np
 warnings.simplefilter("ignore")
 kind, path, n, workers = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-sys.path.insert(0, sys.argv[5])
 from napari_anonavila.backends import get_backend
 from napari_anonavila.grid import make_grid
 from napari_anonavila.pipeline import iter_embed_patches
@@ -222,8 +221,8 @@ def end_to_end(path: Path, n: int) -> list[dict]:
     if path.suffix.lower() == ".svs":
         runs.append(("plain loop", 1))
     for kind, workers in runs:
-        out = subprocess.run([sys.executable, "-c", E2E_CODE, kind, str(path), str(n), str(workers),
-                              str(Path(__file__).parent)], capture_output=True, text=True)
+        out = subprocess.run([sys.executable, "-c", E2E_CODE, kind, str(path), str(n), str(workers)],
+                             capture_output=True, text=True)
         if out.returncode:
             print(f"  {kind}: failed\n{out.stderr[-2000:]}")
             continue

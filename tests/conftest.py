@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,34 @@ def _isolated(tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
     os.environ.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "ANONAVILA_CACHE": str(home / "anonavila"),
                        "XDG_CACHE_HOME": str(home / "cache"), "HF_HOME": str(home / "hf")})
+
+
+NETWORK_ATTEMPTS: list = []  # every refused connection of this test run, for tests that assert there were none
+_LOOPBACK = {"127.0.0.1", "localhost", "::1", ""}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_network():
+    """No test in this process reaches the network: a connection to anything but this machine (the dask cluster's
+    loopback sockets, Unix sockets for the X server) fails loudly and is recorded."""
+    connect = socket.socket.connect
+
+    def guarded(self, address):
+        if self.family in (socket.AF_INET, socket.AF_INET6) and str(address[0]) not in _LOOPBACK:
+            NETWORK_ATTEMPTS.append(address)
+            raise RuntimeError(f"a test tried to reach the network ({address})")
+        return connect(self, address)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(socket.socket, "connect", guarded)
+        yield
+
+
+@pytest.fixture
+def no_network() -> list:
+    """The connections refused during this test, as they happen (the guard itself is suite-wide)."""
+    NETWORK_ATTEMPTS.clear()
+    return NETWORK_ATTEMPTS
 
 
 @pytest.fixture(scope="session")

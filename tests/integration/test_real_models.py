@@ -15,7 +15,6 @@ marked slow and share one module-scoped model.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -34,20 +33,6 @@ from ..helpers import (
 )
 
 EXE = str(Path(sys.executable).with_name("anonavila"))
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    """Any attempt to open a network connection fails loudly (a test then sees it, instead of a download)."""
-    attempts = []
-
-    def refuse(*args, **kwargs):
-        attempts.append(args)
-        raise RuntimeError("a network connection was attempted")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    return attempts
 
 
 @pytest.fixture

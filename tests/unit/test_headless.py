@@ -39,3 +39,14 @@ def test_sweep_removes_only_partials_of_dead_processes(tmp_path):
         p.write_text("x")
     assert sweep_partials(tmp_path) == 1
     assert mine.exists() and other_host.exists() and not theirs.exists()
+
+
+def test_the_suite_cannot_reach_the_network(no_network):
+    """The suite-wide guard: a connection off this machine fails loudly and is recorded."""
+    import socket
+
+    import pytest
+
+    with pytest.raises(RuntimeError, match="reach the network"), socket.socket() as s:
+        s.connect(("192.0.2.1", 443))  # TEST-NET-1: never routable
+    assert no_network == [("192.0.2.1", 443)]
