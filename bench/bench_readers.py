@@ -7,8 +7,8 @@
   through the dask ``levels``, in pixels/s against our patch reads of the same size;
 - tissue mask: ours (``tissue_mask``) against TIAToolbox's Otsu mask at 1.25x (``WSIReader.tissue_mask``);
 - end to end: read + encode of the same tissue patches with the demo encoder (read-bound), ours at 1, 2 and 4
-  reader threads, against TIAToolbox's ``DeepFeatureExtractor`` and lazyslide's ``feature_extraction`` with the
-  same encoder where they are installed; each in its own process, with its peak RSS.
+  reader threads, against a plain OpenSlide loop; each in its own process, with its peak RSS and its growth during
+  the run (lazyslide's and TIAToolbox's extractors: bench/bench_peers_e2e.py).
 
 Peers are optional: install them into a separate environment (they pin other torch versions), e.g.
 ``python -m venv .bench-venv`` with ``tiffslide`` and ``tiatoolbox --no-deps`` (see docs/benchmarks.md).
@@ -113,7 +113,8 @@ def patch_reads(path: Path, size: int, n: int, rounds: int) -> dict:
 
 
 def chunk_reads(path: Path, rounds: int, n: int = 48) -> dict:
-    """Tile-aligned chunk windows at level 0 and level 2 through level_arrays and dask, vs 512-px patch reads."""
+    """Tile-aligned chunk windows at level 0 and level 2: through level_arrays (napari), the dask levels, and as
+    patch reads of the same windows (``read_region`` at that level), each with a cold tile cache."""
     s = _quiet_open(path)
     out: dict = {"slide": path.name}
     try:
@@ -124,25 +125,33 @@ def chunk_reads(path: Path, rounds: int, n: int = 48) -> dict:
             rng = np.random.default_rng(level)
             ys = rng.integers(0, max(1, H // ch), n) * ch
             xs = rng.integers(0, max(1, W // cw), n) * cw
-            t_la, t_da = [], []
-            for _ in range(rounds):
-                s2 = _quiet_open(path)  # cold tile cache each round
-                t0 = time.perf_counter()
-                for y, x in zip(ys, xs, strict=True):
-                    np.asarray(s2.level_arrays[level][y : y + ch, x : x + cw])
-                t_la.append(time.perf_counter() - t0)
-                t0 = time.perf_counter()
-                for y, x in zip(ys, xs, strict=True):
-                    s2.levels[level][y : y + ch, x : x + cw].compute()
-                t_da.append(time.perf_counter() - t0)
-                s2.close()
+            ds = s.level_downsamples[level]
+            ways = ("level_arrays", "dask", "read_region")
+            times: dict[str, list[float]] = {k: [] for k in ways}
+            for r in range(rounds):
+                for name in ways[r % 3:] + ways[: r % 3]:  # rotate the order each round
+                    s2 = _quiet_open(path)  # cold tile cache for each way
+                    t0 = time.perf_counter()
+                    for y, x in zip(ys, xs, strict=True):
+                        _window(s2, name, level, int(y), int(x), (ch, cw), ds)
+                    times[name].append(time.perf_counter() - t0)
+                    s2.close()
             px = n * ch * cw
             out[f"level{level}"] = {"chunk": [int(ch), int(cw)],
-                                    "level_arrays_mpx_s": px / statistics.median(t_la) / 1e6,
-                                    "dask_mpx_s": px / statistics.median(t_da) / 1e6}
+                                    **{f"{k}_mpx_s": px / statistics.median(v) / 1e6 for k, v in times.items()}}
     finally:
         s.close()
     return out
+
+
+def _window(s, way: str, level: int, y: int, x: int, hw: tuple[int, int], ds: float) -> np.ndarray:
+    """One (h, w) window of ``level`` at level pixel (y, x), the way napari, dask or a patch read gets it."""
+    h, w = hw
+    if way == "level_arrays":
+        return np.asarray(s.level_arrays[level][y : y + h, x : x + w])
+    if way == "dask":
+        return s.levels[level][y : y + h, x : x + w].compute()
+    return s.read_region((round(x * ds), round(y * ds)), level, (w, h))
 
 
 def tissue_masks(path: Path, rounds: int) -> dict:
@@ -273,17 +282,18 @@ def report(r: dict) -> str:
         vs = ", ".join(f"**{v:.2f}x** {k}" for k, v in x["ours_vs"].items())
         md.append(f"| {x['slide']} | {x['size']} px | {x['patches_per_s']['ours']:.0f} | {peers} | {vs} |")
     md += ["", "### napari level chunks (tile-aligned windows, cold tile cache)", "",
-           "| slide | level | chunk | level_arrays (napari) | dask levels | our 512-px patch reads |",
-           "|---|---|---|---|---|---|"]
+           "| slide | level | chunk | level_arrays (napari) | dask levels | our patch reads, same windows | "
+           "our 512-px level-0 patch reads |", "|---|---|---|---|---|---|---|"]
     for c in r["chunks"]:
         p512 = next(x for x in r["reads"] if x["slide"] == c["slide"] and x["size"] == 512)
         ref = p512["patches_per_s"]["ours"] * 512 * 512 / 1e6
         for k, v in c.items():
             if k.startswith("level"):
+                same = v["read_region_mpx_s"]
                 md.append(f"| {c['slide']} | {k[5:]} | {v['chunk'][0]} x {v['chunk'][1]} | "
-                          f"{v['level_arrays_mpx_s']:.0f} Mpx/s (**{v['level_arrays_mpx_s'] / ref:.2f}x**) | "
-                          f"{v['dask_mpx_s']:.0f} Mpx/s | "
-                          f"{ref:.0f} Mpx/s |")
+                          f"{v['level_arrays_mpx_s']:.0f} Mpx/s (**{v['level_arrays_mpx_s'] / same:.2f}x** same "
+                          f"windows, {v['level_arrays_mpx_s'] / ref:.2f}x level 0) | {v['dask_mpx_s']:.0f} Mpx/s | "
+                          f"{same:.0f} Mpx/s | {ref:.0f} Mpx/s |")
     md += ["", "### Tissue mask", "", "| slide | ours | peers | tissue fraction |", "|---|---|---|---|"]
     for t in r["masks"]:
         peers = ", ".join(f"{k} {v:.2f} s ({r_:.2f}x ours)" for (k, v), r_ in

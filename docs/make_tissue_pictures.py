@@ -50,12 +50,13 @@ def main() -> None:
     inked = write_pyramid_tiff(tmp / "inked.tif", rgb, mpp=2.0)
     pale, _ = make_tissue(2048, seed=8)
     pale = pale.astype(np.float32)
-    pale[:, :1024] = 244 * 0.5 + pale[:, :1024] * 0.5
+    pale[:, :1024] = 244 * 0.65 + pale[:, :1024] * 0.35
     faint = write_pyramid_tiff(tmp / "pale.tif", pale.astype(np.uint8), mpp=2.0)
-    items = [(inked, "green, blue and black marker"), (faint, "left half at half the stain")]
+    items = [(inked, "green, blue and black marker"), (faint, "left half at 35% of the stain")]
     for name, title in (("cmu-1-small-region.svs", "H&E (Aperio SVS)"), ("os-2-ki67-crop.ome.tif", "IHC Ki-67 crop"),
                         ("fluorescence-dapi-40x.ndpi", "fluorescence (NDPI)"),
-                        ("tcga-cr-7395-01a-01-ts1.svs", "H&E (TCGA, J2K)")):
+                        ("tcga-cr-7395-01a-01-ts1.svs", "H&E (TCGA, J2K)"),
+                        ("kidney-48-5.tif", "IHC kidney, mostly glass")):
         if (SHARED / name).exists():
             items.append((SHARED / name, title))
     panels = [panel(p, t) for p, t in items]

@@ -10,6 +10,8 @@ from napari_anonavila.grid.tissue import tissue_mask
 from napari_anonavila.sample import add_pen_marks, make_tissue, write_pyramid_tiff
 from napari_anonavila.slide import open_slide
 
+from ..conftest import shared_path
+
 
 def _mask_at_full_size(tm, shape) -> np.ndarray:
     f = round(tm.downsample)
@@ -54,11 +56,12 @@ def test_each_marker_colour_alone_is_rejected(tmp_path, ink_name):
     assert mask[tissue & ~ink].mean() > 0.9
 
 
-def test_faint_tissue_is_kept(tmp_path):
+@pytest.mark.parametrize("stain", [0.5, 0.35])
+def test_faint_tissue_is_kept(tmp_path, stain):
     rgb, _ = make_tissue(2048, seed=8)
     tissue = rgb.min(axis=-1) < 225
     faint = rgb.astype(np.float32)
-    faint[:, :1024] = 244 * 0.5 + faint[:, :1024] * 0.5  # the left half: a pale section, half the stain
+    faint[:, :1024] = 244 * (1 - stain) + faint[:, :1024] * stain  # the left half: a pale section
     path = write_pyramid_tiff(tmp_path / "faint.tif", faint.astype(np.uint8), mpp=2.0)
     with open_slide(path) as s:
         mask = _mask_at_full_size(tissue_mask(s), tissue.shape)
@@ -67,3 +70,28 @@ def test_faint_tissue_is_kept(tmp_path):
     assert mask[left].mean() > 0.85
     assert mask[right].mean() > 0.9
     assert mask[~tissue].mean() < 0.1
+
+
+def test_dark_ihc_nuclei_are_stain_not_ink():
+    """Ki-67 (DAB) nuclei are near-black and colourless in a thumbnail, like black marker, but small: the
+    all-tissue IHC crop stays tissue and no ink is reported."""
+    with open_slide(shared_path("slides", "os-2-ki67-crop.ome.tif")) as s:
+        tm = tissue_mask(s)
+    assert tm.ink_fraction < 0.002
+    assert tm.fraction > 0.85
+
+
+def test_mask_reads_a_low_level_without_resampling(tmp_path):
+    """The mask's thumbnail is one low pyramid level as it is (here 128 px at 8 um), not level 0 shrunk."""
+    rgb, _ = make_tissue(2048, seed=3)
+    path = write_pyramid_tiff(tmp_path / "p.tif", rgb, mpp=0.5)  # 1024 um wide: 128 px at 8 um
+    with open_slide(path) as s:
+        assert s.level_downsamples == [1.0, 4.0, 16.0]
+        levels_read = []
+        read_level = s.read_level
+        s.read_level = lambda level, *a: levels_read.append(level) or read_level(level, *a)
+        tm = tissue_mask(s)
+        low = s.read_region((0, 0), 2, (128, 128))
+    assert set(levels_read) == {2}
+    assert tm.mask.shape == (128, 128) and tm.downsample == 16.0
+    assert tm.mask.mean() == pytest.approx((low.min(axis=-1) < 225).mean(), abs=0.1)

@@ -224,24 +224,30 @@ class Slide:
         ok = [i for i, d in enumerate(self.level_downsamples) if d <= downsample * (1 + 1e-6)]
         return max(ok, key=lambda i: self.level_downsamples[i]) if ok else 0
 
-    def thumbnail(self, max_side: int = 1024) -> tuple[np.ndarray, float]:
+    def thumbnail(self, max_side: int = 1024, *, exact: bool = True) -> tuple[np.ndarray, float]:
         """A whole-slide RGB image of at most ``max_side`` pixels, and its level-0 pixels per pixel.
 
         Reads the smallest level that is still at least as large, in bands of rows that are averaged down
-        as they arrive, so memory stays bounded even for a huge single-level TIFF.
+        as they arrive, so memory stays bounded even for a huge single-level TIFF. ``exact=False`` gives whole
+        blocks of the smallest level with at least ``max_side / 2`` pixels a side, never resampled (a long side
+        between ``max_side / 2`` and ``max_side``): fewer pixels decoded, and what the tissue mask uses.
         """
         from PIL import Image
 
         w0, h0 = self.dimensions_xy
         scale = max(max(w0, h0) / max_side, 1.0)
         new = (max(1, round(w0 / scale)), max(1, round(h0 / scale)))
-        level = self.best_level(scale)
+        # not exact: the smallest level with a long side of at least max_side / 2 (fewest pixels decoded)
+        level = self.best_level(scale if exact else 2 * max(w0, h0) / max_side)
         arr = self.level_arrays[level]
         h, w = arr.shape[:2]
-        f = max(1, int(min(h / new[1], w / new[0])))  # whole pixels of this level per thumbnail pixel
+        # whole pixels of this level per thumbnail pixel
+        f = max(1, int(min(h / new[1], w / new[0])) if exact else math.ceil(max(h, w) / max_side))
         band = f * max(1, (_THUMB_BAND_BYTES // (3 * w)) // f)
         parts = [_block_mean(arr[y : y + band], f) for y in range(0, h, band)]
         img = np.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
+        if not exact:
+            return img, self.level_downsamples[level] * f
         if (img.shape[1], img.shape[0]) != new:
             img = np.asarray(Image.fromarray(img).resize(new, Image.Resampling.BOX))
         return img, w0 / new[0]
