@@ -296,8 +296,8 @@ def _cases(tmp: Path) -> dict:
         from napari_anonavila.sample import write_pyramid_tiff
 
         smear = np.full((4096, 4096, 3), 245, np.uint8)
-        for y in range(60, 4096, 240):
-            for x in range(60, 4096, 240):
+        for y in range(60, 4096, 280):
+            for x in range(60, 4096, 280):
                 smear[y : y + 96, x : x + 96] = (150, 60, 140)
         p = write_pyramid_tiff(tmp / "smear.tif", smear, 0.5)
         return _warning(lambda: tissue_mask(open_slide(p)))

@@ -401,11 +401,12 @@ def test_dark_field_tissue_is_found_and_low_coverage_is_warned(tmp_path):
         assert m.kind == "dark-field"
         assert m.fraction > 0.8 * section.mean()  # the section, not just its nuclei
         assert len(make_grid(s, patch_px=256)) >= 0.7 * 64 * section.mean()
-    # a smear of scattered cell clusters (48 um, 120 um apart): signal everywhere, but each cluster is smaller
-    # than a tissue fragment and is dropped as a speck; the user is told, instead of getting an empty heatmap
+    # a smear of scattered cell clusters (48 um, 140 um apart; closer, the mask's closing joins them): signal
+    # everywhere, but each cluster is smaller than a tissue fragment and is dropped as a speck; the user is told,
+    # instead of getting an empty heatmap
     smear = np.full((4096, 4096, 3), 245, np.uint8)
-    for y in range(60, 4096, 240):
-        for x in range(60, 4096, 240):
+    for y in range(60, 4096, 280):
+        for x in range(60, 4096, 280):
             smear[y : y + 96, x : x + 96] = (150, 60, 140)
     write_pyramid_tiff(tmp_path / "smear.tif", smear, 0.5)
     with open_slide(tmp_path / "smear.tif") as s, pytest.warns(TissueMaskWarning, match="has signal"):
