@@ -12,7 +12,9 @@ Run in the peers' environment: .bench-venv/bin/python bench/bench_peers_e2e.py [
 
 from __future__ import annotations
 
+import json
 import statistics
+import subprocess
 import sys
 import time
 import warnings
@@ -119,43 +121,91 @@ def tiatoolbox(path: Path, b) -> tuple[int, float]:
 PEERS = {"ours": ours, "lazyslide": lazyslide, "TIAToolbox": tiatoolbox}
 
 
-def main() -> None:
+def _peak_mib() -> float:
+    """This process's high-water RSS (VmHWM: its own, not inherited over exec as ru_maxrss is)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def one(name: str, path: Path) -> None:
+    """Run one tool once in this fresh process; print its tiles, seconds and peak RSS as JSON."""
     warnings.simplefilter("ignore")
     b = get_backend("demo", device="cpu")
-    paths = [Path(p) for p in sys.argv[1:]] or [Path(__file__).parent / "data" / "large.svs"]
-    rows = []
-    for path in paths:
-        rates: dict[str, list[float]] = {k: [] for k in PEERS}
-        counts = {}
-        names = list(PEERS)
-        for r in range(2):
-            for name in names[r % len(names):] + names[: r % len(names)]:  # rotate the order each round
-                n, t = PEERS[name](path, b)
-                counts[name] = n
-                rates[name].append(n / t)
-        row = {"slide": path.name, "tiles": counts, **{k: statistics.median(v) for k, v in rates.items()}}
-        for k in PEERS:
-            if k != "ours":
-                row[f"ours_vs_{k}"] = row["ours"] / row[k]
-        rows.append(row)
-        print(row, flush=True)
-    m = machine()
+    before = _peak_mib()
+    n, t = PEERS[name](path, b)
+    print(json.dumps({"tiles": n, "seconds": t, "peak_rss_mib": _peak_mib(), "before_mib": before}))
+
+
+def measure(path: Path) -> dict:
+    """Each tool twice on ``path``, in rotating order, each run in a fresh process; a tool that fails (e.g.
+    killed for memory) is reported and not retried."""
+    runs: dict[str, list[dict]] = {k: [] for k in PEERS}
+    failed: dict[str, str] = {}
+    names = list(PEERS)
+    for r in range(2):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            if name in failed:
+                continue
+            t0 = time.perf_counter()
+            out = subprocess.run([sys.executable, __file__, "--one", name, str(path)], capture_output=True, text=True)
+            if out.returncode:
+                why = (f"killed by signal {-out.returncode}" if out.returncode < 0 else
+                       f"exit {out.returncode}: {(out.stderr.strip().splitlines() or [''])[-1][:200]}")
+                failed[name] = f"failed after {time.perf_counter() - t0:.0f} s ({why})"
+                print(f"  {name} on {path.name}: {failed[name]}", flush=True)
+                continue
+            runs[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    ok = {k: v for k, v in runs.items() if v and k not in failed}
+    row = {"slide": path.name, "failed": failed, "tiles": {k: v[-1]["tiles"] for k, v in ok.items()},
+           "peak_rss_mib": {k: max(x["peak_rss_mib"] for x in v) for k, v in ok.items()},
+           **{k: statistics.median(x["tiles"] / x["seconds"] for x in v) for k, v in ok.items()}}
+    for k in ok:
+        if k != "ours":
+            row[f"ours_vs_{k}"] = row["ours"] / row[k]
+    return row
+
+
+def _cell(d: dict, key: str, fmt) -> str:
+    return fmt(d[key]) if key in d else "failed"
+
+
+def report(rows: list[dict], m: dict) -> str:
+    tools = ("ours", "lazyslide", "TIAToolbox")
     md = ["## End to end against lazyslide and TIAToolbox (same encoder)", "",
           f"{m['date']}, {m['cpu']}, {m['cores']} cores. Demo encoder (read-bound), 224-px tiles at level 0, batches "
           f"of 64, 2 rounds in rotating order, median. Ours: {N} consecutive tissue patches from the middle of our "
           f"grid. lazyslide 0.13 `feature_extraction` (its reader, `num_workers=0`, its default): {N} tiles from the "
           "middle of its own tiling. TIAToolbox 2.1 `DeepFeatureExtractor` (WSI mode, zarr output, "
           "`num_workers=0`): the tiles of our tissue mask in the rows of our patches; its time includes opening "
-          "the slide and building its dataset. All with the same encoder and preprocessing. Reproduce: "
+          "the slide and building its dataset. All with the same encoder and preprocessing, each run in a fresh "
+          "process; peak RSS is that process's high-water mark (model, slide and run). Reproduce: "
           "`.bench-venv/bin/python bench/bench_peers_e2e.py`.", "",
           "| slide | tiles (ours / lazyslide / TIAToolbox) | ours patches/s | lazyslide | TIAToolbox | ours vs "
-          "lazyslide | ours vs TIAToolbox |", "|---|---|---|---|---|---|---|"]
+          "lazyslide | ours vs TIAToolbox | peak RSS (ours / lazyslide / TIAToolbox) |",
+          "|---|---|---|---|---|---|---|---|"]
+    rate, ratio = "{:.0f}".format, "**{:.2f}x**".format
     for r in rows:
-        t = r["tiles"]
-        md.append(f"| {r['slide']} | {t['ours']} / {t['lazyslide']} / {t['TIAToolbox']} | {r['ours']:.0f} | "
-                  f"{r['lazyslide']:.0f} | {r['TIAToolbox']:.0f} | **{r['ours_vs_lazyslide']:.2f}x** | "
-                  f"**{r['ours_vs_TIAToolbox']:.2f}x** |")
-    save("peers_e2e", {"machine": m, "results": rows}, "\n".join(md))
+        md.append(f"| {r['slide']} | {' / '.join(_cell(r['tiles'], k, str) for k in tools)} | {r['ours']:.0f} | "
+                  f"{_cell(r, 'lazyslide', rate)} | {_cell(r, 'TIAToolbox', rate)} | "
+                  f"{_cell(r, 'ours_vs_lazyslide', ratio)} | {_cell(r, 'ours_vs_TIAToolbox', ratio)} | "
+                  f"{' / '.join(_cell(r['peak_rss_mib'], k, rate) for k in tools)} MiB |")
+    for r in rows:
+        md += [f"\n{k} on {r['slide']}: {why}." for k, why in r["failed"].items()]
+    return "\n".join(md)
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["--one"]:
+        return one(sys.argv[2], Path(sys.argv[3]))
+    paths = [Path(p) for p in sys.argv[1:]] or [Path(__file__).parent / "data" / "large.svs"]
+    rows = []
+    for path in paths:
+        rows.append(measure(path))
+        print(rows[-1], flush=True)
+    m = machine()
+    save("peers_e2e", {"machine": m, "results": rows}, report(rows, m))
 
 
 if __name__ == "__main__":

@@ -76,7 +76,9 @@ def _read_patches(slide: Slide, xy: np.ndarray, p: int, level: int, backend: VLM
 
 
 def default_workers() -> int:
-    return max(2, min(8, (os.cpu_count() or 2)))
+    """Reader threads: one per core but one, which the batch conversion and the encoder's own threads use (on
+    2 cores, 1 reader beats 2 and 4 by 13-16% when reading is the limit: docs/benchmarks.md); at most 8."""
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
 def iter_embed_patches(slide: Slide, grid: PatchGrid, backend: VLMBackend, indices: np.ndarray, *,

@@ -32,7 +32,7 @@ def _grid_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--roi-box", type=_box, action="append", metavar="X,Y,W,H",
                    help="score only this level-0 rectangle (repeatable)")
     p.add_argument("--batch-size", type=positive_int, default=32)
-    p.add_argument("--workers", type=positive_int, help="reader threads (default: CPU count, 2..8)")
+    p.add_argument("--workers", type=positive_int, help="reader threads (default: CPU count - 1, 1..8)")
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
