@@ -186,3 +186,29 @@ def test_retrain_on_another_normal_slide(scored, qtbot, sample_slides):
     wait_worker(qtbot, w)
     assert not np.allclose(w.session.result.scores.score, before)
     assert w.session.detector.info["n_train"] > 20
+
+
+def test_cancel_then_run_again_resumes_to_the_uninterrupted_result(viewer, qtbot, fitted_on_sample, tmp_path):
+    """Cancel a run on a slide of several cache chunks after a chunk is committed; Run again encodes only the
+    rest and ends with the scores an uninterrupted run gives."""
+    from napari_anonavila.pipeline import score_slide
+    from napari_anonavila.synthetic import write_wsi
+
+    wsi = write_wsi(tmp_path / "large.svs", 6144, 4096, mpp=0.5, seed=11, n_anomalies=5)
+    model = fitted_on_sample.save(tmp_path / "model.safetensors")
+    open_slide(viewer, wsi.path)
+    w = open_widget(viewer, "Score")
+    w.model.value = model
+    w.patch_um.value = 32.0  # 64 px: about 5000 patches, three chunks of the embedding cache
+    click(w.run_button)
+    qtbot.waitUntil(lambda: w._scored >= 3000, timeout=120_000)  # past the first committed chunk (2048)
+    click(w.run_button)  # now Cancel
+    wait_worker(qtbot, w)
+    assert w.scores_label.value.startswith("cancelled:") and w.session.result is None
+    click(w.run_button)
+    wait_worker(qtbot, w)
+    res = w.session.result
+    ref = score_slide(fitted_on_sample, wsi.path, patch_px=64)  # no cache: a plain uninterrupted run
+    assert 2048 <= res.n_from_cache < len(ref.scores)
+    np.testing.assert_array_equal(res.grid.cells_rc, ref.grid.cells_rc)
+    np.testing.assert_array_equal(res.scores.score, ref.scores.score)
