@@ -35,6 +35,14 @@ def machine() -> dict:
             "torch_threads": torch.get_num_threads(), "versions": package_versions()}
 
 
+def peak_rss_mib() -> float:
+    """This process's high-water RSS in MiB (VmHWM: its own; ru_maxrss carries the parent's over exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def median_time(fn: Callable[[], object], repeats: int = 7, warmup: int = 1) -> float:
     for _ in range(warmup):
         fn()

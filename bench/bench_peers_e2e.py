@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import machine, save
+from _common import machine, peak_rss_mib, save
 
 from napari_anonavila.backends import get_backend
 from napari_anonavila.grid import make_grid
@@ -121,21 +121,13 @@ def tiatoolbox(path: Path, b) -> tuple[int, float]:
 PEERS = {"ours": ours, "lazyslide": lazyslide, "TIAToolbox": tiatoolbox}
 
 
-def _peak_mib() -> float:
-    """This process's high-water RSS (VmHWM: its own, not inherited over exec as ru_maxrss is)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def one(name: str, path: Path) -> None:
     """Run one tool once in this fresh process; print its tiles, seconds and peak RSS as JSON."""
     warnings.simplefilter("ignore")
     b = get_backend("demo", device="cpu")
-    before = _peak_mib()
+    before = peak_rss_mib()
     n, t = PEERS[name](path, b)
-    print(json.dumps({"tiles": n, "seconds": t, "peak_rss_mib": _peak_mib(), "before_mib": before}))
+    print(json.dumps({"tiles": n, "seconds": t, "peak_rss_mib": peak_rss_mib(), "before_mib": before}))
 
 
 def measure(path: Path) -> dict:

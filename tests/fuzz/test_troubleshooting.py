@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from ..conftest import REPO, shared_path
+from ..conftest import NETWORK_ATTEMPTS, REPO, shared_path
 
 DOC = REPO / "docs" / "troubleshooting.md"
 
@@ -335,7 +335,10 @@ def _cases(tmp: Path) -> dict:
         old = os.environ.get("HF_HUB_CACHE")
         os.environ["HF_HUB_CACHE"] = str(tmp / "empty-hub")
         try:
-            return _error(lambda: get_backend("open_clip:hf-hub:org/none"))
+            NETWORK_ATTEMPTS.clear()
+            message = _error(lambda: get_backend("open_clip:hf-hub:org/none"))
+            assert not NETWORK_ATTEMPTS, "a missing hub model must fail from the cache, not reach the network"
+            return message
         finally:
             if old is None:
                 os.environ.pop("HF_HUB_CACHE")

@@ -2,13 +2,11 @@
 
 Each file is written here with tifffile: OME-TIFF pyramids (SubIFDs, as QuPath and bfconvert write), SubIFD
 and multi-page TIFF pyramids, plain tiled and striped TIFFs (compressed and not), Aperio SVS files, and the
-vendor layouts OpenSlide reads: Leica SCN (a BigTIFF whose first page holds the collection XML, a macro image
-and a main image placed inside it) and Ventana BIF (iScan and EncodeInfo XMP, levels named by magnification,
-tiles numbered in Ventana's serpentine order). The pixels of random windows at every level must equal
-tifffile's (or OpenSlide's) own decoding of the same file.
-
-and MIRAX (.mrxs beside its folder of Slidedat.ini, Index.dat and JPEG data). NDPI is tested on the real file in
-../shared.
+vendor layouts OpenSlide reads (written by ``tests/vendor_slides.py``): Leica SCN (a BigTIFF whose first page
+holds the collection XML, a macro image and a main image placed inside it), Ventana BIF (iScan and EncodeInfo
+XMP, levels named by magnification, tiles numbered in Ventana's serpentine order) and MIRAX (.mrxs beside its
+folder of Slidedat.ini, Index.dat and JPEG data). The pixels of random windows at every level must equal
+tifffile's (or OpenSlide's) own decoding of the same file. NDPI is tested on the real file in ../shared.
 """
 
 from __future__ import annotations
@@ -128,7 +126,8 @@ def image():
                                               ("svs", "tifffile"), ("svs-reduced", "openslide"),
                                               ("scn", "openslide"), ("bif", "openslide"), ("mrxs", "openslide")])
 def test_layout_opens_with_all_levels_and_exact_pixels(tmp_path, image, kind, reader):
-    suffix = {"ome": ".ome.tif", "svs": ".svs", "scn": ".scn", "bif": ".bif", "mrx": ".mrxs"}.get(kind[:3], ".tif")
+    suffix = (".ome.tif" if kind.startswith("ome") else ".svs" if kind.startswith("svs") else
+              {"scn": ".scn", "bif": ".bif", "mrxs": ".mrxs"}.get(kind, ".tif"))
     path = tmp_path / f"s{suffix}"
     n, shape0 = _write(path, kind, image)
     rng = np.random.default_rng(0)

@@ -59,10 +59,9 @@ class ScorePlan:
     fit_config: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=20, batch_size=32, accumulate=1))
 
 
-def _spare_a_core() -> tuple[int, int]:
-    """Reader threads and torch threads that leave one core to the UI thread."""
-    cores = os.cpu_count() or 2
-    return max(1, min(8, cores - 1)), max(1, cores - 1)
+def _spare_a_core() -> int:
+    """Torch threads that leave one core to the UI thread (reader threads: the pipeline's default, which does too)."""
+    return max(1, (os.cpu_count() or 2) - 1)
 
 
 class _TorchThreads:
@@ -72,7 +71,7 @@ class _TorchThreads:
         import torch
 
         self.before = torch.get_num_threads()
-        torch.set_num_threads(min(self.before, _spare_a_core()[1]))
+        torch.set_num_threads(min(self.before, _spare_a_core()))
 
     def __exit__(self, *exc):
         import torch
@@ -146,9 +145,8 @@ def score_worker(plan: ScorePlan):
             grid = make_grid(plan.slide, patch_um=plan.patch_um if plan.slide.mpp else None,
                              roi_polygons_xy_l0=plan.roi)
         yield GridReady(grid)
-        readers, _ = _spare_a_core()
         result = yield from iter_score_slide(plan.slide, grid, det, batch_size=plan.batch_size,
-                                             cache=session_cache(plan.slide, grid), mode=plan.mode, workers=readers)
+                                             cache=session_cache(plan.slide, grid), mode=plan.mode)
     return result
 
 

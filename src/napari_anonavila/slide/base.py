@@ -235,14 +235,17 @@ class Slide:
         from PIL import Image
 
         w0, h0 = self.dimensions_xy
-        scale = max(max(w0, h0) / max_side, 1.0)
-        new = (max(1, round(w0 / scale)), max(1, round(h0 / scale)))
-        # not exact: the smallest level with a long side of at least max_side / 2 (fewest pixels decoded)
-        level = self.best_level(scale if exact else 2 * max(w0, h0) / max_side)
+        if exact:
+            scale = max(max(w0, h0) / max_side, 1.0)
+            new = (max(1, round(w0 / scale)), max(1, round(h0 / scale)))
+            level = self.best_level(scale)
+            h, w = self.level_shapes[level]
+            f = max(1, int(min(h / new[1], w / new[0])))  # whole pixels of this level per thumbnail pixel
+        else:  # the smallest level with a long side of at least max_side / 2: fewest pixels decoded
+            level = self.best_level(2 * max(w0, h0) / max_side)
+            h, w = self.level_shapes[level]
+            f = math.ceil(max(h, w) / max_side)
         arr = self.level_arrays[level]
-        h, w = arr.shape[:2]
-        # whole pixels of this level per thumbnail pixel
-        f = max(1, int(min(h / new[1], w / new[0])) if exact else math.ceil(max(h, w) / max_side))
         band = f * max(1, (_THUMB_BAND_BYTES // (3 * w)) // f)
         parts = [_block_mean(arr[y : y + band], f) for y in range(0, h, band)]
         img = np.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
