@@ -111,13 +111,18 @@ LOCK_NAME = ".anonavila.lock"
 
 
 def _alive(pid: int) -> bool:
+    """True while ``pid`` runs. A killed process not yet reaped by its parent (a zombie) counts as gone."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:  # Linux: the state letter follows the ")" that closes the command name
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            return fh.read().rpartition(")")[2].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return True  # no /proc (macOS) or gone since: os.kill's answer stands
 
 
 @contextlib.contextmanager

@@ -119,7 +119,7 @@ def test_a_killed_worker_loses_and_doubles_nothing(cohort, model, tmp_path):
         report = run_batch(cohort[:4], model, out, settings=SETTINGS, scheduler=cl.scheduler_address,
                            on_result=kill_one)
     assert killed, "no worker was busy when the first result came back"
-    assert report["ok"] == 4, _cohort(out)
+    assert report["ok"] == 4, "\n".join(f"{k}: {r['status']} {r['error']}" for k, r in _cohort(out).items())
     assert not [p for p in out.rglob("*") if "partial" in p.name]
     counts = _log_counts(out)
     assert sorted(counts) == sorted(str(s) for s in cohort[:4]) and all(v == 1 for v in counts.values())

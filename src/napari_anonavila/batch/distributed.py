@@ -101,8 +101,6 @@ def run_batch(slides: list[Path], model: str | os.PathLike, out: str | os.PathLi
 
     Finished slides (complete outputs whose provenance matches slide, model and settings) are skipped.
     """
-    from distributed import as_completed
-
     from ..backends import sha256_file
 
     settings = settings or BatchSettings()
@@ -135,18 +133,8 @@ def run_batch(slides: list[Path], model: str | os.PathLike, out: str | os.PathLi
         if client is not None:
             if client.dashboard_link:
                 log(f"dask dashboard: {client.dashboard_link}")
-            futures = {client.submit(score_one, str(s), fp, model, sha, str(t), settings, str(out), retries=retries,
-                                     key=f"score-{t.name}", pure=False, resources=resources): (s, t)
-                       for s, t, fp in todo}
-            for fut in as_completed(futures):
-                s, t = futures[fut]
-                try:
-                    row = fut.result()
-                except Exception as err:  # retries exhausted, or the worker died too often
-                    row = cohort_row(s, "failed", error=f"{type(err).__name__}: {err}", out_dir=t)
-                rows[str(s)] = row
-                if on_result:
-                    on_result(row)
+            rows.update(_score_on_cluster(client, todo, (model, sha, settings, str(out)), retries=retries,
+                                          resources=resources, on_result=on_result, log=log))
     finally:
         if client is not None:
             client.close()
@@ -161,6 +149,44 @@ def run_batch(slides: list[Path], model: str | os.PathLike, out: str | os.PathLi
     if labels is not None:
         report["metrics"] = _evaluate(ordered, labels, out)
     return report
+
+
+def _score_on_cluster(client, todo: list[tuple[Path, Path, str]], task_args: tuple, *, retries: int,
+                      resources: dict | None, on_result: Callable[[dict], None] | None,
+                      log: Callable[[str], None]) -> dict[str, dict]:
+    """One task per (slide, out dir, fingerprint); each slide's cohort row as its task ends.
+
+    A task that still fails after dask's own retries, or whose finished result was lost with its worker, is
+    submitted once more as a new task; one whose outputs are already complete returns at once.
+    """
+    from distributed import as_completed
+
+    model, sha, settings, log_dir = task_args
+    futures: dict = {}
+
+    def submit(s: Path, t: Path, fp: str, attempt: int = 0):
+        fut = client.submit(score_one, str(s), fp, model, sha, str(t), settings, log_dir, retries=retries,
+                            key=f"score-{t.name}" + (f"-again{attempt}" if attempt else ""), pure=False,
+                            resources=resources)
+        futures[fut] = (s, t, fp, attempt)
+        return fut
+
+    rows: dict[str, dict] = {}
+    pending = as_completed([submit(s, t, fp) for s, t, fp in todo])
+    for fut in pending:
+        s, t, fp, attempt = futures.pop(fut)
+        try:
+            row = fut.result()
+        except Exception as err:  # retries exhausted, the worker died too often, or its result was lost
+            if attempt < 1:
+                log(f"{s.name}: {type(err).__name__}: {err}; submitting it once more")
+                pending.add(submit(s, t, fp, attempt + 1))
+                continue
+            row = cohort_row(s, "failed", error=f"{type(err).__name__}: {err}", out_dir=t)
+        rows[str(s)] = row
+        if on_result:
+            on_result(row)
+    return rows
 
 
 def _summary(folder: Path) -> dict | None:
