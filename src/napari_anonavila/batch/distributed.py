@@ -157,7 +157,7 @@ def _score_on_cluster(client, todo: list[tuple[Path, Path, str]], task_args: tup
     """One task per (slide, out dir, fingerprint); each slide's cohort row as its task ends.
 
     A task that still fails after dask's own retries, or whose finished result was lost with its worker, is
-    submitted once more as a new task; one whose outputs are already complete returns at once.
+    submitted once more as a new task without retries; one whose outputs are already complete returns at once.
     """
     from distributed import as_completed
 
@@ -165,7 +165,8 @@ def _score_on_cluster(client, todo: list[tuple[Path, Path, str]], task_args: tup
     futures: dict = {}
 
     def submit(s: Path, t: Path, fp: str, attempt: int = 0):
-        fut = client.submit(score_one, str(s), fp, model, sha, str(t), settings, log_dir, retries=retries,
+        fut = client.submit(score_one, str(s), fp, model, sha, str(t), settings, log_dir,
+                            retries=0 if attempt else retries,  # the second submission is the last try
                             key=f"score-{t.name}" + (f"-again{attempt}" if attempt else ""), pure=False,
                             resources=resources)
         futures[fut] = (s, t, fp, attempt)
