@@ -3,6 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh all,conch,test
+bash scripts/setup_tf4.sh || echo "[test] could not make .venv-tf4; the transformers 4.x token test will skip"
 # A real napari window needs an X server: install Xvfb and Mesa when we are root and they are missing.
 if ! command -v xvfb-run >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "[test] installing Xvfb and the Qt xcb libraries for the napari GUI tests"

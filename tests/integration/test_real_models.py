@@ -146,21 +146,27 @@ def test_the_papers_100_50_checkpoint_with_duplicates_imports_and_scores(authors
 
 
 @pytest.mark.slow
-def test_shipped_pools_encode_like_the_authors_csv_prompts(conch):
+def test_text_embeddings_equal_the_authors_from_their_token_ids(conch):
+    """Our encode_texts of the shipped prompts against the authors' path: the ids pinned by their own tokenize()
+    (transformers 4.57, tests/data/conch_token_ids.json) through CONCH's encode_text(normalize=True)."""
     from napari_anonavila.terms import TermPools, load_pool
 
-    _, _, backend = conch
+    model, _, backend = conch
+    doc = json.loads((Path(__file__).resolve().parents[1] / "data" / "conch_token_ids.json").read_text("utf-8"))
     pools = TermPools.default()
     for kind in ("normal", "abnormal"):
-        csv = load_pool(shared_path("words", f"{kind}_words.csv"))
-        assert list(getattr(pools, kind)) == csv  # byte for byte
-        torch.testing.assert_close(backend.encode_texts(list(getattr(pools, kind))), backend.encode_texts(csv),
-                                   rtol=0, atol=0)
+        entries = [e for e in doc["entries"] if e["pool"] == kind]
+        assert list(getattr(pools, kind)) == [e["prompt"] for e in entries] == load_pool(
+            shared_path("words", f"{kind}_words.csv"))  # byte for byte, trailing spaces kept
+        ids = torch.tensor([e["ids"] + [0] * (128 - len(e["ids"])) for e in entries])
+        with torch.no_grad():
+            theirs = model.encode_text(ids, normalize=True)
+        ours = backend.encode_texts(list(getattr(pools, kind)))
+        assert float((ours - theirs).abs().max()) <= 1e-6
     spaced = [p for p in pools.normal if p.endswith(" ")]
     assert len(spaced) == 9
     a, b = backend.encode_texts([spaced[0], spaced[0].rstrip()])
     assert not torch.allclose(a, b)  # the trailing space is a token: stripping it would change the embedding
-
 
 @pytest.mark.slow
 def test_conch_from_the_local_hugging_face_cache(conch, hf_cache, no_network):

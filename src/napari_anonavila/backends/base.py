@@ -150,7 +150,7 @@ class VLMBackend:
         self._geometric, self._mean, self._std = _split_transform(transform)
         self.weights_sha256 = weights_sha256
         self.logit_scale_exp = float(self.model.logit_scale.detach().float().exp().cpu().reshape(-1)[0])
-        self._text_cache: dict[str, torch.Tensor] = {}
+        self._text_cache: dict[str, tuple[str, torch.Tensor]] = {}  # token-id hash -> (prompt, embedding)
         self._disk_loaded = False
         with torch.no_grad():
             probe = self._encode_text_raw(["probe"])
@@ -241,76 +241,41 @@ class VLMBackend:
     def encode_texts(self, prompts: Sequence[str]) -> torch.Tensor:
         """Prompts -> L2-normalised float32 embeddings (K, D) on the CPU.
 
-        Cached per (backend, weights hash, prompt): in memory, and on disk for hashed weights, so a term edit
-        or a new session encodes only prompts never seen with these weights.
+        Cached by the hash of each prompt's token ids (never the string: a tokenizer that changes with a library
+        version gets new embeddings), in memory and, for hashed weights, on disk per (weights, precision).
         """
-        missing = [p for p in dict.fromkeys(prompts) if p not in self._text_cache]
-        if missing and self.weights_sha256 and not self._disk_loaded:
-            self._text_cache.update(_load_text_cache(self._text_cache_path(), self.embed_dim))
+        from .text_cache import load_text_cache, save_text_cache, token_key
+
+        prompts = list(prompts)
+        keys = [token_key(ids) for ids in self.token_ids(prompts)] if prompts else []
+        todo = {k: p for k, p in zip(keys, prompts, strict=True) if k not in self._text_cache}
+        if todo and self.weights_sha256 and not self._disk_loaded:
+            self._text_cache.update(load_text_cache(self._text_cache_path(), self.embed_dim))
             self._disk_loaded = True
-            missing = [p for p in missing if p not in self._text_cache]
-        for s in range(0, len(missing), _TEXT_BATCH):  # bounded memory for any number of terms
-            part = missing[s : s + _TEXT_BATCH]
+            todo = {k: p for k, p in todo.items() if k not in self._text_cache}
+        items = list(todo.items())
+        for s in range(0, len(items), _TEXT_BATCH):  # bounded memory for any number of terms
+            part = items[s : s + _TEXT_BATCH]
             with self._precision():
-                raw = self._encode_text_raw(part)
+                raw = self._encode_text_raw([p for _, p in part])
             embs = F.normalize(raw.float(), dim=-1).cpu()
             if not torch.isfinite(embs).all():
                 raise NonFiniteError(f"{self.spec}: the text encoder gave NaN or infinite embeddings (e.g. for "
-                                     f"{part[0]!r}); its weights may be damaged")
-            self._text_cache.update(zip(part, embs, strict=True))
-        if missing and self.weights_sha256:
-            _save_text_cache(self._text_cache_path(), self._text_cache)
-        return torch.stack([self._text_cache[p] for p in prompts]) if prompts else torch.zeros(0, self.embed_dim)
+                                     f"{part[0][1]!r}); its weights may be damaged")
+            self._text_cache.update({k: (p, e) for (k, p), e in zip(part, embs, strict=True)})
+        if todo and self.weights_sha256:
+            save_text_cache(self._text_cache_path(), self._text_cache)
+        return torch.stack([self._text_cache[k][1] for k in keys]) if keys else torch.zeros(0, self.embed_dim)
+
+    def token_ids(self, prompts: list[str]) -> list[list[int]]:
+        """The token ids the text encoder reads for each prompt (the text cache's key)."""
+        raise NotImplementedError
 
     def _text_cache_path(self) -> Path:
         from .demo import cache_dir
 
         key = hashlib.sha256(f"{self.id}|{self.precision}".encode()).hexdigest()[:24]
-        return cache_dir() / "text-embeddings" / f"{key}.safetensors"
-
-
-def _load_text_cache(path: Path, dim: int) -> dict[str, torch.Tensor]:
-    """Prompt -> embedding from a cache file; a missing file gives {}, a damaged one a warning and {} (rebuilt)."""
-    import json
-    import warnings
-
-    from safetensors import safe_open
-
-    if not path.is_file():
-        return {}
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            prompts = json.loads((fh.metadata() or {})["prompts"])
-            embs = fh.get_tensor("embeddings").float()
-        if not (isinstance(prompts, list) and all(isinstance(p, str) for p in prompts)):
-            raise ValueError("its prompt list is damaged")
-        if embs.ndim != 2 or embs.shape != (len(prompts), dim):
-            raise ValueError(f"embeddings of shape {tuple(embs.shape)} for {len(prompts)} prompts of {dim} values")
-        if not torch.isfinite(embs).all() or (embs.norm(dim=1) - 1).abs().max() > 1e-3:
-            raise ValueError("embeddings that are not finite unit vectors")
-    except Exception as err:  # a damaged cache file fails in many ways; every one means: encode again
-        warnings.warn(f"{path}: text-embedding cache does not verify ({err}); encoding the terms again",
-                      UserWarning, stacklevel=4)
-        return {}
-    return dict(zip(prompts, embs, strict=True))
-
-
-def _save_text_cache(path: Path, cache: dict[str, torch.Tensor]) -> None:
-    import json
-
-    from safetensors.torch import save
-
-    from .._atomic import atomic_write
-
-    prompts = list(cache)
-    data = save({"embeddings": torch.stack([cache[p] for p in prompts]).contiguous()},
-                metadata={"prompts": json.dumps(prompts)})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with atomic_write(path, "wb") as fh:
-            fh.write(data)
-    except OSError:  # a read-only or full cache folder only costs re-encoding later
-        pass
+        return cache_dir() / "text-embeddings" / f"{key}.v2.safetensors"
 
 
 def _split_transform(transform):

@@ -10,13 +10,14 @@ so a weights file can never run code, and nothing reaches the network.
 from __future__ import annotations
 
 import json
+import warnings
 from importlib import resources
 
 import torch
-import torch.nn.functional as F
 
 from ..errors import BackendUnavailableError, CheckpointError
 from .base import BackendSpec, VLMBackend, require_file, sha256_file
+from .conch_tokens import cached_tokenizer
 
 __all__ = ["CONCH_REPO", "ConchBackend", "build_conch_model", "conch_state"]
 
@@ -25,16 +26,19 @@ CONCH_REPO = "MahmoodLab/CONCH"
 
 
 def _conch():
+    """conch-fork's model and transform modules (its import of timm's deprecated paths warns: not ours to show)."""
     try:
-        from conch.open_clip_custom import coca_model, custom_tokenizer, transform
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            from conch.open_clip_custom import coca_model, transform
     except ImportError as err:
         raise BackendUnavailableError(f"the conch backend needs the conch-fork package ({err}); {_HINT}") from err
-    return coca_model, custom_tokenizer, transform
+    return coca_model, transform
 
 
 def build_conch_model() -> torch.nn.Module:
     """The CONCH architecture with random weights, from the package's own model config."""
-    coca_model, _, _ = _conch()
+    coca_model, _ = _conch()
     cfg_text = (resources.files("conch.open_clip_custom") / "model_configs" / "conch_ViT-B-16.json").read_text()
     cfg = json.loads(cfg_text)
     cfg.pop("custom_text", None)
@@ -59,7 +63,7 @@ class ConchBackend(VLMBackend):
 
     def __init__(self, spec: BackendSpec, device: torch.device, *, precision: str = "float32",
                  state: dict | None = None, weights_sha256: str | None = None, allow_download: bool = False) -> None:
-        coca_model, custom_tokenizer, transform = _conch()
+        coca_model, transform = _conch()
         from conch.open_clip_custom.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
         if state is None:
@@ -90,16 +94,16 @@ class ConchBackend(VLMBackend):
             raise CheckpointError(f"{where}: not valid CONCH weights ({type(err).__name__}: {err})") from err
         if missing:
             raise CheckpointError(f"{where}: not CONCH weights; {len(missing)} tensors missing, e.g. {missing[:3]}")
-        self._tokenizer = custom_tokenizer.get_tokenizer()
+        self._tokenizer = cached_tokenizer()
         tf = transform.image_transform(model.visual.image_size, mean=OPENAI_DATASET_MEAN, std=OPENAI_DATASET_STD)
         super().__init__(spec, model, tf, device, weights_sha256, precision=precision)
 
     def _encode_image_raw(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.model.encode_image(pixels, proj_contrast=True, normalize=False)
 
+    def token_ids(self, prompts: list[str]) -> list[list[int]]:
+        return self._tokenizer(prompts).tolist()
+
     def _encode_text_raw(self, prompts: list[str]) -> torch.Tensor:
-        # conch-fork's tokenize() uses batch_encode_plus, gone in transformers 5; same settings, called directly.
-        tok = self._tokenizer(prompts, max_length=127, add_special_tokens=True, return_token_type_ids=False,
-                              truncation=True, padding="max_length", return_tensors="pt")
-        ids = F.pad(tok["input_ids"], (0, 1), value=self._tokenizer.pad_token_id)
-        return self.model.encode_text(ids.to(self.device), normalize=False)
+        # the authors' ids under any transformers version (conch_tokens.py says why this is not conch's tokenize())
+        return self.model.encode_text(self._tokenizer(prompts).to(self.device), normalize=False)

@@ -78,6 +78,9 @@ class HFClipBackend(VLMBackend):
     def _encode_image_raw(self, pixels: torch.Tensor) -> torch.Tensor:
         return _features(self.model.get_image_features(pixel_values=pixels))
 
+    def token_ids(self, prompts: list[str]) -> list[list[int]]:
+        return [list(r) for r in self._tokenizer(prompts, truncation=True, max_length=self._max_len)["input_ids"]]
+
     def _encode_text_raw(self, prompts: list[str]) -> torch.Tensor:
         tok = self._tokenizer(prompts, padding=True, truncation=True, max_length=self._max_len, return_tensors="pt")
         return _features(self.model.get_text_features(input_ids=tok["input_ids"].to(self.device),

@@ -55,5 +55,8 @@ class OpenClipBackend(VLMBackend):
     def _encode_image_raw(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.model.encode_image(pixels)
 
+    def token_ids(self, prompts: list[str]) -> list[list[int]]:
+        return self._tokenizer(prompts).tolist()
+
     def _encode_text_raw(self, prompts: list[str]) -> torch.Tensor:
         return self.model.encode_text(self._tokenizer(prompts).to(self.device))
