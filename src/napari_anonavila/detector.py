@@ -242,10 +242,12 @@ class Detector:
         if new:  # may fail: change nothing yet
             known.update(zip(new, self.require_backend().encode_texts(new), strict=True))
         texts = (torch.stack([known[p] for p in pools.normal]), torch.stack([known[p] for p in pools.abnormal]))
+        old = self.pools
         self.pools, (self.normal_text, self.abnormal_text) = pools, texts
         if self.mlp is not None and self.reference is not None:
             self.fit_centroids(self.reference)
-        self.info["pools_edited"] = True
+        if pools != old:
+            self.info["pools_edited"] = True
 
     # -- scoring -----------------------------------------------------------------------------------
     def score_embeddings(self, embeddings: np.ndarray | torch.Tensor, *, mode: ScoreMode | str | None = None,

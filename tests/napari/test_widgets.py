@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from .conftest import click, draw_shapes, open_slide, open_widget, wait_worker
 
@@ -84,6 +85,35 @@ def test_term_edit_rescores_from_cache_without_pixel_reads(scored, qtbot, errors
     assert not np.allclose(w.session.result.scores.score, before)
     assert "retraining is advisable" in terms.status.text()
     assert "(edited)" in w.model_info.value
+    assert not errors
+
+
+def test_apply_changes_only_edited_terms_and_says_default_until_then(scored, qtbot, errors):
+    from napari_anonavila.terms import TermPools
+
+    viewer, w, _ = scored
+    before = w.session.detector.pools
+    text_before = w.session.detector.normal_text.clone()
+    assert sum(p.endswith(" ") for p in before.normal + before.abnormal) == 12  # the authors' trailing spaces
+    terms = open_widget(viewer, "Term pools")
+    assert terms.apply() is None and "No term changed" in terms.status.text()
+    assert w.session.detector.pools is before and "edited" not in w.model_info.value
+    plain = next(i for i, p in enumerate(before.normal) if not p.endswith(" "))
+    terms.normal.list.item(plain).setText(terms.normal.list.item(plain).text() + " nodules")
+    assert terms.apply() is not None
+    qtbot.waitUntil(lambda: terms.worker is None, timeout=60_000)
+    wait_worker(qtbot, w)
+    after = w.session.detector.pools
+    assert [i for i, (a, b) in enumerate(zip(before.normal, after.normal, strict=True)) if a != b] == [plain]
+    assert after.abnormal == before.abnormal  # byte for byte, trailing spaces kept
+    keep = [i for i in range(len(before.normal)) if i != plain]
+    assert torch.equal(w.session.detector.normal_text[keep], text_before[keep])
+    assert "lymph-node (edited)" in w.model_info.value
+    terms.restore_defaults()
+    assert terms.apply() is not None
+    qtbot.waitUntil(lambda: terms.worker is None, timeout=60_000)
+    wait_worker(qtbot, w)
+    assert w.session.detector.pools == TermPools.default() and "edited" not in w.model_info.value
     assert not errors
 
 

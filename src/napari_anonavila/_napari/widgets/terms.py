@@ -29,6 +29,11 @@ from . import tabify_when_docked
 __all__ = ["TermsWidget"]
 
 
+def _display(prompt: str, template: str) -> str:
+    """A prompt as a term for people: the template removed, surrounding spaces trimmed."""
+    return (strip_template(prompt, template) or prompt).strip()
+
+
 class _PoolList(QWidget):
     """One editable pool: a list of terms (double-click to edit) with add, remove, import and export."""
 
@@ -50,18 +55,30 @@ class _PoolList(QWidget):
         layout.addLayout(buttons)
         self.list.itemChanged.connect(lambda _i: owner.mark_dirty())
 
-    def set_terms(self, terms: list[str]) -> None:
+    def set_prompts(self, prompts: list[str], template: str) -> None:
+        """Show each prompt's term; the prompt itself rides along, so an untouched term stays byte for byte."""
         self.list.blockSignals(True)
         self.list.clear()
-        for t in terms:
-            item = QListWidgetItem(t)
+        for p in prompts:
+            item = QListWidgetItem(_display(p, template))
+            item.setData(Qt.ItemDataRole.UserRole, p)
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsEditable)
             self.list.addItem(item)
         self.list.blockSignals(False)
-        self.title.setText(f"<b>{self.kind.capitalize()}</b> ({len(terms)} terms)")
+        self.title.setText(f"<b>{self.kind.capitalize()}</b> ({len(prompts)} terms)")
 
-    def terms(self) -> list[str]:
-        return [self.list.item(i).text() for i in range(self.list.count())]
+    def prompts(self, template: str) -> list[str]:
+        """The pool's prompts: an item whose text was not edited gives its original prompt exactly; an edited or
+        new one gives ``template`` around its text."""
+        out = []
+        for i in range(self.list.count()):
+            item = self.list.item(i)
+            text, original = item.text(), item.data(Qt.ItemDataRole.UserRole)
+            if isinstance(original, str) and text == _display(original, template):
+                out.append(original)
+            elif text.strip():
+                out.append(template.format(text.strip()))
+        return out
 
     def add(self, *_, text: str = "new term") -> None:
         item = QListWidgetItem(text)
@@ -90,7 +107,7 @@ class _PoolList(QWidget):
             return
         for w in caught:
             show_warning(str(w.message))
-        self.set_terms([strip_template(p, self.owner.template) or p for p in prompts])
+        self.set_prompts(prompts, self.owner.template)
         self.owner.mark_dirty()
 
     def export(self, *_, path: str | None = None) -> None:
@@ -139,8 +156,8 @@ class TermsWidget(QWidget):
 
     def load(self, pools: TermPools) -> None:
         self.template = pools.template
-        self.normal.set_terms(pools.terms("normal"))
-        self.abnormal.set_terms(pools.terms("abnormal"))
+        self.normal.set_prompts(list(pools.normal), pools.template)
+        self.abnormal.set_prompts(list(pools.abnormal), pools.template)
         self.status.setText("")
 
     def load_from_detector(self, det) -> None:
@@ -157,11 +174,16 @@ class TermsWidget(QWidget):
         self.status.setText("Edited: press Apply to re-score.")
 
     def prompts(self, kind: str) -> list[str]:
-        pool = self.normal if kind == "normal" else self.abnormal
-        return [self.template.format(t.strip()) for t in pool.terms() if t.strip()]
+        return (self.normal if kind == "normal" else self.abnormal).prompts(self.template)
 
     def pools(self) -> TermPools:
-        """The edited pools, deduplicated with a notification naming the duplicates."""
+        """The pools as listed: the detector's own (or the shipped defaults) when no prompt changed, byte for byte
+        and with their label; otherwise new pools, deduplicated with a notification naming the duplicates."""
+        listed = (tuple(self.prompts("normal")), tuple(self.prompts("abnormal")))
+        det = self.session.detector
+        for known in ((det.pools,) if det is not None else ()) + (TermPools.default(),):
+            if listed == (known.normal, known.abnormal) and self.template == known.template:
+                return known
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
@@ -187,9 +209,12 @@ class TermsWidget(QWidget):
         except AnonavilaError as err:
             show_error(str(err))
             return None
-        if pools != s.detector.pools:
-            domain = s.detector.pools.domain or "custom"
-            pools = dataclasses.replace(pools, domain=domain if domain.endswith("(edited)") else f"{domain} (edited)")
+        if pools is s.detector.pools:
+            self.status.setText("No term changed: nothing to apply.")
+            return None
+        if pools != TermPools.default() and not pools.domain:
+            domain = (s.detector.pools.domain or "custom").removesuffix(" (edited)")
+            pools = dataclasses.replace(pools, domain=f"{domain} (edited)")
         self.status.setText("Encoding new terms and recomputing the centroids...")
         self.worker = pools_worker(s.detector, pools)
         s.busy = "encoding terms"
