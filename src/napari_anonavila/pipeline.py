@@ -54,7 +54,7 @@ class SlideResult:
         return erode(h) if eroded else h
 
     def slide_scores(self) -> dict[str, float]:
-        return slide_scores(self.heatmap())
+        return slide_scores(self.heatmap(), self.scores.score)
 
     def top_k(self, k: int = 10) -> np.ndarray:
         """Indices of the ``k`` highest-scoring patches, best first."""

@@ -310,23 +310,46 @@ def test_training_holds_out_whole_slides_for_the_centroids(sample_slides, tmp_pa
     assert "centroids from" in res.stdout
 
 
-def test_slide_scores_drop_partial_edge_cells_as_the_authors_do(tmp_path):
-    # a 2220 x 2967 slide at 512 px: 4 whole columns; a patch at x = 2048 lies in a partial column
-    names = [f"cmu_{x}_{y}_200.png" for x in range(0, 2049, 512) for y in range(0, 2561, 512)]
-    scores = dict.fromkeys(names, 0.001)
-    scores["cmu_2048_1024_200.png"] = 0.0025  # the highest score, in the partial edge column
-    csv = tmp_path / "cmu_Ascores.csv"
-    csv.write_text("patch_name,Ascore\n" + "".join(f"{n},{v}\n" for n, v in scores.items()))
-    sizes = tmp_path / "sizes.csv"
-    sizes.write_text("slide_id,width,height\ncmu,2220,2967\n")
-    ours = subprocess.run([EXE, "slide-scores", "--scores", str(csv), "--patch-size", "512"], capture_output=True,
-                          text=True)
-    theirs = subprocess.run([EXE, "slide-scores", "--scores", str(csv), "--patch-size", "512", "--sizes",
-                             str(sizes)], capture_output=True, text=True)
-    assert ours.returncode == theirs.returncode == 0, ours.stderr + theirs.stderr
-    row_ours, row_theirs = ours.stdout.splitlines()[1].split(","), theirs.stdout.splitlines()[1].split(",")
-    assert float(row_ours[2]) == pytest.approx(0.0025) and float(row_theirs[2]) == pytest.approx(0.001)
-    assert int(row_theirs[1]) == 4 * 5  # 4 whole columns, 5 whole rows (2967 // 512)
+@pytest.mark.parametrize("sizes_from", ["sizes", "slides"])
+def test_slide_scores_equal_the_authors_tester_with_and_without_erosion(tmp_path, sizes_from):
+    """48 random grids (partial edge rows and columns included) scored by the authors' own tester
+    (tests/data/make_authors_slide_scores.py), then by `anonavila slide-scores` from the same CSVs."""
+    import tifffile
+
+    doc = json.loads((Path(__file__).resolve().parents[1] / "data" / "authors_slide_scores.json").read_text())
+    want = {}
+    for p in sorted({c["patch_size"] for c in doc["cases"]}):
+        cases = [c for c in doc["cases"] if c["patch_size"] == p]
+        csvs = []
+        for c in cases:
+            csv = tmp_path / f"{c['slide_id']}_Ascores.csv"
+            csv.write_text("patch_name,Ascore\n" + "".join(f"{c['slide_id']}_{x}_{y}_200.png,{v!r}\n"
+                                                            for x, y, v in c["patches"]))
+            csvs.append(str(csv))
+            want[c["slide_id"]] = c
+        if sizes_from == "sizes":
+            sizes = tmp_path / f"sizes{p}.csv"
+            sizes.write_text("slide_id,width,height\n" + "".join(f"{c['slide_id']},{c['width']},{c['height']}\n"
+                                                                 for c in cases))
+            extra = ["--sizes", str(sizes)]
+        else:  # the slides themselves (blank tiled TIFFs of the same sizes)
+            extra = ["--slides"]
+            for c in cases:
+                slide = tmp_path / f"{c['slide_id']}.tif"
+                tifffile.imwrite(slide, np.zeros((c["height"], c["width"], 3), np.uint8), tile=(128, 128),
+                                 compression="zlib")
+                extra.append(str(slide))
+        out = tmp_path / f"slides{p}.csv"
+        res = subprocess.run([EXE, "slide-scores", "--scores", *csvs, "--patch-size", str(p), *extra, "--out",
+                              str(out)], capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+        for line in out.read_text().splitlines()[1:]:
+            sid, n, mx, top1, mx_e, top1_e, _cells = line.split(",")
+            c = want.pop(sid)
+            assert int(n) == len(c["patches"])
+            assert [float(mx), float(top1)] == pytest.approx(c["erosion_false"], rel=1e-12, abs=0)
+            assert [float(mx_e), float(top1_e)] == pytest.approx(c["erosion_true"], rel=1e-12, abs=0)
+    assert not want  # every case came back
 
 
 def test_slide_scores_take_sizes_from_the_slides(tmp_path, sample_slides):
@@ -335,7 +358,9 @@ def test_slide_scores_take_sizes_from_the_slides(tmp_path, sample_slides):
     res = subprocess.run([EXE, "slide-scores", "--scores", str(csv), "--patch-size", "300", "--slides",
                           str(sample_slides.anomalous)], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
-    assert res.stdout.splitlines()[1].split(",")[:3] == ["anomalous", "1", "0.1"]  # 1800 // 300 = 2048 // 300
+    row = res.stdout.splitlines()[1].split(",")
+    assert row[:3] == ["anomalous", "2", "0.5"]  # without erosion: every patch, as the authors
+    assert row[4] == "0.10000000000000001" and row[-1] == "1"  # eroded: the partial column dropped (1800 // 300 = 6)
 
 
 def test_precision_is_an_option_recorded_in_provenance_and_the_cache_key(tmp_path, sample_slides, fitted_on_sample):

@@ -24,8 +24,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--patch-size", required=True, type=positive_int, help="patch size in level-0 pixels")
     sizes = p.add_mutually_exclusive_group()
     sizes.add_argument("--slides", nargs="+", type=existing_path, metavar="SLIDE",
-                       help="the slides (ids = file names without suffix): partial edge cells are dropped, as in the "
-                            "authors' tester")
+                       help="the slides (ids = file names without suffix): partial edge cells are dropped from the "
+                            "eroded heatmap, as in the authors' tester")
     sizes.add_argument("--sizes", type=existing_path, metavar="CSV",
                        help="slide_id,width,height in level-0 pixels: the same, without the slide files")
     p.add_argument("--name-column", default="patch_name")
@@ -61,6 +61,7 @@ def parse_label(value: str, where: str) -> int:
 def _slide_scores(args: argparse.Namespace) -> int:
     from ..export.tables import read_score_column, write_csv
     from ..maps import SLIDE_SCORE_NAMES, heatmaps_from_patch_names, slide_scores
+    from ..patches import parse_patch_name
 
     pairs = [pair for f in args.scores for pair in read_score_column(f, args.name_column, args.score_column)]
     sizes = _slide_sizes(args)
@@ -68,11 +69,15 @@ def _slide_scores(args: argparse.Namespace) -> int:
         maps = heatmaps_from_patch_names(pairs, args.patch_size, sizes)
     except InputFileError as err:
         raise InputFileError(f"{', '.join(map(str, args.scores))}: {err}") from err
-    header = ["slide_id", "n_patches", *SLIDE_SCORE_NAMES]
+    by_slide: dict[str, list[float]] = {}
+    for name, value in pairs:  # every patch, partial edge ones included: the scores without erosion use them all
+        by_slide.setdefault(parse_patch_name(name).slide_id, []).append(value)
+    header = ["slide_id", "n_patches", *SLIDE_SCORE_NAMES, "n_cells"]
     rows = []
     for sid in sorted(maps):
-        s = slide_scores(maps[sid])
-        rows.append([sid, int(np.isfinite(maps[sid]).sum()), *(f"{s[k]:.8g}" for k in SLIDE_SCORE_NAMES)])
+        s = slide_scores(maps[sid], np.asarray(by_slide[sid]))
+        rows.append([sid, len(by_slide[sid]), *(f"{s[k]:.17g}" for k in SLIDE_SCORE_NAMES),
+                     int(np.isfinite(maps[sid]).sum())])
     if args.out:
         write_csv(args.out, header, rows, overwrite=args.overwrite)
         print(f"{len(rows)} slide(s) -> {args.out}")
