@@ -11,7 +11,6 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import torch
 
 
@@ -112,12 +111,13 @@ def authors_checkpoint(path: Path, vlm_state: dict[str, torch.Tensor] | None, no
     return path, {k[4:]: v for k, v in state.items() if k.startswith("MLP.")}
 
 
-def authors_per_image_scores(vlm_model, transform, images: list[np.ndarray], normal_text: torch.Tensor,
+def authors_per_image_scores(vlm_model, transform, images: list, normal_text: torch.Tensor,
                              abnormal_text: torch.Tensor, mlp_state: dict, centroids, logit_scale_exp: float):
     """The authors' code path, image by image, in float32: transform, encode, text augmentation loop, distances.
 
     Returns (scores, top abnormal term index, top normal term index) per image. Written from METHOD.md, without
-    our batched head.
+    our batched head. A PIL image goes to the transform as it is (the authors' datasets pass ``Image.open(path)``);
+    an array is made RGB first.
     """
     from PIL import Image
 
@@ -131,7 +131,7 @@ def authors_per_image_scores(vlm_model, transform, images: list[np.ndarray], nor
     out = []
     with torch.no_grad():
         for img in images:
-            x = transform(Image.fromarray(img).convert("RGB"))[None]
+            x = transform(img if isinstance(img, Image.Image) else Image.fromarray(img).convert("RGB"))[None]
             v = vlm_model.encode_image(x, proj_contrast=True, normalize=True)[0].float()
             hs, tops = [], []
             for texts in (normal_text, abnormal_text):

@@ -10,7 +10,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .errors import InputFileError
@@ -55,9 +54,10 @@ def list_images(folder: str | os.PathLike, *, recursive: bool = True) -> list[Pa
     return files
 
 
-def read_image(path: Path) -> np.ndarray | None:
-    """An RGB uint8 array read as the authors read patches (PIL, ``convert("RGB")``), or None (logged) when the
-    file is not a readable image or is too large for a patch; callers count and warn."""
+def read_image(path: Path) -> Image.Image | None:
+    """The image as the authors' datasets open it (PIL, in the file's own mode: the model's transform resizes first
+    and converts to RGB after, as theirs does), or None (logged) when the file is not a readable image or is too
+    large for a patch; callers count and warn."""
     try:
         with warnings.catch_warnings():  # our own limit below decides, before any pixel is decoded
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -69,14 +69,14 @@ def read_image(path: Path) -> np.ndarray | None:
                                "patches first", path, w, h, MAX_PATCH_PIXELS)
                 return None
             im.load()
-            return np.asarray(im.convert("RGB"))  # as the authors read patches: any alpha is dropped, not blended
+            return im
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
         logger.warning("%s: skipped, not a readable image (%s)", path, err)
         return None
 
 
 def iter_image_batches(paths: Sequence[Path], batch_size: int
-                       ) -> Iterator[tuple[list[Path], list[np.ndarray], list[Path]]]:
+                       ) -> Iterator[tuple[list[Path], list[Image.Image], list[Path]]]:
     """Yield ``(read_paths, images, skipped_paths)`` per batch of up to ``batch_size`` files."""
     for s in range(0, len(paths), batch_size):
         ok, imgs, skipped = [], [], []

@@ -110,6 +110,46 @@ def test_the_authors_pth_alone_scores_a_slide_like_their_code(authors, conch, sa
         assert r[9].split("|")[0].rsplit(":", 1)[0] == names_n[top_n]
 
 
+@pytest.mark.slow
+def test_patches_of_every_pil_mode_score_like_their_code(authors, conch, tmp_path):
+    """score-patches with the authors' .pth on PNG/TIFF patches in every PIL mode; the reference opens each file as
+    their datasets do (Image.open, no convert) and runs CONCH's own transform: resize first, RGB after."""
+    import io
+
+    from conch.open_clip_custom.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+    from conch.open_clip_custom.transform import image_transform
+    from PIL import Image
+
+    path, mlp_state, nt, at, cents = authors
+    model, _, _ = conch
+    rng = np.random.default_rng(7)
+    rgb = (rng.random((260, 300, 3)) * np.linspace(40, 255, 300)[None, :, None]).astype(np.uint8)
+    alpha = rng.integers(0, 256, (260, 300), dtype=np.uint8)
+    modes = {"RGB": Image.fromarray(rgb), "RGBA": Image.fromarray(np.dstack([rgb, alpha])),
+             "LA": Image.fromarray(np.dstack([rgb[..., 0], alpha])), "P": Image.fromarray(rgb).quantize(32),
+             "L": Image.fromarray(rgb[..., 1]), "I;16": Image.fromarray(rgb[..., 2].astype(np.uint16) * 257),
+             "CMYK": Image.fromarray(rgb).convert("CMYK")}
+    folder = tmp_path / "top" / "modes"
+    folder.mkdir(parents=True)
+    files = {}
+    for i, (mode, im) in enumerate(modes.items()):
+        files[mode] = folder / f"modes_{i * 256}_0_200.{'tif' if mode == 'CMYK' else 'png'}"
+        im.save(files[mode])
+        with Image.open(files[mode]) as check:
+            assert check.mode == mode
+    out = tmp_path / "scores"
+    res = subprocess.run([EXE, "-q", "score-patches", str(tmp_path / "top"), "--model", str(path), "--out", str(out),
+                          "--device", "cpu"], capture_output=True, text=True, timeout=1200)
+    assert res.returncode == 0, res.stderr
+    ours = {r.split(",")[0]: float(r.split(",")[1]) for r in (out / "modes_Ascores.csv").read_text().splitlines()[1:]}
+    transform = image_transform(448, mean=OPENAI_DATASET_MEAN, std=OPENAI_DATASET_STD)
+    opened = [Image.open(io.BytesIO(files[m].read_bytes())) for m in modes]
+    ref = authors_per_image_scores(model, transform, opened, nt, at, mlp_state, cents,
+                                   float(model.logit_scale.detach().exp()))
+    for mode, (score, _a, _n) in zip(modes, ref, strict=True):
+        assert abs(ours[files[mode].name] - score) <= 1e-6 * max(1.0, abs(score)), mode
+
+
 def backend_term_names():
     from napari_anonavila.terms import TermPools
 

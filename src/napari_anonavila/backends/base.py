@@ -178,10 +178,12 @@ class VLMBackend:
     def prepare(self, image: np.ndarray | Image.Image) -> np.ndarray:
         """The geometric part of the model's transform (resize, crop; PIL, outside the GIL), as (S, S, 3) uint8.
 
-        Reader threads run this per patch; :meth:`to_pixels` then converts and normalises whole batches.
+        An image is resized in its own mode and converted to RGB after, as the CONCH and open_clip transforms do:
+        Pillow resizes RGBA and LA with premultiplied alpha and palette images by nearest neighbour, so converting
+        first would give other pixels. Reader threads run this per patch; :meth:`to_pixels` then converts and
+        normalises whole batches.
         """
         pil = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image, np.uint8))
-        pil = pil.convert("RGB")
         if self._geometric is None:  # a transform we cannot split: the whole of it, per image
             return self.transform(pil)
         return np.asarray(self._geometric(pil).convert("RGB"))
