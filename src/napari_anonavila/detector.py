@@ -58,14 +58,17 @@ def holdout_split(n: int, groups: Sequence | None, fraction: float, seed: int) -
 
 
 def check_embeddings(x: np.ndarray | torch.Tensor, dim: int, what: str = "embeddings") -> torch.Tensor:
-    """A finite, non-zero (N, dim) float tensor, or a ValueError naming the problem."""
+    """A finite, non-zero (N, dim) float tensor of unit rows, or a ValueError naming the problem."""
     t = x.float() if isinstance(x, torch.Tensor) else torch.tensor(np.asarray(x), dtype=torch.float32)
     if t.ndim != 2 or t.shape[1] != dim:
         raise ValueError(f"{what}: expected shape (N, {dim}), got {tuple(t.shape)}")
     if not torch.isfinite(t).all():
         raise ValueError(f"{what}: {int((~torch.isfinite(t)).any(1).sum())} row(s) hold NaN or inf")
-    if (t.norm(dim=1) == 0).any():
-        raise ValueError(f"{what}: {int((t.norm(dim=1) == 0).sum())} row(s) have zero norm")
+    norms = t.norm(dim=1)
+    if (norms == 0).any():
+        raise ValueError(f"{what}: {int((norms == 0).sum())} row(s) have zero norm")
+    if bool(((norms - 1).abs() < 1e-5).all()):  # unit vectors already (our encoders'): kept bit for bit
+        return t
     return torch.nn.functional.normalize(t, dim=1)
 
 
@@ -187,7 +190,7 @@ class Detector:
         """
         config = config or TrainConfig()
         if isinstance(normal, (str, os.PathLike)) and groups is None:
-            paths, normal = yield from self.iter_embed_files(list_images(normal), batch_size=batch_size)
+            paths, normal = yield from self.iter_embed_files(list_images(normal, order="walk"), batch_size=batch_size)
             groups = [str(p.parent) for p in paths]
         embs = yield from self.iter_embed(normal, batch_size=batch_size)
         if centroid_set is not None:

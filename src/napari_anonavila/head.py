@@ -64,10 +64,21 @@ def text_augmented_embeddings(
     abnormal_text_embs: torch.Tensor,
     logit_scale_exp: float | torch.Tensor,
     mlp: MLP,
+    *,
+    per_image: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return ``(h_normal, h_abnormal)``, each (B, D/4), for L2-normalised image embeddings (B, D)."""
+    """Return ``(h_normal, h_abnormal)``, each (B, D/4), for L2-normalised image embeddings (B, D).
+
+    ``per_image=True`` computes as the authors' code does, image by image with the concatenation materialised; it
+    is slower and used for training, whose weights then match theirs to float rounding (a matrix product's rounding
+    depends on how many rows it has, and Adam amplifies it). The default batched form is equivalent to float
+    rounding and several times faster; scores use it.
+    """
     if img_embs.ndim != 2:
         raise ValueError(f"img_embs must be (B, D), got shape {tuple(img_embs.shape)}")
+    if per_image:
+        return _authors_form(img_embs, normal_text_embs, logit_scale_exp, mlp), _authors_form(
+            img_embs, abnormal_text_embs, logit_scale_exp, mlp)
     out = []
     for text in (normal_text_embs, abnormal_text_embs):
         w = term_weights(img_embs, text, logit_scale_exp)
@@ -75,15 +86,33 @@ def text_augmented_embeddings(
     return out[0], out[1]
 
 
+def _authors_form(img_embs: torch.Tensor, text: torch.Tensor, logit_scale_exp: float | torch.Tensor, mlp: MLP
+                  ) -> torch.Tensor:
+    """One pool, with the authors' operations in their order: a (K, 2D) concatenation and an MLP pass per image."""
+    weights = (img_embs @ text.T * logit_scale_exp).softmax(dim=-1)
+    rows = []
+    for i in range(img_embs.shape[0]):
+        x = torch.cat((img_embs[i].unsqueeze(0).repeat(text.shape[0], 1), text * torch.exp(weights[i].unsqueeze(1))),
+                      dim=1)
+        rows.append(torch.mean(mlp(x), dim=0, keepdim=True))
+    return torch.cat(rows, dim=0)
+
+
+def _mean_exp_cos(a: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of exp(cos) over pairs: all (i, j) of ``a`` x ``b``, or the strict upper triangle of ``a`` x ``a``."""
+    other = a if b is None else b
+    cos = F.cosine_similarity(a.unsqueeze(1), other.unsqueeze(0), dim=-1)
+    if b is None:
+        iu = torch.triu_indices(len(a), len(a), offset=1, device=a.device)
+        cos = cos[iu[0], iu[1]]
+    return torch.mean(torch.exp(cos))
+
+
 def contrastive_loss(h_normal: torch.Tensor, h_abnormal: torch.Tensor) -> torch.Tensor:
-    """-log((S_NN + S_AA) / (S_NN + S_AA + S_NA)) over a batch of B >= 2 normal images (METHOD.md)."""
+    """-log((S_NN + S_AA) / (S_NN + S_AA + S_NA)) over a batch of B >= 2 normal images (METHOD.md), with the
+    authors' cosine similarities (``F.cosine_similarity`` over broadcast pairs)."""
     b = h_normal.shape[0]
     if b < 2:
         raise ValueError(f"contrastive_loss needs a batch of at least 2 images, got {b}")
-    hn = F.normalize(h_normal, dim=-1)
-    ha = F.normalize(h_abnormal, dim=-1)
-    iu = torch.triu_indices(b, b, offset=1, device=hn.device)
-    s_nn = torch.exp(hn @ hn.T)[iu[0], iu[1]].mean()
-    s_aa = torch.exp(ha @ ha.T)[iu[0], iu[1]].mean()
-    s_na = torch.exp(hn @ ha.T).mean()
+    s_nn, s_aa, s_na = _mean_exp_cos(h_normal), _mean_exp_cos(h_abnormal), _mean_exp_cos(h_normal, h_abnormal)
     return -torch.log((s_nn + s_aa) / (s_nn + s_aa + s_na))

@@ -42,13 +42,25 @@ def parse_patch_name(name: str) -> PatchName:
     return PatchName(m["slide"], int(m["x"]), int(m["y"]), m["code"])
 
 
-def list_images(folder: str | os.PathLike, *, recursive: bool = True) -> list[Path]:
-    """Image files under ``folder`` (png, jpg, tif), sorted; raise if the folder is missing or has none."""
+def list_images(folder: str | os.PathLike, *, recursive: bool = True, order: str = "sorted") -> list[Path]:
+    """Image files under ``folder`` (png, jpg, tif); raise if the folder is missing or has none.
+
+    ``order="sorted"`` sorts by path. ``order="walk"`` is the authors' training order: ``os.walk`` from the top,
+    each folder's files as the file system lists them (the order their DataLoader shuffles, so that a seeded
+    run on the same copy of the files draws their batches).
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise InputFileError(f"{folder}: not a folder")
-    it = folder.rglob("*") if recursive else folder.glob("*")
-    files = sorted(p for p in it if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    if order == "walk":
+        files = [Path(root) / f for root, _dirs, names in os.walk(folder) for f in names]
+        if not recursive:
+            files = [f for f in files if f.parent == folder]
+    elif order == "sorted":
+        files = sorted(folder.rglob("*") if recursive else folder.glob("*"))
+    else:
+        raise ValueError(f"unknown file order {order!r}; use 'sorted' or 'walk'")
+    files = [p for p in files if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")]
     if not files:
         raise InputFileError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) found")
     return files

@@ -11,18 +11,18 @@ from .errors import NonFiniteError
 from .head import MLP, contrastive_loss, text_augmented_embeddings
 from .progress import Progress
 
-__all__ = ["TrainConfig", "iter_fit_mlp"]
+__all__ = ["TrainConfig", "authors_start", "iter_fit_mlp"]
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Training settings. The authors' values: lr 1e-3, batch 100, 100 accumulated batches, 1 epoch."""
+    """Training settings. The authors' values: lr 1e-3, batch 100, 100 accumulated batches, 1 epoch, seed 42."""
 
     epochs: int = 1
     batch_size: int = 100
     lr: float = 1e-3
     accumulate: int = 100
-    seed: int = 0
+    seed: int = 42
 
     def __post_init__(self) -> None:
         if self.batch_size < 2:
@@ -36,6 +36,27 @@ class TrainConfig:
         return asdict(self)
 
 
+def authors_start(n: int, dim: int, config: TrainConfig, mlp: MLP | None = None
+                  ) -> tuple[MLP, list[list[torch.Tensor]]]:
+    """The MLP's initial weights and every epoch's batches (row indices), drawn as the authors' trainer draws them.
+
+    Their order: ``torch.manual_seed(seed)``, the MLP built (its Linear layers draw from the global generator), then
+    each epoch a ``DataLoader(shuffle=True)`` iterator, whose sampler draws its seed from the same generator. Here
+    torch's own DataLoader does the drawing, inside ``fork_rng`` so that the caller's generator is left as it was;
+    training draws nothing, so drawing every epoch up front gives the same batches. A final batch of one image is
+    dropped (the loss compares pairs; theirs would turn NaN).
+    """
+    from torch.utils.data import DataLoader
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        if mlp is None:
+            mlp = MLP(dim)
+        loader = DataLoader(range(n), batch_size=config.batch_size, shuffle=True)
+        epochs = [[b for b in loader if len(b) >= 2] for _ in range(config.epochs)]
+    return mlp, epochs
+
+
 def iter_fit_mlp(
     img_embs: torch.Tensor,
     normal_text: torch.Tensor,
@@ -45,30 +66,28 @@ def iter_fit_mlp(
     *,
     mlp: MLP | None = None,
 ) -> Generator[Progress, None, tuple[MLP, list[float]]]:
-    """Train rho on normal embeddings (N, D); yield Progress per batch; return (mlp, per-batch losses).
+    """Train rho on normal embeddings (N, D), rows in the training files' order; yield Progress per batch;
+    return (mlp, per-batch losses).
 
-    Gradients are summed over ``accumulate`` batches before each Adam step; a trailing partial group is
-    stepped at the end of each epoch. A final batch of one image is dropped (the loss needs pairs).
+    Initialisation, batches and arithmetic as the authors' trainer (:func:`authors_start`, the per-image form of
+    :func:`~napari_anonavila.head.text_augmented_embeddings`), so that the same files and seed give their weights to
+    float rounding. Gradients are summed
+    over ``accumulate`` batches before each Adam step; a trailing partial group is stepped at the end of each epoch.
     """
     n, dim = img_embs.shape
     if n < 2:
         raise ValueError(f"training needs at least 2 normal images, got {n}")
-    gen = torch.Generator().manual_seed(config.seed)
-    if mlp is None:
-        torch.manual_seed(config.seed)
-        mlp = MLP(dim)
+    mlp, epochs = authors_start(n, dim, config, mlp)
     device = img_embs.device
     mlp = mlp.to(device).train()
     opt = torch.optim.Adam(mlp.parameters(), lr=config.lr)
-    starts = [s for s in range(0, n, config.batch_size) if min(config.batch_size, n - s) >= 2]
-    total = config.epochs * len(starts)
+    total = sum(len(batches) for batches in epochs)
     losses: list[float] = []
-    for epoch in range(config.epochs):
-        order = torch.randperm(n, generator=gen).to(device)
+    for epoch, batches in enumerate(epochs):
         opt.zero_grad(set_to_none=True)
-        for i, s in enumerate(starts):
-            idx = order[s : s + config.batch_size]
-            h_n, h_a = text_augmented_embeddings(img_embs[idx], normal_text, abnormal_text, logit_scale_exp, mlp)
+        for i, idx in enumerate(batches):
+            h_n, h_a = text_augmented_embeddings(img_embs[idx.to(device)], normal_text, abnormal_text,
+                                                 logit_scale_exp, mlp, per_image=True)
             loss = contrastive_loss(h_n, h_a)
             if not torch.isfinite(loss):
                 raise NonFiniteError(f"training diverged: the loss is {float(loss)} at batch {len(losses) + 1} of "
@@ -76,12 +95,12 @@ def iter_fit_mlp(
                                      "(--lr) or check the normal images; nothing was saved")
             loss.backward()
             losses.append(float(loss.detach()))
-            if (i + 1) % config.accumulate == 0 or i + 1 == len(starts):
+            if (i + 1) % config.accumulate == 0 or i + 1 == len(batches):
                 opt.step()
                 opt.zero_grad(set_to_none=True)
                 if not all(torch.isfinite(p).all() for p in mlp.parameters()):
                     raise NonFiniteError(f"training diverged: the MLP weights became NaN or infinite at batch "
                                          f"{len(losses)} (learning rate {config.lr:g}); lower the learning rate "
                                          "(--lr); nothing was saved")
-            yield Progress("train", epoch * len(starts) + i + 1, total, {"loss": losses[-1], "epoch": epoch})
+            yield Progress("train", len(losses), total, {"loss": losses[-1], "epoch": epoch})
     return mlp.eval(), losses

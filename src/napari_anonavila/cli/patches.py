@@ -37,7 +37,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=positive_int, default=100, help="training batch, at least 2 (default 100)")
     p.add_argument("--lr", type=positive_float, default=1e-3)
     p.add_argument("--accumulate", type=positive_int, default=100, help="batches summed per optimiser step")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=42, help="seed of the MLP's initialisation, the batch order and the "
+                   "centroid hold-out (default 42, as the authors; with their files in their os.walk order, their "
+                   "batches)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
     p.set_defaults(func=_train)
 
@@ -65,7 +67,7 @@ def _embed_sources(det, sources, args, bars) -> tuple[torch.Tensor, list[str]]:
     parts, groups = [], []
     for src in sources:
         if src.is_dir():
-            read, embs = drain(det.iter_embed_files(list_images(src)), bars)
+            read, embs = drain(det.iter_embed_files(list_images(src, order="walk")), bars)
             parts.append(embs)
             groups += [str(p.parent) for p in read]
             continue
@@ -87,7 +89,6 @@ def _train(args: argparse.Namespace) -> int:
     check_writable(args.out, overwrite=args.overwrite)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, accumulate=args.accumulate,
                          seed=args.seed)
-    torch.manual_seed(args.seed)
     det = Detector.create(args.backend, terms_from_args(args), device=args.device, precision=args.precision,
                           allow_download=args.allow_download)
     bars = progress_bar(args)
