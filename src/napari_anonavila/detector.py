@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 import warnings
@@ -13,48 +12,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import __version__
 from .backends import VLMBackend, get_backend
-from .checkpoint import checkpoint_kind, read_checkpoint, read_official, write_checkpoint
+from .checkpoint import checkpoint_kind, import_authors, load_detector, save_detector
 from .errors import CheckpointError, NonFiniteError, TermPoolError
 from .head import MLP
 from .patches import iter_image_batches, list_images
 from .progress import Progress, ProgressCallback, drain
 from .scoring import PatchScores, ScoreMode, score_batch
+from .splits import HOLDOUT, holdout_split
 from .terms import TermPools
 from .training import TrainConfig, iter_fit_mlp
 
-__all__ = ["HOLDOUT", "Detector", "ImagesLike", "holdout_split"]
+__all__ = ["Detector", "ImagesLike"]
 
 ImagesLike = Any  # (N, D) embeddings, a folder path, or a sequence of RGB arrays / PIL images
 _MAX_REFERENCE = 20_000
-
-
-HOLDOUT = 0.2  # part of the normal reference held out for the centroids when no centroid set is given
-
-
-def holdout_split(n: int, groups: Sequence | None, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray, dict]:
-    """(training rows, centroid rows, record): whole groups held out when there are several, else rows; seeded.
-
-    Too few rows to hold any out (fewer than 5) fall back to the training rows, with a warning.
-    """
-    rng = np.random.default_rng(seed)
-    rows = np.arange(n)
-    record = {"fraction": fraction, "seed": seed}
-    names = list(dict.fromkeys(groups)) if groups is not None else []
-    if len(names) >= 2:
-        k = min(len(names) - 1, max(1, round(fraction * len(names))))
-        held = set(rng.permutation(len(names))[:k].tolist())
-        held_names = [names[i] for i in sorted(held)]
-        mask = np.isin(np.asarray([names.index(g) for g in groups]), sorted(held))
-        return rows[~mask], rows[mask], {**record, "kind": "held-out slides", "held_out": [str(g) for g in held_names]}
-    if n < 5:
-        warnings.warn(f"only {n} normal patches: too few to hold any out, so the centroids come from the training "
-                      "patches (give more normal tissue, or a separate centroid set)", UserWarning, stacklevel=3)
-        return rows, rows, {**record, "kind": "training patches (too few to hold out)"}
-    k = min(n - 2, max(1, round(fraction * n)))
-    perm = rng.permutation(n)
-    return np.sort(perm[k:]), np.sort(perm[:k]), {**record, "kind": "held-out patches"}
 
 
 def check_embeddings(x: np.ndarray | torch.Tensor, dim: int, what: str = "embeddings") -> torch.Tensor:
@@ -131,10 +103,18 @@ class Detector:
         return self.mlp is not None and self.centroids is not None
 
     def require_backend(self) -> VLMBackend:
+        """The image model, or a one-line error saying how to attach one."""
         if self.backend is None:
-            raise CheckpointError("this detector has no VLM backend attached; pass backend=... when loading "
-                                  "to score images (embeddings can be scored without one)")
+            raise self.no_backend_error()
         return self.backend
+
+    def no_backend_error(self) -> CheckpointError:
+        """The error for work that needs the image model when none is attached."""
+        source = self.info.get("imported_from")
+        what = (f"{source} holds the head only (MLP, text embeddings, centroids), no image model" if source and
+                not self.info.get("had_vlm_weights") else "this detector has no image model attached")
+        return CheckpointError(f"{what}; to score images give the model it was trained with: --backend "
+                               "conch:/path/to/pytorch_model.bin (API: backend=...); embeddings score without one")
 
     # -- embeddings --------------------------------------------------------------------------------
     def iter_embed(self, images: ImagesLike, *, batch_size: int = 32) -> Generator[Progress, None, torch.Tensor]:
@@ -184,9 +164,10 @@ class Detector:
                  holdout: float = HOLDOUT) -> Generator[Progress, None, list[float]]:
         """Embed normal images, train the MLP, then fit the centroids on normal images it was not trained on.
 
-        The centroids come from ``centroid_set`` when given; otherwise a seeded ``holdout`` part of ``normal`` is
-        held out for them (whole slides or folders when ``groups`` names more than one, else single patches),
-        as the paper and the authors do. The split is recorded in ``info["centroid_split"]``.
+        The centroids come from ``centroid_set`` when given (the authors' way: train on all, centroids from their
+        validation images); otherwise a seeded ``holdout`` part of ``normal`` is held out for them, in whole
+        ``groups`` (slides, folders, drawn regions or bands of grid rows: :mod:`napari_anonavila.splits`), single
+        patches only when there is one group. The split is recorded in ``info["centroid_split"]``.
         """
         config = config or TrainConfig()
         if isinstance(normal, (str, os.PathLike)) and groups is None:
@@ -285,25 +266,10 @@ class Detector:
         """Display names of a pool's terms ('normal' or 'abnormal')."""
         return self.pools.terms(kind)
 
-    # -- persistence -------------------------------------------------------------------------------
+    # -- persistence (checkpoint/) ----------------------------------------------------------------------
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Write a self-describing, pickle-free checkpoint (``.safetensors``)."""
-        if not self.is_fitted:
-            raise ValueError("only a fitted detector can be saved; call fit() first")
-        if not math.isfinite(self.logit_scale_exp):
-            raise NonFiniteError(f"not saved: the logit scale is {self.logit_scale_exp}")
-        tensors = {f"mlp.{k}": v for k, v in self.mlp.state_dict().items()}
-        tensors.update({"text.normal": self.normal_text, "text.abnormal": self.abnormal_text,
-                        "centroid.normal": self.centroids[0], "centroid.abnormal": self.centroids[1]})
-        if self.reference is not None:
-            tensors["reference"] = self.reference
-        broken = [k for k, v in tensors.items() if not torch.isfinite(v).all()]
-        if broken:
-            raise NonFiniteError(f"not saved: {', '.join(broken)} hold NaN or infinite values (did training diverge?)")
-        meta = {"package_version": __version__, "backend_spec": self.backend_spec, "backend_id": self.backend_id,
-                "embed_dim": self.embed_dim, "logit_scale_exp": self.logit_scale_exp, "mode": self.mode.value,
-                "pools": self.pools.to_dict(), "info": self.info}
-        return write_checkpoint(path, tensors, meta, overwrite=overwrite)
+        return save_detector(self, path, overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, backend: str | VLMBackend | None = None, device: str | None = None,
@@ -314,34 +280,10 @@ class Detector:
         ``VLM.*``, CONCH is built from the file itself), and must match the weights.
         """
         if checkpoint_kind(path) == "authors":
-            return cls.from_official_checkpoint(path, backend=backend, device=device, precision=precision,
-                                                attach_backend=attach_backend)
-        tensors, meta = read_checkpoint(path)  # names, shapes, dtypes and finiteness are checked there
-        dim = int(meta["embed_dim"])
-        try:
-            pools = TermPools.from_dict(meta["pools"])
-            mlp = MLP(dim)
-            mlp.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("mlp.")})
-            cents = (tensors["centroid.normal"].reshape(-1), tensors["centroid.abnormal"].reshape(-1))
-            texts = (tensors["text.normal"], tensors["text.abnormal"])
-            if (len(pools.normal), len(pools.abnormal)) != (len(texts[0]), len(texts[1])):
-                raise ValueError(f"{len(pools.normal)}/{len(pools.abnormal)} terms for {len(texts[0])}/"
-                                 f"{len(texts[1])} text embeddings")
-            spec, backend_id = str(meta["backend_spec"]), str(meta["backend_id"])
-            mode = ScoreMode(meta.get("mode", "sum"))
-        except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as err:
-            raise CheckpointError(f"{path}: checkpoint content is incomplete or inconsistent ({err})") from err
-        vlm = None
-        if backend is not None or attach_backend:
-            vlm = get_backend(backend or spec, device, precision=precision, allow_download=allow_download) \
-                if not isinstance(backend, VLMBackend) else backend
-            if vlm.id != backend_id or vlm.embed_dim != dim:
-                raise CheckpointError(f"{path}: trained with backend {backend_id} ({dim}-d), but the given "
-                                      f"backend is {vlm.id} ({vlm.embed_dim}-d); pass the backend it was trained with")
-        return cls(backend=vlm, backend_spec=spec, backend_id=backend_id, pools=pools,
-                   normal_text=texts[0], abnormal_text=texts[1], logit_scale_exp=meta["logit_scale_exp"], mlp=mlp,
-                   centroids=cents, reference=tensors.get("reference"), mode=mode,
-                   info=meta.get("info") if isinstance(meta.get("info"), dict) else {})
+            return import_authors(cls, path, backend=backend, device=device, precision=precision,
+                                  attach_backend=attach_backend)
+        return load_detector(cls, path, backend=backend, device=device, attach_backend=attach_backend,
+                             precision=precision, allow_download=allow_download)
 
     @classmethod
     def from_official_checkpoint(cls, path: str | os.PathLike, *, backend: str | VLMBackend | None = None,
@@ -350,78 +292,11 @@ class Detector:
         """Import the authors' ``.pth``: MLP, text embeddings and centroids used exactly as stored.
 
         When the file holds CONCH under ``VLM.*`` (the released checkpoints do), CONCH is built from it: the file
-        alone is a complete detector. The logit scale is ``VLM.logit_scale`` (else the backend's). Stored text
-        embeddings are kept as stored, duplicates included; their terms are named by matching each embedding to
-        the shipped prompts encoded by the model, and the rest are named ``normal term 17`` (with a warning).
-        ``pools`` gives the names instead (its counts must match).
+        alone is a complete detector. A head-only file (MLP, text embeddings, centroids, ``VLM.logit_scale``)
+        imports without an image model: ``backend`` attaches one. The logit scale is ``VLM.logit_scale`` (else the
+        backend's). Stored text embeddings are kept as stored, duplicates included; their terms are named by
+        matching each embedding to the shipped prompts encoded by the model, and the rest are named
+        ``normal term 17`` (with a warning). ``pools`` gives the names instead (its counts must match).
         """
-        from .backends import BackendSpec
-        from .backends.conch import ConchBackend
-
-        ck = read_official(path)
-        path = Path(path)
-        vlm = None
-        if isinstance(backend, VLMBackend):
-            vlm = backend
-        elif backend is not None:
-            vlm = get_backend(backend, device, precision=precision)
-        elif ck["has_vlm"] and attach_backend:
-            from .backends import resolve_device
-            from .backends.base import sha256_file
-
-            vlm = ConchBackend(BackendSpec("conch", "conch_ViT-B-16", str(path)), resolve_device(device),
-                               precision=precision, state=ck["vlm_state"], weights_sha256=sha256_file(path))
-        ck.pop("vlm_state", None)
-        scale = ck["logit_scale_exp"] if ck["logit_scale_exp"] is not None else getattr(vlm, "logit_scale_exp", None)
-        if scale is None:
-            raise CheckpointError(f"{path}: has no VLM.logit_scale; pass backend=... to take the logit scale from it")
-        dim = ck["normal_text"].shape[1]
-        if vlm is not None and vlm.embed_dim != dim:
-            raise CheckpointError(f"{path}: {dim}-d embeddings, but backend {vlm.spec} gives {vlm.embed_dim}-d")
-        if pools is not None:
-            n_n, n_a = ck["normal_text"].shape[0], ck["abnormal_text"].shape[0]
-            if (n_n, n_a) != (len(pools.normal), len(pools.abnormal)):
-                raise CheckpointError(f"{path}: stores {n_n} normal / {n_a} abnormal text embeddings, but the term "
-                                      f"pools have {len(pools.normal)} / {len(pools.abnormal)}")
-            unnamed = {}
-        else:
-            pools, unnamed = _name_imported_terms(ck["normal_text"], ck["abnormal_text"], vlm)
-            if sum(unnamed.values()):
-                warnings.warn(f"{path.name}: {ck['normal_text'].shape[0]} normal / {ck['abnormal_text'].shape[0]} "
-                              f"abnormal text embeddings are used as stored; {unnamed['normal']} normal and "
-                              f"{unnamed['abnormal']} abnormal terms could not be named from the shipped pools"
-                              f"{'' if vlm is not None else ' (no model to encode them with)'} and are shown as "
-                              "'normal term N' / 'abnormal term N'", UserWarning, stacklevel=2)
-        mlp = MLP(dim)
-        try:
-            mlp.load_state_dict(ck["mlp"])
-        except RuntimeError as err:
-            raise CheckpointError(f"{path}: MLP weights do not fit a {dim}-d model ({err})") from err
-        return cls(backend=vlm, backend_spec=str(vlm.spec) if vlm else f"conch:{path}" if ck["has_vlm"] else "official",
-                   backend_id=vlm.id if vlm else "official", pools=pools, normal_text=ck["normal_text"],
-                   abnormal_text=ck["abnormal_text"], logit_scale_exp=scale, mlp=mlp,
-                   centroids=(ck["centroid_normal"], ck["centroid_abnormal"]),
-                   info={"imported_from": str(path), "had_vlm_weights": ck["has_vlm"], "unnamed_terms": unnamed,
-                         "centroid_split": {"kind": "as stored by the authors (held-out normal slides)"}})
-
-
-def _name_imported_terms(normal: torch.Tensor, abnormal: torch.Tensor, vlm: VLMBackend | None
-                         ) -> tuple[TermPools, dict[str, int]]:
-    """Pools for stored text embeddings: each named by the shipped prompt whose embedding it is (cos > 0.999).
-
-    Returns the pools (duplicates kept, as stored) and how many terms of each pool stayed unnamed.
-    """
-    shipped = TermPools.default()
-    out, unnamed = {}, {}
-    for kind, stored in (("normal", normal), ("abnormal", abnormal)):
-        prompts = list(getattr(shipped, kind))
-        names = [None] * len(stored)
-        if vlm is not None:
-            ref = torch.nn.functional.normalize(vlm.encode_texts(prompts), dim=1)
-            sim = torch.nn.functional.normalize(stored.float(), dim=1) @ ref.T
-            best, idx = sim.max(dim=1)
-            names = [prompts[int(i)] if float(b) > 0.999 else None for b, i in zip(best, idx, strict=True)]
-        unnamed[kind] = sum(n is None for n in names)
-        out[kind] = tuple(n if n is not None else f"{kind} term {i + 1}" for i, n in enumerate(names))
-    domain = f"{shipped.domain} (as stored in the authors' checkpoint)"
-    return TermPools(out["normal"], out["abnormal"], shipped.template, "authors' checkpoint", domain, True), unnamed
+        return import_authors(cls, path, backend=backend, pools=pools, device=device, precision=precision,
+                              attach_backend=attach_backend)

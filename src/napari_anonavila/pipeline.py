@@ -10,7 +10,7 @@ import math
 import os
 import time
 from collections import deque
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -131,11 +131,13 @@ def iter_embed_patches(slide: Slide, grid: PatchGrid, backend: VLMBackend, indic
 
 def iter_grid_embeddings(slide: Slide, grid: PatchGrid, backend: VLMBackend | None, backend_id: str, embed_dim: int,
                          *, cache: EmbeddingCache | None = None, batch_size: int = 32, workers: int | None = None,
-                         prefetch: int = 2) -> Generator[tuple[int, np.ndarray | torch.Tensor, bool, dict], None, None]:
+                         prefetch: int = 2, no_backend: Callable[[], Exception] | None = None
+                         ) -> Generator[tuple[int, np.ndarray | torch.Tensor, bool, dict], None, None]:
     """Every grid patch's embedding, in grid order: ``(start, rows, from_cache, timing)`` per batch.
 
     With ``cache``, verified chunks are read instead of pixels and new chunks are committed as soon as they are
-    complete, so an interrupted run resumes where it stopped.
+    complete, so an interrupted run resumes where it stopped. Without a backend, patches missing from the cache
+    raise ``no_backend()`` (the caller's message saying how to attach one).
     """
     n = len(grid)
     entry = None
@@ -146,7 +148,8 @@ def iter_grid_embeddings(slide: Slide, grid: PatchGrid, backend: VLMBackend | No
     good = [entry is not None and entry.read(i) is not None for i in range(len(ranges))]
     todo = [np.arange(s, e) for (s, e), ok in zip(ranges, good, strict=True) if not ok]
     if todo and backend is None:
-        raise ValueError("embeddings are not cached for this grid, and the detector has no model to compute them")
+        raise no_backend() if no_backend else ValueError("embeddings are not cached for this grid, and there is no "
+                                                         "image model to compute them")
     enc = iter_embed_patches(slide, grid, backend, np.concatenate(todo), batch_size=batch_size, workers=workers,
                              prefetch=prefetch) if todo else None
     try:
@@ -185,7 +188,8 @@ def iter_score_slide(slide: Slide, grid: PatchGrid, detector, *, batch_size: int
     all_cached, n_cached = True, 0
     for start, embs, cached, t in iter_grid_embeddings(slide, grid, detector.backend, detector.backend_id,
                                                        detector.embed_dim, cache=cache, batch_size=batch_size,
-                                                       workers=workers, prefetch=prefetch):
+                                                       workers=workers, prefetch=prefetch,
+                                                       no_backend=detector.no_backend_error):
         all_cached &= cached
         n_cached += len(embs) if cached else 0
         for k in t:

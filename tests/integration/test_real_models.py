@@ -150,6 +150,31 @@ def test_patches_of_every_pil_mode_score_like_their_code(authors, conch, tmp_pat
         assert abs(ours[files[mode].name] - score) <= 1e-6 * max(1.0, abs(score)), mode
 
 
+@pytest.mark.slow
+def test_a_head_only_pth_imports_and_asks_for_the_image_model(authors, conch, sample_slides, tmp_path):
+    """MLP, text embeddings, centroids and VLM.logit_scale without CONCH's weights: it imports; scoring a slide
+    asks for --backend, and with it scores as the complete file does."""
+    path, mlp_state, nt, at, cents = authors
+    model, weights, _ = conch
+    head, _ = authors_checkpoint(tmp_path / "head_only.pth", None, nt, at, cents,
+                                 logit_scale=model.state_dict()["logit_scale"].clone())
+    args = ["-q", "score-slide", str(sample_slides.anomalous), "--patch-px", "256", "--roi-box", "768,768,512,512",
+            "--device", "cpu"]
+    refused = subprocess.run([EXE, *args, "--model", str(head), "--out", str(tmp_path / "a")], capture_output=True,
+                             text=True, timeout=600)
+    assert refused.returncode == 2 and "holds the head only" in refused.stderr and "--backend" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) <= 2  # the unnamed-terms warning, then the one-line error
+    ok = subprocess.run([EXE, *args, "--model", str(head), "--backend", f"conch:{weights}", "--out",
+                         str(tmp_path / "b")], capture_output=True, text=True, timeout=1200)
+    assert ok.returncode == 0, ok.stderr
+    full = subprocess.run([EXE, *args, "--model", str(path), "--out", str(tmp_path / "c")], capture_output=True,
+                          text=True, timeout=1200)
+    assert full.returncode == 0, full.stderr
+    rows_b = (tmp_path / "b" / "anomalous" / "patches.csv").read_text().splitlines()[1:]
+    rows_c = (tmp_path / "c" / "anomalous" / "patches.csv").read_text().splitlines()[1:]
+    assert [r.split(",")[7] for r in rows_b] == [r.split(",")[7] for r in rows_c]  # the same scores
+
+
 def backend_term_names():
     from napari_anonavila.terms import TermPools
 
@@ -345,7 +370,7 @@ def test_training_holds_out_whole_slides_for_the_centroids(sample_slides, tmp_pa
                           f"open_clip:anonavila-demo@{tiny_weights}"], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr
     split = Detector.load(model).info["centroid_split"]
-    assert split["kind"] == "held-out slides" and len(split["held_out"]) == 1
+    assert split["kind"] == "held-out groups" and len(split["held_out"]) == 1
     assert split["n_train"] > 0 and split["n_centroid"] > 0
     assert "centroids from" in res.stdout
 

@@ -102,22 +102,30 @@ def _reference_grid(slide: Slide, roi, patch_um: float | None, what: str) -> Pat
 
 def _iter_fit(detector, *, slide=None, roi=None, patch_um=None, folder=None, config: TrainConfig
               ) -> Generator[Progress, None, list[float]]:
-    """Embed the normal reference (slide regions, a whole slide, or a folder), train, fit centroids."""
+    """Embed the normal reference (slide regions, a whole slide, or a folder), train, fit centroids on held-out
+    whole regions (or bands of grid rows, or sub-folders), never on neighbours of training patches."""
     import torch
 
-    parts = []
+    from ..patches import list_images
+    from ..splits import region_groups
+
+    parts, groups = [], []
     if slide is not None:
         what = "the normal regions" if roi is not None else f"the normal slide {slide.path.name}"
         grid = _reference_grid(slide, roi, patch_um, what)
         embs = yield from restage(iter_slide_embeddings(slide, grid, detector.backend, detector.backend_id),
                                   f"encoding {what}")
         parts.append(torch.as_tensor(embs))
+        groups += region_groups(grid.xy_l0(), grid.patch_size_l0, roi, prefix=f"{slide.path.name}: ")
     if folder is not None:
-        parts.append((yield from restage(detector.iter_embed(folder), f"encoding the patches in {folder.name}")))
+        paths, embs = yield from restage(detector.iter_embed_files(list_images(folder, order="walk")),
+                                         f"encoding the patches in {folder.name}")
+        parts.append(embs)
+        groups += [str(p.parent) for p in paths]
     if not parts:
         raise ValueError("choose a normal reference: a Shapes layer of normal regions, a normal slide or a folder "
                          "of normal patches")
-    return (yield from detector.iter_fit(torch.cat(parts), config=config))
+    return (yield from detector.iter_fit(torch.cat(parts), config=config, groups=groups))
 
 
 @thread_worker(ignore_errors=True)  # the widgets show errors in the notification area

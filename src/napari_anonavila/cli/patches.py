@@ -26,8 +26,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="normal patch folder(s) (searched recursively: png, jpg, tif) and/or normal slides "
                         "(their tissue patches)")
     p.add_argument("--centroid-set", nargs="+", type=existing_path, metavar="DIR_OR_SLIDE",
-                   help="separate normal folder(s) or slides for the centroids (default: a seeded 20%% of the normal "
-                        "reference is held out for them, whole slides when there are several)")
+                   help="separate normal folder(s) or slides for the centroids, as the authors (their validation "
+                        "folder) and the paper: train on all of --normal (default: a seeded 20%% of the normal "
+                        "reference is held out for them: whole slides or folders when there are several, else "
+                        "sub-folders or bands of grid rows)")
     p.add_argument("--patch-um", type=positive_float, help="patch field for slides in microns (default 128)")
     p.add_argument("--patch-px", type=positive_int, help="patch size for slides in level-0 pixels")
     p.add_argument("--out", required=True, type=Path, help="checkpoint to write (.safetensors)")
@@ -56,33 +58,38 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _embed_sources(det, sources, args, bars) -> tuple[torch.Tensor, list[str]]:
-    """Embeddings of patch folders (as the authors cut them) and of normal slides' tissue patches, and the slide
-    (or folder) each came from, so that whole slides can be held out for the centroids."""
+    """Embeddings of patch folders (as the authors cut them, in their os.walk order) and of normal slides' tissue
+    patches, and each patch's hold-out group: its slide or folder when there are several, else its sub-folder or
+    band of grid rows (so neighbouring patches never sit on both sides of the centroid split)."""
     from ..grid import make_grid
     from ..patches import list_images
     from ..pipeline import iter_slide_embeddings
     from ..progress import drain
     from ..slide import open_slide
+    from ..splits import region_groups
 
-    parts, groups = [], []
+    parts, groups, fine = [], [], []
     for src in sources:
         if src.is_dir():
             read, embs = drain(det.iter_embed_files(list_images(src, order="walk")), bars)
             parts.append(embs)
-            groups += [str(p.parent) for p in read]
+            groups += [str(src)] * len(read)
+            fine += [str(p.parent) for p in read]
             continue
         with open_slide(src, mpp=getattr(args, "mpp", None)) as slide:
             grid = make_grid(slide, patch_um=args.patch_um, patch_px=args.patch_px)
             embs = drain(iter_slide_embeddings(slide, grid, det.backend, det.backend_id), bars)
         parts.append(torch.as_tensor(embs))
         groups += [str(src)] * len(embs)
-    return torch.cat(parts), groups
+        fine += region_groups(grid.xy_l0(), grid.patch_size_l0, prefix=f"{src.name}: ")
+    return torch.cat(parts), groups if len(set(groups)) >= 2 else fine
 
 
 def _train(args: argparse.Namespace) -> int:
     from .._atomic import check_writable
     from ..detector import Detector
     from ..progress import drain
+    from ..splits import describe_split
     from ..training import TrainConfig
     from ._common import terms_from_args
 
@@ -101,8 +108,8 @@ def _train(args: argparse.Namespace) -> int:
     det.info["normal_sources"] = [str(f) for f in args.normal]
     det.save(args.out, overwrite=args.overwrite)
     split = det.info["centroid_split"]
-    print(f"trained on {split['n_train']} normal patches, centroids from {split['n_centroid']} ({split['kind']}): "
-          f"loss {losses[0]:.4f} -> {losses[-1]:.4f}; wrote {args.out}")
+    print(f"trained on {split['n_train']} normal patches; {describe_split(split)}; loss {losses[0]:.4f} -> "
+          f"{losses[-1]:.4f}; wrote {args.out}")
     return 0
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from ._atomic import atomic_write, check_writable
-from .errors import CheckpointError
+from .._atomic import atomic_write, check_writable
+from ..errors import CheckpointError
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "checkpoint_kind", "read_checkpoint", "read_official", "write_checkpoint"]
 
@@ -108,7 +108,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         if isinstance(err, CheckpointError):
             raise
-        hint = " (an authors' .pth checkpoint? use Detector.from_official_checkpoint)" if _is_zip(path) else ""
+        hint = " (an authors' .pth checkpoint? Detector.load reads both)" if _is_zip(path) else ""
         raise CheckpointError(f"{path}: not a napari-anonavila checkpoint: {err}{hint}") from err
     for k, v in tensors.items():
         if not torch.isfinite(v).all():
@@ -175,8 +175,9 @@ def read_official(path: str | os.PathLike) -> dict:
     """Read the authors' ``torch.save({'model_state': ...})`` file (``module.`` prefixes and VLM weights optional).
 
     Returns the parts we use: ``mlp`` (state dict), ``normal_text``, ``abnormal_text``, ``centroid_normal``,
-    ``centroid_abnormal``, ``logit_scale_exp`` (None without ``VLM.logit_scale``), ``has_vlm`` and ``vlm_state``
-    (CONCH's weights, the ``VLM.*`` tensors without the prefix; empty without them).
+    ``centroid_abnormal``, ``logit_scale_exp`` (None without ``VLM.logit_scale``), ``has_vlm`` (CONCH's weights
+    are in the file, not only its logit scale: a head-only file has the MLP, text embeddings, centroids and
+    ``VLM.logit_scale``) and ``vlm_state`` (the ``VLM.*`` tensors without the prefix).
     """
     path = Path(path)
     if not path.is_file():
@@ -213,6 +214,6 @@ def read_official(path: str | os.PathLike) -> dict:
         "centroid_abnormal": state["normal_img_abnormal_text_centroid"].float().reshape(-1),
         "logit_scale_exp": float(state["VLM.logit_scale"].float().exp().reshape(-1)[0])
         if "VLM.logit_scale" in state else None,
-        "has_vlm": any(k.startswith("VLM.") for k in state),
+        "has_vlm": any(k.startswith("VLM.") and k != "VLM.logit_scale" for k in state),
         "vlm_state": {k[4:]: v for k, v in state.items() if k.startswith("VLM.")},
     }
