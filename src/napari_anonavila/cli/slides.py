@@ -64,10 +64,12 @@ def _score_slide(args: argparse.Namespace) -> int:
     from ..errors import AnonavilaError
     from ..pipeline import score_slide
     from ..slide import unique_stems
+    from ..splits import describe_split
 
     det = Detector.load(args.model, backend=args.backend, device=args.device, precision=args.precision,
                         allow_download=args.allow_download)
     print(f"model: {det.describe()}")
+    print(describe_split(det.info.get("centroid_split")))
     if det.is_demo:
         print(f"NOTE: {DEMO_NOTICE}")
     ck = {"path": str(args.model), "sha256": sha256_file(args.model)}

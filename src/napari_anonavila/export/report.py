@@ -32,6 +32,8 @@ def _terms(cell: str) -> str:
 def write_report(path: str | os.PathLike, table: PatchTable, *, overlay_png: bytes, slide=None, top_k: int = 10,
                  overwrite: bool = False) -> Path:
     """Write the HTML report; ``slide`` (open) adds thumbnails of the top-k patches."""
+    from ..splits import describe_split
+
     path = check_writable(path, overwrite=overwrite)
     s = slide_scores(table.heatmap())
     prov = table.provenance or {}
@@ -60,6 +62,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:top;font-size:13px}}
 <body><h1>Anomaly report: {name}</h1>
 {demo}<p>Model: {model}. Scoring mode {html.escape(str(prov.get('scoring_mode', '?')))};
 {len(table)} patches of {table.size_l0} level-0 px; created {html.escape(str(prov.get('created', '?')))}.
+{html.escape(describe_split((prov.get('detector_info') or {}).get('centroid_split')))}.
 Full provenance is in the JSON sidecar.</p>
 <h2>Slide scores</h2><table><tr><th></th><th>max</th><th>top-1% mean</th></tr>
 <tr><th>raw</th><td>{fmt(s['max'])}</td><td>{fmt(s['top1'])}</td></tr>

@@ -110,8 +110,9 @@ class ScoreWidget(Container):
         if det is None:
             self.model_info.value = _NO_MODEL
             return
-        text = det.describe()
-        self.model_info.value = text
+        from ...splits import describe_split
+
+        self.model_info.value = f"{det.describe()}\n{describe_split(det.info.get('centroid_split'))}"
         self.model_info.native.setStyleSheet("color: #ffb000; font-weight: bold;" if det.is_demo else "")
 
     def _on_top_k(self, k: int) -> None:
