@@ -256,6 +256,11 @@ def test_conch_missing_from_the_cache_is_one_line(hf_cache, no_network):
     msg = str(info.value)
     assert "MahmoodLab/CONCH" in msg and str(hf_cache) in msg and "huggingface-cli download" in msg
     assert "\n" not in msg and not no_network
+    # through the CLI, in a fresh process (conch's import of timm warns there first): one line, the error
+    res = subprocess.run([EXE, "train", "--normal", str(hf_cache), "--backend", "conch", "--out",
+                          str(hf_cache / "m.safetensors")], capture_output=True, text=True)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
+    assert res.stderr.startswith("error: conch backend: pytorch_model.bin of MahmoodLab/CONCH"), res.stderr
 
 
 def test_conch_cache_entry_of_another_model_or_truncated_is_refused(hf_cache, tmp_path, no_network):
