@@ -147,7 +147,7 @@ def test_patches_of_every_pil_mode_score_like_their_code(authors, conch, tmp_pat
     ref = authors_per_image_scores(model, transform, opened, nt, at, mlp_state, cents,
                                    float(model.logit_scale.detach().exp()))
     for mode, (score, _a, _n) in zip(modes, ref, strict=True):
-        assert abs(ours[files[mode].name] - score) <= 1e-6 * max(1.0, abs(score)), mode
+        assert abs(ours[files[mode].name] - score) <= 1e-8, mode  # scores ~3e-4; measured differences <= 5e-10
 
 
 @pytest.mark.slow
