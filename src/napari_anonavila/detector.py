@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from .backends import VLMBackend, get_backend
+from .calibration import MIN_CALIBRATION, Calibration, loo_distances, mode_scores
 from .checkpoint import checkpoint_kind, import_authors, load_detector, save_detector
 from .errors import CheckpointError, NonFiniteError, TermPoolError
 from .head import MLP
@@ -56,7 +57,7 @@ class Detector:
                  normal_text: torch.Tensor, abnormal_text: torch.Tensor, logit_scale_exp: float,
                  mlp: MLP | None = None, centroids: tuple[torch.Tensor, torch.Tensor] | None = None,
                  reference: torch.Tensor | None = None, mode: ScoreMode | str = ScoreMode.SUM,
-                 info: dict | None = None) -> None:
+                 info: dict | None = None, calibration: Calibration | None = None) -> None:
         if normal_text.shape[0] != len(pools.normal) or abnormal_text.shape[0] != len(pools.abnormal):
             raise TermPoolError(f"text embeddings ({normal_text.shape[0]}/{abnormal_text.shape[0]}) do not match "
                                 f"the term pools ({len(pools.normal)}/{len(pools.abnormal)})")
@@ -64,6 +65,7 @@ class Detector:
         self.pools, self.normal_text, self.abnormal_text = pools, normal_text.float(), abnormal_text.float()
         self.logit_scale_exp = float(logit_scale_exp)
         self.mlp, self.centroids, self.reference = mlp, centroids, reference
+        self.calibration: Calibration | None = calibration
         self.mode = ScoreMode(mode)
         self.info: dict = dict(info or {})
 
@@ -190,14 +192,17 @@ class Detector:
         return losses
 
     def fit(self, normal: ImagesLike, centroid_set: ImagesLike | None = None, *, config: TrainConfig | None = None,
-            batch_size: int = 32, on_progress: ProgressCallback | None = None,
+            batch_size: int = 32, groups: Sequence | None = None, on_progress: ProgressCallback | None = None,
             cancel: threading.Event | None = None) -> list[float]:
-        """Train on normal images (embeddings, a folder or images); return the per-batch losses."""
-        return drain(self.iter_fit(normal, centroid_set, config=config, batch_size=batch_size), on_progress, cancel)
+        """Train on normal images (embeddings, a folder or images); return the per-batch losses. ``groups``
+        names each row's hold-out group (see :meth:`iter_fit`)."""
+        return drain(self.iter_fit(normal, centroid_set, config=config, batch_size=batch_size, groups=groups),
+                     on_progress, cancel)
 
     @torch.no_grad()
     def fit_centroids(self, reference: ImagesLike) -> None:
-        """Centroids c^N, c^A: the means of h^N, h^A over normal reference images (kept for term edits)."""
+        """Centroids c^N, c^A: the means of h^N, h^A over normal reference images (kept for term edits), and the
+        calibration: every reference patch scored against the centroids made without it (leave-one-out)."""
         if self.mlp is None:
             raise ValueError("fit_centroids needs a trained MLP; call fit() first")
         ref = drain(self.iter_embed(reference))
@@ -210,10 +215,29 @@ class Detector:
         h_n = torch.cat([p[0] for p in parts])
         h_a = torch.cat([p[1] for p in parts])
         self.centroids = (h_n.mean(0), h_a.mean(0))
+        keep = torch.arange(ref.shape[0])
         if ref.shape[0] > _MAX_REFERENCE:
-            keep = torch.randperm(ref.shape[0], generator=torch.Generator().manual_seed(0))[:_MAX_REFERENCE]
-            ref = ref[keep.sort().values]
-        self.reference = ref
+            keep = torch.randperm(ref.shape[0], generator=torch.Generator().manual_seed(0))[:_MAX_REFERENCE].sort()[0]
+        self.calibration = None
+        if ref.shape[0] >= MIN_CALIBRATION:
+            d_n, d_a = loo_distances(h_n, self.centroids[0]), loo_distances(h_a, self.centroids[1])
+            zero_shot = self.score_embeddings(ref[keep], mode=ScoreMode.ZERO_SHOT, top_k=1).score
+            table = mode_scores(d_n[keep.numpy()], d_a[keep.numpy()], zero_shot)
+            self.calibration = Calibration(table, f"{len(ref)} held-out normal patches, each against the centroids "
+                                                  "made without it")
+        self.reference = ref[keep]
+
+    def reference_scores(self, embeddings: np.ndarray | torch.Tensor) -> np.ndarray:
+        """(n, 4) scores of normal embeddings in every mode (``calibration.MODES``), for :meth:`calibrate`."""
+        s = self.score_embeddings(embeddings, mode=ScoreMode.SUM, top_k=1)
+        zero_shot = self.score_embeddings(embeddings, mode=ScoreMode.ZERO_SHOT, top_k=1).score
+        return mode_scores(s.d_normal, s.d_abnormal, zero_shot)
+
+    def calibrate(self, patch_scores: np.ndarray, source: str, slide_scores: np.ndarray | None = None) -> None:
+        """Set the normal reference: :meth:`reference_scores` of normal tissue this detector never saw (neither
+        trained on nor used for its centroids), and optionally each normal slide's eroded maximum per mode."""
+        self.calibration = Calibration(patch_scores, source, slide_scores)
+        self.info["calibration"] = self.calibration.describe()
 
     def set_pools(self, pools: TermPools) -> None:
         """Use new term pools: prompts the detector already has keep their embeddings exactly (imported ones as
@@ -230,6 +254,10 @@ class Detector:
         self.pools, (self.normal_text, self.abnormal_text) = pools, texts
         if self.mlp is not None and self.reference is not None:
             self.fit_centroids(self.reference)
+        elif pools != old and self.calibration is not None:
+            self.calibration = None  # its reference scores were made with the old terms
+            warnings.warn("the calibration was made with the old term pools and is dropped: calibrate again "
+                          "(anonavila calibrate, or Retrain > Calibrate) for z and p-values", UserWarning, stacklevel=2)
         if pools != old:
             self.info["pools_edited"] = True
 

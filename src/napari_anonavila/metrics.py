@@ -7,7 +7,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-__all__ = ["MetricCI", "bootstrap_metrics"]
+__all__ = ["DECISIONS", "MetricCI", "bootstrap_metrics", "decision_rates", "flag_slides"]
+
+# calibrated slide-level decisions: column of a slide table -> when a slide is called abnormal
+DECISIONS = {"n_significant": "any patch significant at the calibrated false-discovery rate",
+             "p_slide": "slide p-value against normal slides at most alpha"}
 
 
 @dataclass(frozen=True)
@@ -49,3 +53,36 @@ def bootstrap_metrics(labels: np.ndarray, scores: np.ndarray, *, n_boot: int = 2
     point = {"auroc": roc_auc_score(y, s), "aupr": average_precision_score(y, s)}
     q = (100 * alpha / 2, 100 * (1 - alpha / 2))
     return {k: MetricCI(float(point[k]), *map(float, np.percentile(boots[k], q))) for k in point}
+
+
+def _clopper_pearson(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
+    from scipy.stats import beta
+
+    lo = 0.0 if k == 0 else float(beta.ppf(alpha / 2, k, n - k + 1))
+    hi = 1.0 if k == n else float(beta.ppf(1 - alpha / 2, k + 1, n - k))
+    return lo, hi
+
+
+def flag_slides(column: str, values: np.ndarray, alpha: float = 0.05) -> np.ndarray:
+    """The calibrated decision of ``DECISIONS[column]`` for each slide's value."""
+    v = np.asarray(values, dtype=np.float64)
+    if column == "n_significant":
+        return v > 0
+    if column == "p_slide":
+        return v <= alpha
+    raise ValueError(f"no calibrated decision for column {column!r}; use one of {sorted(DECISIONS)}")
+
+
+def decision_rates(labels: np.ndarray, flagged: np.ndarray) -> dict:
+    """False-alarm rate on normal slides and sensitivity on abnormal ones of a yes/no decision, each with its exact
+    (Clopper-Pearson) 95% interval."""
+    y = np.asarray(labels).astype(int).ravel()
+    f = np.asarray(flagged, dtype=bool).ravel()
+    if y.shape != f.shape:
+        raise ValueError(f"labels ({y.size}) and decisions ({f.size}) differ in length")
+    out: dict = {"n_normal": int((y == 0).sum()), "n_abnormal": int((y == 1).sum())}
+    for name, cls in (("false_alarm_rate", 0), ("sensitivity", 1)):
+        n = int((y == cls).sum())
+        k = int(f[y == cls].sum())
+        out[name] = MetricCI(k / n, *_clopper_pearson(k, n)).to_dict() if n else None
+    return out

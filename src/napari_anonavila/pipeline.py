@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .backends import VLMBackend
+from .calibration import FDR, Calibration, benjamini_hochberg, slide_calibration
 from .embcache import CHUNK_ROWS, EmbeddingCache
 from .errors import NonFiniteError
 from .grid import PatchGrid
@@ -41,20 +42,50 @@ class SlideResult:
     timings: dict = field(default_factory=dict)
     from_cache: bool = False
     n_from_cache: int = 0  # patches whose embeddings came from the cache (a resumed run: some, not all)
+    calibration: Calibration | None = None  # the detector's normal reference at scoring time
 
     @property
     def geometry(self) -> HeatmapGeometry:
         return HeatmapGeometry(self.grid.patch_size_l0, self.grid.origin_xy_l0)
 
+    @property
+    def z(self) -> np.ndarray:
+        """Robust standard deviations above the normal reference (NaN when uncalibrated)."""
+        if self.calibration is None:
+            return np.full(len(self.scores), np.nan)
+        return self.calibration.z(self.scores.score, self.mode)
+
+    @property
+    def p_normal(self) -> np.ndarray:
+        """Conformal p-values against the normal reference (NaN when uncalibrated)."""
+        if self.calibration is None:
+            return np.full(len(self.scores), np.nan)
+        return self.calibration.p(self.scores.score, self.mode)
+
+    def significant(self, fdr: float = FDR) -> np.ndarray:
+        """Patches significant at false-discovery rate ``fdr`` (none when uncalibrated)."""
+        if self.calibration is None:
+            return np.zeros(len(self.scores), bool)
+        return benjamini_hochberg(self.p_normal, fdr)
+
     def heatmap(self, *, eroded: bool = False, values: str = "score") -> np.ndarray:
-        """(rows, cols) grid of ``values`` (score, d_normal or d_abnormal), NaN where nothing was scored."""
+        """(rows, cols) grid of ``values`` (score, d_normal, d_abnormal, z or p_normal), NaN where nothing was
+        scored."""
         n = len(self.scores)
         cells = self.grid.cells_rc[:n]
-        h = cells_to_heatmap(cells[:, 0], cells[:, 1], getattr(self.scores, values), self.grid.shape_rc)
+        v = getattr(self, values) if values in ("z", "p_normal") else getattr(self.scores, values)
+        h = cells_to_heatmap(cells[:, 0], cells[:, 1], v, self.grid.shape_rc)
         return erode(h) if eroded else h
 
     def slide_scores(self) -> dict[str, float]:
         return slide_scores(self.heatmap(), self.scores.score)
+
+    def calibrated_summary(self, fdr: float = FDR) -> dict:
+        """Significant patches at ``fdr`` with their area, max z, and the slide p-value (see calibration.py)."""
+        um = self.grid.patch_size_um
+        area = None if um is None else (um / 1000.0) ** 2
+        return slide_calibration(self.scores.score, self.slide_scores()["max_eroded"], self.mode, self.calibration,
+                                 patch_area_mm2=area, fdr=fdr)
 
     def top_k(self, k: int = 10) -> np.ndarray:
         """Indices of the ``k`` highest-scoring patches, best first."""
@@ -201,7 +232,7 @@ def iter_score_slide(slide: Slide, grid: PatchGrid, detector, *, batch_size: int
         yield Progress("score" if cached else "encode", start + len(s), total, {"start": start, "scores": s})
     timing["total_s"] = time.perf_counter() - t_start
     return SlideResult(slide.describe(), grid, PatchScores.concat(parts, top_k), mode, timing,
-                       all_cached and total > 0, n_cached)
+                       all_cached and total > 0, n_cached, detector.calibration)
 
 
 def score_slide(detector, slide: Slide | str | os.PathLike, *, out_dir: str | os.PathLike | None = None,

@@ -32,6 +32,7 @@ class SampleSlides:
     mask: Path
     mask_downsample: int
     mpp: float
+    reference: Path | None = None  # a second normal slide, for calibration
 
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
@@ -124,8 +125,9 @@ def write_pyramid_tiff(path: str | os.PathLike, rgb: np.ndarray, mpp: float, *, 
 
 
 def write_sample_slides(folder: str | os.PathLike, *, size: int = 4096, mpp: float = 0.5, seed: int = 0,
-                        n_anomalies: int = 4) -> SampleSlides:
-    """Write ``normal.tif``, ``anomalous.tif`` and ``anomalous_mask.png`` (ground truth at 1/16 scale)."""
+                        n_anomalies: int = 4, reference: bool = False) -> SampleSlides:
+    """Write ``normal.tif``, ``anomalous.tif`` and ``anomalous_mask.png`` (ground truth at 1/16 scale), and with
+    ``reference`` a second normal slide ``reference.tif`` (other tissue of the same kind, for calibration)."""
     from PIL import Image
 
     folder = Path(folder)
@@ -139,7 +141,11 @@ def write_sample_slides(folder: str | os.PathLike, *, size: int = 4096, mpp: flo
     small = mask.reshape(size // ds, ds, size // ds, ds).mean(axis=(1, 3)) >= 0.5
     with atomic_path(folder / "anomalous_mask.png") as tmp:
         Image.fromarray((small * 255).astype(np.uint8)).save(tmp, format="PNG")
-    return SampleSlides(folder / "normal.tif", folder / "anomalous.tif", folder / "anomalous_mask.png", ds, mpp)
+    ref = None
+    if reference:
+        ref_img, _ = make_tissue(size, seed + 2)
+        ref = write_pyramid_tiff(folder / "reference.tif", ref_img, mpp)
+    return SampleSlides(folder / "normal.tif", folder / "anomalous.tif", folder / "anomalous_mask.png", ds, mpp, ref)
 
 
 def cell_labels(mask_path: str | os.PathLike, mask_downsample: int, cells_rc: np.ndarray, patch_size_l0: int

@@ -154,7 +154,7 @@ def test_patches_of_every_pil_mode_score_like_their_code(authors, conch, tmp_pat
 def test_a_head_only_pth_imports_and_asks_for_the_image_model(authors, conch, sample_slides, tmp_path):
     """MLP, text embeddings, centroids and VLM.logit_scale without CONCH's weights: it imports; scoring a slide
     asks for --backend, and with it scores as the complete file does."""
-    path, mlp_state, nt, at, cents = authors
+    path, _mlp_state, nt, at, cents = authors
     model, weights, _ = conch
     head, _ = authors_checkpoint(tmp_path / "head_only.pth", None, nt, at, cents,
                                  logit_scale=model.state_dict()["logit_scale"].clone())

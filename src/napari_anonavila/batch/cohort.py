@@ -11,9 +11,12 @@ from pathlib import Path
 from ..errors import InputFileError
 from ..maps import SLIDE_SCORE_NAMES
 
-__all__ = ["COHORT_COLUMNS", "BatchSettings", "cohort_row", "expand_inputs", "finished", "slide_out_dirs"]
+__all__ = ["CALIBRATED_COLUMNS", "COHORT_COLUMNS", "BatchSettings", "cohort_row", "expand_inputs", "finished",
+           "slide_out_dirs"]
 
-COHORT_COLUMNS = ["slide", "status", "error", "n_patches", *SLIDE_SCORE_NAMES, "seconds", "out_dir"]
+CALIBRATED_COLUMNS = ["n_significant", "area_significant_mm2", "max_z", "p_slide"]
+COHORT_COLUMNS = ["slide", "status", "error", "n_patches", *SLIDE_SCORE_NAMES, *CALIBRATED_COLUMNS, "seconds",
+                  "out_dir"]
 
 
 @dataclass(frozen=True)
@@ -97,7 +100,9 @@ def finished(out_dir: Path, *, slide_fingerprint: str, checkpoint_sha: str, sett
 def cohort_row(slide: Path, status: str, *, error: str = "", summary: dict | None = None, seconds: float = 0.0,
                out_dir: Path | None = None) -> dict:
     scores = (summary or {}).get("slide_scores") or {}
+    cal = (summary or {}).get("calibrated") or {}
     return {"slide": str(slide), "status": status, "error": error.replace("\n", " ")[:500],
             "n_patches": (summary or {}).get("n_patches", ""),
             **{k: "" if scores.get(k) is None else scores[k] for k in SLIDE_SCORE_NAMES},
+            **{k: "" if cal.get(k) is None else cal[k] for k in CALIBRATED_COLUMNS},
             "seconds": round(seconds, 2), "out_dir": str(out_dir or "")}

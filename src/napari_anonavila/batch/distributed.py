@@ -206,7 +206,7 @@ def _evaluate(rows: list[dict], labels: dict[str, int], out: Path) -> dict:
     import numpy as np
 
     from ..maps import SLIDE_SCORE_NAMES
-    from ..metrics import bootstrap_metrics
+    from ..metrics import DECISIONS, bootstrap_metrics, decision_rates, flag_slides
     from ..slide import slide_stem
 
     usable = [r for r in rows if r["status"] in ("ok", "skipped") and slide_stem(r["slide"]) in labels
@@ -219,6 +219,13 @@ def _evaluate(rows: list[dict], labels: dict[str, int], out: Path) -> dict:
             result[k] = {name: v.to_dict() for name, v in m.items()}
         except ValueError as err:
             result[k] = {"error": str(err)}
+    decisions = {}
+    for col in DECISIONS:
+        have = [r for r in usable if r.get(col, "") != ""]
+        if have:
+            flags = flag_slides(col, np.array([float(r[col]) for r in have]))
+            decisions[col] = {"rule": DECISIONS[col], "n": len(have),
+                              **decision_rates(np.array([labels[slide_stem(r["slide"])] for r in have]), flags)}
     with atomic_write(out / "cohort_metrics.json") as fh:
-        json.dump({"n": len(usable), "metrics": result}, fh, indent=1)
+        json.dump({"n": len(usable), "metrics": result, "calibrated_decisions": decisions}, fh, indent=1)
     return result

@@ -32,12 +32,15 @@ def save_detector(det: Detector, path: str | os.PathLike, *, overwrite: bool = F
                     "centroid.normal": det.centroids[0], "centroid.abnormal": det.centroids[1]})
     if det.reference is not None:
         tensors["reference"] = det.reference
+    if det.calibration is not None:
+        tensors.update(det.calibration.tensors())
     broken = [k for k, v in tensors.items() if not torch.isfinite(v).all()]
     if broken:
         raise NonFiniteError(f"not saved: {', '.join(broken)} hold NaN or infinite values (did training diverge?)")
     meta = {"package_version": __version__, "backend_spec": det.backend_spec, "backend_id": det.backend_id,
             "embed_dim": det.embed_dim, "logit_scale_exp": det.logit_scale_exp, "mode": det.mode.value,
-            "pools": det.pools.to_dict(), "info": det.info}
+            "pools": det.pools.to_dict(), "info": det.info,
+            "calibration_source": det.calibration.source if det.calibration is not None else None}
     return write_checkpoint(path, tensors, meta, overwrite=overwrite)
 
 
@@ -48,6 +51,7 @@ def load_detector(cls: type[Detector], path: str | os.PathLike, *, backend: str 
     the weights it was trained with. A checkpoint made from a head-only file names no backend: it attaches one only
     when ``backend`` is given."""
     from ..backends import VLMBackend, get_backend
+    from ..calibration import Calibration
     from ..head import MLP
     from ..scoring import ScoreMode
     from ..terms import TermPools
@@ -65,6 +69,7 @@ def load_detector(cls: type[Detector], path: str | os.PathLike, *, backend: str 
                              f"{len(texts[1])} text embeddings")
         spec, backend_id = str(meta["backend_spec"]), str(meta["backend_id"])
         mode = ScoreMode(meta.get("mode", "sum"))
+        calibration = Calibration.from_tensors(tensors, str(meta.get("calibration_source") or "stored"))
     except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as err:
         raise CheckpointError(f"{path}: checkpoint content is incomplete or inconsistent ({err})") from err
     vlm = None
@@ -76,5 +81,5 @@ def load_detector(cls: type[Detector], path: str | os.PathLike, *, backend: str 
                                   f"{vlm.id} ({vlm.embed_dim}-d); pass the backend it was trained with")
     return cls(backend=vlm, backend_spec=spec or (str(vlm.spec) if vlm else ""), backend_id=backend_id, pools=pools,
                normal_text=texts[0], abnormal_text=texts[1], logit_scale_exp=meta["logit_scale_exp"], mlp=mlp,
-               centroids=cents, reference=tensors.get("reference"), mode=mode,
+               centroids=cents, reference=tensors.get("reference"), mode=mode, calibration=calibration,
                info=meta.get("info") if isinstance(meta.get("info"), dict) else {})

@@ -75,6 +75,10 @@ def _check_header(path: Path, shapes: dict[str, list[int]], dtypes: dict[str, st
     ref = shapes.get("reference")
     if ref is not None and (len(ref) != 2 or ref[1] != d):
         raise CheckpointError(f"{path}: reference has shape {ref}, expected (N, {d})")
+    for k, cols in (("calibration.patches", 4), ("calibration.slides", 3)):
+        got = shapes.get(k)
+        if got is not None and (len(got) != 2 or got[1] != cols or got[0] > 1 << 24):
+            raise CheckpointError(f"{path}: {k} has shape {got}, expected (N, {cols})")
     return d
 
 
@@ -104,7 +108,9 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
                                       f"version reads ({FORMAT_VERSION}); upgrade napari-anonavila")
             meta = _parse_meta(path, header.get("meta"))
             dim = _check_header(path, shapes, dtypes, meta)
-            tensors = {k: fh.get_tensor(k).float() for k in names}
+            # the calibration's reference scores stay float64 (scores of 1e-5..1e-3 are compared exactly)
+            tensors = {k: fh.get_tensor(k) if k.startswith("calibration.") else fh.get_tensor(k).float()
+                       for k in names}
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         if isinstance(err, CheckpointError):
             raise

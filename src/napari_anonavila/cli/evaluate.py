@@ -42,6 +42,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--id-column", default="slide_id", help="id column in both files (default: slide_id)")
     p.add_argument("--label-column", default="label", help="label column: 0/1 or normal/abnormal (tumor...)")
     p.add_argument("--n-boot", type=positive_int, default=2000)
+    p.add_argument("--alpha", type=float, default=0.05, help="threshold of a p_slide column (default 0.05)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, help="write the metrics as JSON")
     p.add_argument("--overwrite", action="store_true")
@@ -135,14 +136,45 @@ def _evaluate(args: argparse.Namespace) -> int:
                               n_boot=args.n_boot, seed=args.seed)
         result[col] = {"n": len(ids), "n_abnormal": int(sum(labels[i] for i in ids)),
                        **{k: v.to_dict() for k, v in m.items()}}
+    fmt = "{value:.3f} [{ci_low:.3f}, {ci_high:.3f}]"
     print(f"{'score':<16} {'n':>5}  {'AUROC [95% CI]':<26} {'AUPR [95% CI]':<26}")
     for col, r in result.items():
-        fmt = "{value:.3f} [{ci_low:.3f}, {ci_high:.3f}]"
         print(f"{col:<16} {r['n']:>5}  {fmt.format(**r['auroc']):<26} {fmt.format(**r['aupr']):<26}")
+    decisions = _decisions(args, labels)
+    if decisions:
+        print(f"\n{'calibrated decision':<28} {'false alarms on normal':<26} {'sensitivity':<26}")
+        for col, r in decisions.items():
+            far = fmt.format(**r["false_alarm_rate"]) if r["false_alarm_rate"] else "n/a (no normal slide)"
+            sens = fmt.format(**r["sensitivity"]) if r["sensitivity"] else "n/a (no abnormal slide)"
+            print(f"{col + (' > 0' if col == 'n_significant' else f' <= {args.alpha:g}'):<28} {far:<26} {sens:<26}")
     if args.out:
         meta = {"predictions": str(args.predictions), "labels": str(args.labels), "n_boot": args.n_boot,
-                "seed": args.seed, "ci": "95% percentile bootstrap", "metrics": result}
+                "seed": args.seed, "ci": "95% percentile bootstrap", "metrics": result,
+                "calibrated_decisions": {"alpha": args.alpha, "ci": "95% Clopper-Pearson", **decisions}}
         with atomic_write(args.out) as fh:
             json.dump(meta, fh, indent=2)
         print(f"wrote {args.out}")
     return 0
+
+
+def _decisions(args: argparse.Namespace, labels: dict[str, int]) -> dict:
+    """False-alarm rate and sensitivity of each calibrated decision column the predictions hold (cohort.csv has
+    n_significant and, with a slide reference, p_slide); slides without a value are left out."""
+    from ..export.tables import read_csv
+    from ..metrics import DECISIONS, decision_rates, flag_slides
+
+    with open(args.predictions, encoding="utf-8-sig") as fh:
+        header = fh.readline().strip().split(",")
+    out = {}
+    for col in (c for c in DECISIONS if c in header):
+        rows = [r for r in read_csv(args.predictions, [args.id_column, col]) if r[col].strip() not in ("", "nan")]
+        rows = [r for r in rows if r[args.id_column] in labels]
+        if not rows:
+            continue
+        try:
+            values = np.array([float(r[col]) for r in rows])
+        except ValueError as err:
+            raise InputFileError(f"{args.predictions}: column {col} holds a non-number ({err})") from err
+        y = np.array([labels[r[args.id_column]] for r in rows])
+        out[col] = {"rule": DECISIONS[col], "n": len(rows), **decision_rates(y, flag_slides(col, values, args.alpha))}
+    return out

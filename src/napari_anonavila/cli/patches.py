@@ -129,14 +129,22 @@ def _score_patches(args: argparse.Namespace) -> int:
     det = Detector.load(args.model, backend=args.backend, device=args.device, precision=args.precision,
                         allow_download=args.allow_download)
     names_n, names_a = det.term_names("normal"), det.term_names("abnormal")
+    print(det.calibration.describe() if det.calibration is not None else
+          "uncalibrated: z and p_normal stay empty; run 'anonavila calibrate' on normal tissue")
     bars = progress_bar(args)
     for d, target in zip(slides, targets, strict=False):
         read, embs = drain(det.iter_embed_files(list_images(d), batch_size=args.batch_size), bars)
         scores = det.score_embeddings(embs, mode=args.mode)
+        cal = det.calibration
+        mode = (args.mode or det.mode.value)
+        z = cal.z(scores.score, mode) if cal is not None else None
+        p_normal = cal.p(scores.score, mode) if cal is not None else None
         rows = [[p.name, f"{scores.score[i]:.8g}", f"{scores.d_normal[i]:.8g}", f"{scores.d_abnormal[i]:.8g}",
-                 *explain_columns(scores, i, names_n, names_a)] for i, p in enumerate(read)]
-        write_csv(target, ["patch_name", "Ascore", "d_normal", "d_abnormal", "top_normal", "top_abnormal"], rows,
-                  overwrite=args.overwrite)
+                 *explain_columns(scores, i, names_n, names_a),
+                 *((f"{z[i]:.6g}", f"{p_normal[i]:.6g}") if cal is not None else ("", ""))]
+                for i, p in enumerate(read)]
+        write_csv(target, ["patch_name", "Ascore", "d_normal", "d_abnormal", "top_normal", "top_abnormal", "z",
+                           "p_normal"], rows, overwrite=args.overwrite)
         print(f"{d.name}: {len(rows)} patches -> {target}")
     bars.close()
     return 0

@@ -70,6 +70,8 @@ def _score_slide(args: argparse.Namespace) -> int:
                         allow_download=args.allow_download)
     print(f"model: {det.describe()}")
     print(describe_split(det.info.get("centroid_split")))
+    print(det.calibration.describe() if det.calibration is not None else
+          "uncalibrated: scores are raw distances with no z or p-value; run 'anonavila calibrate' on normal tissue")
     if det.is_demo:
         print(f"NOTE: {DEMO_NOTICE}")
     ck = {"path": str(args.model), "sha256": sha256_file(args.model)}
@@ -92,8 +94,11 @@ def _score_slide(args: argparse.Namespace) -> int:
         s = res.slide_scores()
         n, c = len(res.scores), res.n_from_cache
         src = "the embedding cache" if c == n else f"pixels ({c} resumed from the embedding cache)" if c else "pixels"
+        cal = res.calibrated_summary()
+        verdict = (f"; {cal['n_significant']} significant at FDR {cal['fdr']:.0%}, max z {cal['max_z']:.3g}"
+                   if cal["calibrated"] and cal["max_z"] is not None else "")
         print(f"{path.name}: {n} patches from {src}; max {s['max']:.4g}, top-1% {s['top1']:.4g}, "
-              f"eroded max {s['max_eroded']:.4g} -> {out}")
+              f"eroded max {s['max_eroded']:.4g}{verdict} -> {out}")
     return 2 if failed else 0
 
 
@@ -108,6 +113,10 @@ def _demo(args: argparse.Namespace) -> int:
                       overwrite=args.overwrite, on_progress=progress_bar(args), log=print)
     print(f"\nlocalisation AUROC against the planted ground truth: {report['localisation_auroc']:.3f} "
           f"({report['n_anomalous_patches']} of {report['n_patches']} patches planted)")
+    cal = report["calibrated"]
+    if cal.get("calibrated"):
+        print(f"calibrated: {cal['n_significant']} patches significant at FDR {cal['fdr']:.0%} "
+              f"({report['n_significant_planted']} of them planted); max z {cal['max_z']:.1f}")
     print(f"outputs: {report['out']}  (overlay.png, patches.csv, heatmap.npy, summary.json)")
     print("\nWith real weights (CONCH, gated; pip install 'napari-anonavila[conch]'):\n"
           "  anonavila demo --backend conch:/path/to/pytorch_model.bin\n"

@@ -37,10 +37,22 @@ _REVIEW_COLORS = {"unreviewed": [255, 200, 0], "confirmed": [220, 20, 60], "reje
 _OBJECT_TYPES = ("annotation", "detection", "tile", "cell", "tmaCore")
 
 
+Z_BANDS = (2.0, 4.0, 8.0)  # calibrated bands: the same meaning on every slide
+
+
 def score_bands(scores: np.ndarray) -> list[float]:
-    """Band thresholds: the 50th, 90th and 99th percentiles of the scores (recorded in provenance)."""
+    """Band thresholds of an uncalibrated result: the 50th, 90th and 99th percentiles of the slide's own scores
+    (recorded in provenance; they differ from slide to slide)."""
     s = np.asarray(scores, float)
     return [float(v) for v in np.percentile(s, [50, 90, 99])] if s.size else [0.0, 0.0, 0.0]
+
+
+def _measures(t: PatchTable, i: int, rank: int) -> dict:
+    m = {"anomaly_score": _num(t.score[i]), "d_normal": _num(t.d_normal[i]), "d_abnormal": _num(t.d_abnormal[i]),
+         "rank": rank}
+    if t.calibrated:
+        m.update(z=_num(t.z[i]), p_normal=_num(t.p_normal[i]), significant=int(bool(t.significant[i])))
+    return m
 
 
 def _square(x: float, y: float, p: float) -> dict:
@@ -59,14 +71,13 @@ def review_class(state: str) -> dict:
 
 def _tile_features(t: PatchTable, bands: list[float]) -> Iterator[dict]:
     rank = t.rank
-    band = np.searchsorted(bands, t.score, side="right")
+    band = np.searchsorted(bands, t.z if t.calibrated else t.score, side="right")
     for i in range(len(t)):
         geom = _square(int(t.x_l0[i]), int(t.y_l0[i]), t.size_l0)
         yield {"type": "Feature", "id": str(uuid.uuid4()), "geometry": geom,
                "properties": {"objectType": "tile",
                               "classification": {"name": BAND_NAMES[band[i]], "color": _BAND_COLORS[band[i]]},
-                              "measurements": {"anomaly_score": _num(t.score[i]), "d_normal": _num(t.d_normal[i]),
-                                               "d_abnormal": _num(t.d_abnormal[i]), "rank": int(rank[i])}}}
+                              "measurements": _measures(t, i, int(rank[i]))}}
 
 
 def _topk_features(t: PatchTable, k: int) -> Iterator[dict]:
@@ -76,8 +87,7 @@ def _topk_features(t: PatchTable, k: int) -> Iterator[dict]:
         yield {"type": "Feature", "id": str(uuid.uuid4()), "geometry": geom,
                "properties": {"objectType": "annotation", "name": f"#{r} anomaly", "isLocked": True,
                               "classification": review_class(state),
-                              "measurements": {"anomaly_score": _num(t.score[i]), "d_normal": _num(t.d_normal[i]),
-                                               "d_abnormal": _num(t.d_abnormal[i]), "rank": r},
+                              "measurements": _measures(t, i, r),
                               "metadata": {"rank": str(r), "review": state, "patch_index": str(int(i)),
                                            "top_abnormal_terms": t.top_abnormal[i],
                                            "top_normal_terms": t.top_normal[i]}}}
@@ -101,10 +111,12 @@ def write_geojson(path: str | os.PathLike, table: PatchTable, *, top_k: int = 10
 
     Returns the thresholds used for the score bands.
     """
-    bands = score_bands(table.score)
+    bands = list(Z_BANDS) if table.calibrated else score_bands(table.score)
     parts: list[Iterable[dict]] = [_tile_features(table, bands)] if tiles else []
     write_features(path, itertools.chain(*parts, _topk_features(table, top_k), regions), overwrite=overwrite)
-    return {"band_thresholds": dict(zip(BAND_NAMES[1:], bands, strict=True)), "top_k": top_k}
+    return {"band_thresholds": dict(zip(BAND_NAMES[1:], bands, strict=True)),
+            "bands_of": "z (calibrated, the same on every slide)" if table.calibrated else
+            "the slide's own score percentiles (uncalibrated)", "top_k": top_k}
 
 
 # -- import ------------------------------------------------------------------------------------------

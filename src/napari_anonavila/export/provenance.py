@@ -36,6 +36,7 @@ def provenance(result, detector, *, slide_fingerprint: str, checkpoint: dict | N
         "checkpoint": checkpoint,
         "term_pools": detector.pools.to_dict(),
         "scoring_mode": result.mode,
+        "calibration": result.calibration.to_dict() if result.calibration is not None else None,
         "grid": {**grid.key(), "patch_size_um": grid.patch_size_um, "mpp": grid.mpp},
         "detector_info": detector.info,
         "versions": package_versions(),

@@ -20,7 +20,7 @@ from .tables import explain_columns, read_csv, write_csv
 __all__ = ["PATCH_COLUMNS", "REVIEW_STATES", "PatchTable", "from_result", "read_result_dir", "write_patch_table"]
 
 PATCH_COLUMNS = ["x_l0", "y_l0", "size_l0", "row", "col", "d_normal", "d_abnormal", "score", "rank", "top_normal",
-                 "top_abnormal", "review"]
+                 "top_abnormal", "review", "z", "p_normal", "significant"]
 
 
 @dataclass
@@ -41,9 +41,16 @@ class PatchTable:
     slide: dict
     provenance: dict
     review: dict[int, str] = field(default_factory=dict)  # patch index -> review state
+    z: np.ndarray | None = None  # calibrated columns (calibration.py); None when uncalibrated
+    p_normal: np.ndarray | None = None
+    significant: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.score.shape[0])
+
+    @property
+    def calibrated(self) -> bool:
+        return self.z is not None
 
     @property
     def rank(self) -> np.ndarray:
@@ -74,10 +81,12 @@ def from_result(result, detector, *, fingerprint: str | None = None, checkpoint:
     expl = [explain_columns(s, i, names_n, names_a) for i in range(n)]
     prov = provenance(result, detector, slide_fingerprint=fingerprint or _fingerprint(result.slide["path"]),
                       checkpoint=checkpoint)
+    cal = result.calibration is not None
     return PatchTable(xy[:, 0].copy(), xy[:, 1].copy(), g.patch_size_l0, g.cells_rc[:n, 0].copy(),
                       g.cells_rc[:n, 1].copy(), np.asarray(s.d_normal, float), np.asarray(s.d_abnormal, float),
                       np.asarray(s.score, float), [e[0] for e in expl], [e[1] for e in expl], tuple(g.shape_rc),
-                      dict(result.slide), prov)
+                      dict(result.slide), prov, z=result.z if cal else None,
+                      p_normal=result.p_normal if cal else None, significant=result.significant() if cal else None)
 
 
 def _fingerprint(path: str) -> str | None:
@@ -114,16 +123,40 @@ def read_result_dir(folder: str | os.PathLike) -> PatchTable:
     except (ValueError, KeyError, TypeError, IndexError, OverflowError) as err:
         raise InputFileError(f"{folder}: damaged score-slide result ({type(err).__name__}: {err})") from err
     review = {i: r["review"] for i, r in enumerate(rows) if r.get("review", "unreviewed") in REVIEW_STATES[1:]}
+    cal = _calibrated_columns(folder, rows)
     return PatchTable(num["x_l0"].astype(np.int64), num["y_l0"].astype(np.int64), size, num["row"].astype(np.int64),
                       num["col"].astype(np.int64), num["d_normal"], num["d_abnormal"], num["score"],
                       [r["top_normal"] for r in rows], [r["top_abnormal"] for r in rows], shape,
-                      prov.get("slide", {}) if isinstance(prov.get("slide"), dict) else {}, prov, review)
+                      prov.get("slide", {}) if isinstance(prov.get("slide"), dict) else {}, prov, review, *cal)
+
+
+def _calibrated_columns(folder: Path, rows: list[dict]) -> tuple:
+    """z, p_normal and significant read back (None, None, None for an uncalibrated or older result)."""
+    if not rows or not rows[0].get("z"):
+        return None, None, None
+    try:
+        z = np.array([float(r["z"]) for r in rows])
+        p = np.array([float(r["p_normal"]) for r in rows])
+        sig = np.array([r["significant"] == "1" for r in rows])
+        if not (np.isfinite(z).all() and ((p > 0) & (p <= 1)).all()):
+            raise ValueError("z must be finite and p_normal in (0, 1]")
+    except (KeyError, TypeError, ValueError) as err:
+        raise InputFileError(f"{folder}: damaged calibrated columns in patches.csv ({err})") from err
+    return z, p, sig
 
 
 def write_patch_table(path: str | os.PathLike, table: PatchTable, *, overwrite: bool = False) -> Path:
-    """The patch table as CSV: level-0 position, grid cell, distances, score, rank, terms and review state."""
+    """The patch table as CSV: level-0 position, grid cell, distances, score, rank, terms, review state, and the
+    calibrated z, p_normal and significant (empty when uncalibrated)."""
     rank = table.rank
+
+    def calibrated(i: int) -> list:
+        if not table.calibrated:
+            return ["", "", ""]
+        return [f"{table.z[i]:.6g}", f"{table.p_normal[i]:.6g}", int(bool(table.significant[i]))]
+
     rows = ([int(table.x_l0[i]), int(table.y_l0[i]), table.size_l0, int(table.row[i]), int(table.col[i]),
              f"{table.d_normal[i]:.8g}", f"{table.d_abnormal[i]:.8g}", f"{table.score[i]:.8g}", int(rank[i]),
-             table.top_normal[i], table.top_abnormal[i], table.review.get(i, "unreviewed")] for i in range(len(table)))
+             table.top_normal[i], table.top_abnormal[i], table.review.get(i, "unreviewed"), *calibrated(i)]
+            for i in range(len(table)))
     return write_csv(path, PATCH_COLUMNS, rows, overwrite=overwrite)

@@ -29,6 +29,22 @@ def _terms(cell: str) -> str:
     return "<br>".join(html.escape(t.replace(":", " (") + ")") for t in cell.split("|") if t)
 
 
+def _calibration_html(table: PatchTable, prov: dict) -> str:
+    """What the calibrated numbers say about this slide, or that there are none."""
+    cal = prov.get("calibration")
+    if not table.calibrated or not isinstance(cal, dict):
+        return ("<p><b>Uncalibrated:</b> the scores are raw distances with no reference to normal tissue; compare "
+                "slides by them only with care. <code>anonavila calibrate</code> adds z and p-values.</p>")
+    n_sig = int(np.sum(table.significant))
+    size_um = (prov.get("grid") or {}).get("patch_size_um")
+    area = f" ({n_sig * (size_um / 1000) ** 2:.3g} mm&sup2;)" if isinstance(size_um, (int, float)) else ""
+    return (f"<p>Against {int(cal.get('n_patches', 0))} normal reference patches "
+            f"({html.escape(str(cal.get('source', '')))}): <b>{n_sig} of {len(table)} patches significant</b> at a "
+            f"5% false-discovery rate{area}; max z {float(np.max(table.z)) if len(table) else float('nan'):.2f}. "
+            "z is robust standard deviations above normal tissue; p_normal the share of normal reference patches "
+            "scoring at least as high; * marks significant patches.</p>")
+
+
 def write_report(path: str | os.PathLike, table: PatchTable, *, overlay_png: bytes, slide=None, top_k: int = 10,
                  overwrite: bool = False) -> Path:
     """Write the HTML report; ``slide`` (open) adds thumbnails of the top-k patches."""
@@ -46,7 +62,9 @@ def write_report(path: str | os.PathLike, table: PatchTable, *, overlay_png: byt
             img = slide.read_region((int(table.x_l0[i]), int(table.y_l0[i])), lvl, (side, side))
             thumb = f'<img src="{_png(img)}" width="160" height="160">'
         state = table.review.get(int(i), "unreviewed")
-        rows.append(f"<tr><td>{r}</td><td>{thumb}</td><td>{table.score[i]:.4g}</td>"
+        cal = (f"<td>{table.z[i]:.2f}</td><td>{table.p_normal[i]:.3g}{' *' if table.significant[i] else ''}</td>"
+               if table.calibrated else "")
+        rows.append(f"<tr><td>{r}</td><td>{thumb}</td><td>{table.score[i]:.4g}</td>{cal}"
                     f"<td>({int(table.x_l0[i])}, {int(table.y_l0[i])})</td><td>{_terms(table.top_abnormal[i])}</td>"
                     f"<td>{_terms(table.top_normal[i])}</td><td>{state}</td></tr>")
     overlay = "data:image/png;base64," + base64.b64encode(overlay_png).decode()
@@ -56,6 +74,7 @@ def write_report(path: str | os.PathLike, table: PatchTable, *, overlay_png: byt
             "with no pathology knowledge. These scores show the pipeline working, not tissue abnormality.</p>"
             if prov.get("demo_model") else "")
     name = html.escape(Path(str(table.slide.get("path", "slide"))).name)
+    cal_head = "<th>z</th><th>p_normal</th>" if table.calibrated else ""
     doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>Anomaly report: {name}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:top;font-size:13px}}th{{background:#eee}}</style></head>
@@ -68,7 +87,8 @@ Full provenance is in the JSON sidecar.</p>
 <tr><th>raw</th><td>{fmt(s['max'])}</td><td>{fmt(s['top1'])}</td></tr>
 <tr><th>3x3 eroded</th><td>{fmt(s['max_eroded'])}</td><td>{fmt(s['top1_eroded'])}</td></tr></table>
 <h2>Heatmap</h2><img src="{overlay}" style="max-width:100%">
-<h2>Top {top_k} patches</h2><table><tr><th>rank</th><th>patch</th><th>score</th><th>level-0 (x, y)</th>
+<h2>Calibration</h2>{_calibration_html(table, prov)}
+<h2>Top {top_k} patches</h2><table><tr><th>rank</th><th>patch</th><th>score</th>{cal_head}<th>level-0 (x, y)</th>
 <th>abnormal terms</th><th>normal terms</th><th>review</th></tr>{''.join(rows)}</table>
 </body></html>"""
     with atomic_write(path, encoding="utf-8") as fh:

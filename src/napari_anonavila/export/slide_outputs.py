@@ -33,6 +33,7 @@ def write_slide_outputs(out_dir: str | os.PathLike, result, detector, slide, *, 
     table = from_result(result, detector, fingerprint=slide.fingerprint(), checkpoint=checkpoint)
     summary = {
         "slide_scores": result.slide_scores(),
+        "calibrated": result.calibrated_summary(),
         "n_patches": len(table),
         "heatmap": {"file": "heatmap.npy", "shape_rc": list(heat.shape), "cell_size_l0": table.size_l0,
                     "origin_xy_l0": list(result.grid.origin_xy_l0),
@@ -40,7 +41,8 @@ def write_slide_outputs(out_dir: str | os.PathLike, result, detector, slide, *, 
                     "napari_translate": list(result.geometry.napari_translate)},
         "top_k": [{"rank": r + 1, "x_l0": int(table.x_l0[i]), "y_l0": int(table.y_l0[i]),
                    "score": float(table.score[i]), "top_normal": table.top_normal[i],
-                   "top_abnormal": table.top_abnormal[i]}
+                   "top_abnormal": table.top_abnormal[i],
+                   **({"z": float(table.z[i]), "p_normal": float(table.p_normal[i])} if table.calibrated else {})}
                   for r, i in enumerate(table.top_k(top_k))],
         "timings_s": result.timings,
         "from_embedding_cache": result.from_cache,

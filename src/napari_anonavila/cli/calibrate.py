@@ -1,0 +1,70 @@
+"""``anonavila calibrate``: give a checkpoint a normal reference, so that its scores come with z and p-values."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from ._common import add_backend_args, existing_path, positive_float, positive_int, progress_bar
+
+__all__ = ["add_commands"]
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("calibrate", help="calibrate a checkpoint on normal tissue it never saw (z, p-values)")
+    p.add_argument("--model", required=True, type=existing_path, help="checkpoint: ours or the authors' .pth")
+    p.add_argument("--normal", required=True, nargs="+", type=existing_path, metavar="DIR_OR_SLIDE",
+                   help="normal slides and/or patch folders the model was neither trained on nor took its centroids "
+                        "from; slides also give a slide-level reference")
+    p.add_argument("--out", required=True, type=Path, help="the calibrated checkpoint to write (.safetensors)")
+    p.add_argument("--patch-um", type=positive_float, help="patch field for slides in microns (default 128)")
+    p.add_argument("--patch-px", type=positive_int, help="patch size for slides in level-0 pixels")
+    p.add_argument("--mpp", type=positive_float, help="microns per level-0 pixel, for slides without it")
+    add_backend_args(p, default=None)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
+    p.set_defaults(func=_calibrate)
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from .._atomic import check_writable
+    from ..detector import Detector
+    from ..grid import make_grid
+    from ..maps import cells_to_heatmap, erode
+    from ..patches import list_images
+    from ..pipeline import iter_slide_embeddings
+    from ..progress import drain
+    from ..slide import open_slide
+
+    check_writable(args.out, overwrite=args.overwrite)
+    det = Detector.load(args.model, backend=args.backend, device=args.device, precision=args.precision,
+                        allow_download=args.allow_download)
+    backend = det.require_backend()
+    bars = progress_bar(args)
+    patches, slides = [], []
+    for src in args.normal:
+        if src.is_dir():
+            _, embs = drain(det.iter_embed_files(list_images(src)), bars)
+            patches.append(det.reference_scores(embs))
+            continue
+        with open_slide(src, mpp=args.mpp) as slide:
+            grid = make_grid(slide, patch_um=args.patch_um, patch_px=args.patch_px)
+            embs = drain(iter_slide_embeddings(slide, grid, backend, det.backend_id), bars)
+        table = det.reference_scores(embs)
+        patches.append(table)
+        rc = grid.cells_rc[: len(table)]
+        slides.append([np.nanmax(erode(cells_to_heatmap(rc[:, 0], rc[:, 1], table[:, m], grid.shape_rc)))
+                       if len(table) else np.nan for m in range(3)])
+    bars.close()
+    table = np.concatenate(patches)
+    n_slides = len(slides)
+    slides_arr = np.asarray([s for s in slides if np.isfinite(s).all()]) if slides else None
+    det.calibrate(table, f"{len(table)} normal patches of {len(args.normal)} source(s) given to calibrate"
+                  f"{f', {n_slides} slides' if n_slides else ''}", slides_arr)
+    det.info["calibrated_from"] = [str(s) for s in args.normal]
+    det.save(args.out, overwrite=args.overwrite)
+    med, scale = det.calibration.centre_scale(det.mode.value)
+    print(f"{det.calibration.describe()}; {det.mode.value} scores: median {med:.4g}, robust sd {scale:.4g}; "
+          f"wrote {args.out}")
+    return 0
