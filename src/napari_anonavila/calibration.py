@@ -165,7 +165,10 @@ def slide_calibration(scores: np.ndarray, max_eroded: float, mode: str, calibrat
     s = np.asarray(scores, dtype=np.float64)
     sig = benjamini_hochberg(calibration.p(s, mode), fdr)
     n_sig = int(sig.sum())
+    floor = 1.0 / (calibration.n + 1)
     return {"calibrated": True, "reference": calibration.describe(), "fdr": fdr, "n_significant": n_sig,
             "area_significant_mm2": None if patch_area_mm2 is None else n_sig * patch_area_mm2,
             "max_z": float(calibration.z(s, mode).max()) if s.size else None,
-            "p_slide": calibration.slide_p(max_eroded, mode)}
+            "p_slide": calibration.slide_p(max_eroded, mode), "p_floor": floor,
+            # BH flags k patches only if the floor is at most fdr * k / m: fewer extreme patches stay unflagged
+            "min_detectable": int(np.ceil(floor * s.size / fdr)) if s.size else None}

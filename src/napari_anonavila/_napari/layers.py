@@ -16,8 +16,8 @@ from ..reviews import ReviewMarks
 from ..slide import Slide
 from .coords import cells_layer_transform
 
-__all__ = ["HEATMAP_COLORMAP", "REVIEW_COLORS", "features_to_layer_data", "heatmap_for_display", "heatmap_kwargs",
-           "review_points", "slide_layer_data", "slide_scale"]
+__all__ = ["HEATMAP_COLORMAP", "REVIEW_COLORS", "Z_RANGE", "features_to_layer_data", "heatmap_for_display",
+           "heatmap_kwargs", "review_points", "significant_points", "slide_layer_data", "slide_scale"]
 
 HEATMAP_COLORMAP = "anonavila-heat"
 REVIEW_COLORS = {"unreviewed": "cyan", "confirmed": "red", "rejected": "lime", "unsure": "magenta"}
@@ -55,12 +55,17 @@ def slide_layer_data(slide: Slide) -> tuple:
     return (slide.level_arrays, kwargs, "image")
 
 
-def heatmap_for_display(heat: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
+Z_RANGE = (0.0, 8.0)  # the calibrated heatmap's fixed range: the same colour means the same z on every slide
+
+
+def heatmap_for_display(heat: np.ndarray, fixed: tuple[float, float] | None = None
+                        ) -> tuple[np.ndarray, tuple[float, float]]:
     """(values to show, contrast limits): scored cells clipped into the range, NaN cells below it.
 
-    Every scored cell maps to at least ``_NAN_BAND`` of the colormap (visible); NaN cells map to 0 (transparent).
+    The range is ``fixed`` (calibrated z) or the slide's own 2nd..99.5th percentile (raw scores). Every scored cell
+    maps to at least ``_NAN_BAND`` of the colormap (visible); NaN cells map to 0 (transparent).
     """
-    lo, hi = contrast_limits(heat)
+    lo, hi = fixed if fixed is not None else contrast_limits(heat)
     span = hi - lo
     clim_lo = lo - span * _NAN_BAND / (1 - 2 * _NAN_BAND)  # lo itself lands a little above the transparent band
     shown = np.where(np.isnan(heat), clim_lo - span, np.clip(heat, lo, None)).astype(np.float32)
@@ -68,12 +73,14 @@ def heatmap_for_display(heat: np.ndarray) -> tuple[np.ndarray, tuple[float, floa
 
 
 def heatmap_kwargs(heat: np.ndarray, slide_layer, patch_size_l0: int, origin_xy_l0=(0, 0),
-                   *, name: str = "anomaly heatmap", label: str = "anomaly score") -> tuple[np.ndarray, dict]:
+                   *, name: str = "anomaly heatmap", label: str = "anomaly score",
+                   fixed: tuple[float, float] | None = None) -> tuple[np.ndarray, dict]:
     """(data, kwargs) of the heatmap image layer: one pixel per patch, placed through the slide layer's transform."""
-    shown, clim = heatmap_for_display(heat)
+    shown, clim = heatmap_for_display(heat, fixed)
     kwargs = {"name": name, "colormap": _heatmap_colormap(), "contrast_limits": clim, "opacity": 1.0,
               "blending": "translucent", "interpolation2d": "nearest",
-              "metadata": {"raw": heat, "patch_size_l0": patch_size_l0, "label": label},
+              "metadata": {"raw": heat, "patch_size_l0": patch_size_l0, "label": label,
+                           "scale": "fixed" if fixed is not None else "per slide"},
               **cells_layer_transform(slide_layer, patch_size_l0, origin_xy_l0)}
     return shown, kwargs
 
@@ -109,12 +116,27 @@ def review_points(result, detector, k: int, marks: ReviewMarks, slide_layer) -> 
                 "top_abnormal": [names_a[s.top_abnormal_idx[i][0]] for i in idx],
                 "top_normal": [names_n[s.top_normal_idx[i][0]] for i in idx],
                 "abnormal_terms": [pretty(e[1]) for e in expl], "normal_terms": [pretty(e[0]) for e in expl],
-                "review": states}
+                "review": states,
+                "z": [float(v) for v in result.z[idx]] if idx else [],
+                "p_normal": [float(v) for v in result.p_normal[idx]] if idx else []}
     kwargs = {"name": "top-k patches", "features": features, "size": p, "symbol": "square",
               "face_color": "transparent", "border_color": [REVIEW_COLORS[st] for st in states],
               "border_width": 0.08, "border_width_is_relative": True,
               "text": {"string": "{rank}", "color": "black", "size": 11, "anchor": "center"},
               "metadata": {"patch_size_l0": p}, **cells_layer_transform(slide_layer)}
+    return data, kwargs
+
+
+def significant_points(result, slide_layer) -> tuple[np.ndarray, dict]:
+    """(data, kwargs) of the outlines of the patches significant at the calibrated false-discovery rate."""
+    sig = np.nonzero(result.significant())[0]
+    p = result.grid.patch_size_l0
+    xy = result.grid.xy_l0()[sig] if sig.size else np.zeros((0, 2), np.int64)
+    data = np.stack([xy[:, 1] + (p - 1) / 2, xy[:, 0] + (p - 1) / 2], axis=1) if sig.size else np.zeros((0, 2))
+    kwargs = {"name": "significant patches (FDR 5%)", "size": p, "symbol": "square", "face_color": "transparent",
+              "border_color": "white", "border_width": 0.06, "border_width_is_relative": True,
+              "features": {"index": sig.astype(int).tolist()}, "metadata": {"patch_size_l0": p},
+              **cells_layer_transform(slide_layer)}
     return data, kwargs
 
 

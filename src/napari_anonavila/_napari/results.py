@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from .layers import heatmap_kwargs, review_points
+from .layers import heatmap_kwargs, review_points, significant_points
 from .session import Session
 
-__all__ = ["HEATMAP", "TOPK", "clear_results", "draw_heatmap", "draw_points", "layer_named"]
+__all__ = ["HEATMAP", "SIGNIFICANT", "TOPK", "clear_results", "draw_heatmap", "draw_points", "draw_significant",
+           "layer_named"]
 
 HEATMAP = "anomaly heatmap"
 TOPK = "top-k patches"
+SIGNIFICANT = "significant patches (FDR 5%)"
 _TRANSFORM = ("units", "scale", "translate", "affine")
 
 
@@ -40,9 +42,11 @@ def _set(layer, kwargs: dict, keys) -> None:
 
 
 def draw_heatmap(viewer, slide_layer, heat: np.ndarray, patch_size_l0: int, origin_xy_l0=(0, 0),
-                 *, label: str = "anomaly score"):
-    """Show ``heat`` (NaN where unscored) over ``slide_layer``; return the layer."""
-    data, kw = heatmap_kwargs(heat, slide_layer, patch_size_l0, origin_xy_l0, name=HEATMAP, label=label)
+                 *, label: str = "anomaly score", fixed: tuple[float, float] | None = None):
+    """Show ``heat`` (NaN where unscored) over ``slide_layer``, on the ``fixed`` range (calibrated z) or the slide's
+    own; return the layer."""
+    data, kw = heatmap_kwargs(heat, slide_layer, patch_size_l0, origin_xy_l0, name=HEATMAP, label=label,
+                              fixed=fixed)
     if HEATMAP in viewer.layers:
         layer = viewer.layers[HEATMAP]
         _set(layer, kw, _TRANSFORM)
@@ -78,15 +82,36 @@ def draw_points(viewer, session: Session):
     return layer
 
 
+def draw_significant(viewer, session: Session):
+    """Outline the patches significant at the calibrated false-discovery rate (an empty layer when none or when
+    uncalibrated); return the layer."""
+    res = session.result
+    if res is None or session.slide_layer is None:
+        return None
+    data, kw = significant_points(res, session.slide_layer)
+    if SIGNIFICANT in viewer.layers:
+        layer = viewer.layers[SIGNIFICANT]
+        _set(layer, kw, _TRANSFORM)
+        layer.data = data
+        layer.size = kw["size"]
+        layer.features = kw["features"]
+    elif len(data):
+        layer = viewer.add_points(data, **kw)
+    else:
+        return None
+    return layer
+
+
 def clear_results(viewer) -> None:
     """A run starts: empty the points and the heatmap of the earlier result (they belong to another run).
 
     The layers stay (with the user's styling and place in the list); emptying them is cheaper than a new layer.
     """
-    if TOPK in viewer.layers:
-        layer = viewer.layers[TOPK]
-        layer.selected_data = set()
-        layer.data = np.zeros((0, 2))
+    for name in (TOPK, SIGNIFICANT):
+        if name in viewer.layers:
+            layer = viewer.layers[name]
+            layer.selected_data = set()
+            layer.data = np.zeros((0, 2))
     if HEATMAP in viewer.layers:
         layer = viewer.layers[HEATMAP]
         layer.data = np.full(layer.data.shape, min(layer.contrast_limits) - 1, np.float32)  # all transparent

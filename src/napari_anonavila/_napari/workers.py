@@ -100,10 +100,9 @@ def _reference_grid(slide: Slide, roi, patch_um: float | None, what: str) -> Pat
     return grid
 
 
-def _iter_fit(detector, *, slide=None, roi=None, patch_um=None, folder=None, config: TrainConfig
-              ) -> Generator[Progress, None, list[float]]:
-    """Embed the normal reference (slide regions, a whole slide, or a folder), train, fit centroids on held-out
-    whole regions (or bands of grid rows, or sub-folders), never on neighbours of training patches."""
+def _iter_reference(detector, *, slide=None, roi=None, patch_um=None, folder=None):
+    """Embed a normal reference (slide regions, a whole slide, or a folder); return (embeddings, hold-out groups):
+    drawn regions when there are several, else bands of grid rows, and sub-folders."""
     import torch
 
     from ..patches import list_images
@@ -125,7 +124,15 @@ def _iter_fit(detector, *, slide=None, roi=None, patch_um=None, folder=None, con
     if not parts:
         raise ValueError("choose a normal reference: a Shapes layer of normal regions, a normal slide or a folder "
                          "of normal patches")
-    return (yield from detector.iter_fit(torch.cat(parts), config=config, groups=groups))
+    return torch.cat(parts), groups
+
+
+def _iter_fit(detector, *, slide=None, roi=None, patch_um=None, folder=None, config: TrainConfig
+              ) -> Generator[Progress, None, list[float]]:
+    """Embed the normal reference, train, fit centroids (and the calibration) on held-out whole regions (or bands
+    of grid rows, or sub-folders), never on neighbours of training patches."""
+    embs, groups = yield from _iter_reference(detector, slide=slide, roi=roi, patch_um=patch_um, folder=folder)
+    return (yield from detector.iter_fit(embs, config=config, groups=groups))
 
 
 @thread_worker(ignore_errors=True)  # the widgets show errors in the notification area
@@ -156,6 +163,18 @@ def score_worker(plan: ScorePlan):
         result = yield from iter_score_slide(plan.slide, grid, det, batch_size=plan.batch_size,
                                              cache=session_cache(plan.slide, grid), mode=plan.mode)
     return result
+
+
+@thread_worker(ignore_errors=True)
+def calibrate_worker(detector, *, slide=None, roi=None, patch_um=None, folder=None):
+    """Calibrate ``detector`` on normal tissue it never saw (its MLP and centroids unchanged); return the number of
+    reference patches."""
+    with _TorchThreads():
+        embs, _groups = yield from _iter_reference(detector, slide=slide, roi=roi, patch_um=patch_um, folder=folder)
+        yield Progress("calibrating", 0, 1)
+        where = "normal regions" if roi is not None else slide.path.name if slide is not None else folder.name
+        detector.calibrate(detector.reference_scores(embs), f"{len(embs)} normal patches of {where}, given in napari")
+        return len(embs)
 
 
 @thread_worker(ignore_errors=True)

@@ -97,6 +97,11 @@ def _score_slide(args: argparse.Namespace) -> int:
         cal = res.calibrated_summary()
         verdict = (f"; {cal['n_significant']} significant at FDR {cal['fdr']:.0%}, max z {cal['max_z']:.3g}"
                    if cal["calibrated"] and cal["max_z"] is not None else "")
+        if cal.get("min_detectable", 0) and cal["min_detectable"] > 1:
+            verdict += (f" (a reference of {round(1 / cal['p_floor']) - 1} normal patches floors p at "
+                        f"{cal['p_floor']:.2g}: fewer than "
+                        f"{cal['min_detectable']} extreme patches cannot be significant; calibrate on more normal "
+                        "tissue)")
         print(f"{path.name}: {n} patches from {src}; max {s['max']:.4g}, top-1% {s['top1']:.4g}, "
               f"eroded max {s['max_eroded']:.4g}{verdict} -> {out}")
     return 2 if failed else 0

@@ -87,6 +87,9 @@ class RetrainWidget(Container):
         self.accumulate = SpinBox(label="accumulate", value=1, min=1, max=1000,
                                   tooltip="batches summed per optimiser step (the authors used 100 on a large set)")
         self.train_button = PushButton(text="Train")
+        self.calibrate_button = PushButton(text="Calibrate only",
+                                           tooltip="keep the MLP and centroids; score this normal reference (tissue "
+                                                   "the model never saw) to give the scores z and p-values")
         self.progress = ProgressBar(label="progress", value=0, max=1)
         self.status = Label(value="")
         wrapping(self.status)
@@ -95,12 +98,14 @@ class RetrainWidget(Container):
         self.plot = _LossPlot()
         super().__init__()
         self.form = scroll_form(self, [self.regions, self.other_slide, self.folder, self.epochs, self.batch_size,
-                                       self.lr, self.accumulate, self.train_button, self.progress, self.status,
+                                       self.lr, self.accumulate, self.train_button, self.calibrate_button,
+                                       self.progress, self.status,
                                        self.out, self.save_button], extra=[self.plot.canvas])
         tabify_when_docked(self.native)
         self.worker = None
         self._trained = False
         self.train_button.changed.connect(self._on_train)
+        self.calibrate_button.changed.connect(self._on_calibrate)
         self.save_button.changed.connect(self.save)
         viewer.layers.events.inserted.connect(self.reset_choices)
         viewer.layers.events.removed.connect(self.reset_choices)
@@ -118,9 +123,18 @@ class RetrainWidget(Container):
         except (AnonavilaError, ValueError, OSError) as err:
             show_error(str(err))
 
-    def start(self):
-        """Validate on the UI thread (cheap), then embed the reference and train in a worker."""
-        from ..workers import fit_worker
+    def _on_calibrate(self, *_):
+        if self.worker is not None:
+            show_error("wait until the running job has finished (or cancel it)")
+            return
+        try:
+            self.start(calibrate=True)
+        except (AnonavilaError, ValueError, OSError) as err:
+            show_error(str(err))
+
+    def start(self, *, calibrate: bool = False):
+        """Validate on the UI thread (cheap), then embed the reference and train (or only calibrate) in a worker."""
+        from ..workers import calibrate_worker, fit_worker
 
         s = self.session
         det = s.detector
@@ -144,6 +158,16 @@ class RetrainWidget(Container):
         config = TrainConfig(epochs=self.epochs.value, batch_size=self.batch_size.value, lr=self.lr.value,
                              accumulate=self.accumulate.value)
         patch_um = s.result.grid.patch_size_um if s.result is not None else None
+        if calibrate:
+            self.worker = calibrate_worker(det, slide=reference_slide, roi=polys, folder=folder, patch_um=patch_um)
+            s.busy = "calibrating"
+            self.worker.yielded.connect(self._on_progress)
+            self.worker.returned.connect(self._on_calibrated)
+            self.worker.errored.connect(lambda err: (show_error(f"calibration failed: {err}"),
+                                                     setattr(self.status, "value", f"calibration failed: {err}")))
+            self.worker.finished.connect(self._on_finished)
+            self.worker.start()
+            return self.worker
         self.worker = fit_worker(det, slide=reference_slide, roi=polys, folder=folder, config=config,
                                  patch_um=patch_um)
         s.busy = "training"
@@ -170,6 +194,15 @@ class RetrainWidget(Container):
         self.plot.draw()
         det = self.session.detector
         self.status.value = f"trained: loss {losses[0]:.4f} -> {losses[-1]:.4f}; re-scoring from the cache"
+        self.save_button.enabled = True
+        self._trained = True
+        slide = self.session.slide
+        self.out.value = versioned_checkpoint(slide.path if slide else None, self.session.checkpoint)
+        self.session.detector_changed.emit(det)
+
+    def _on_calibrated(self, n: int):
+        det = self.session.detector
+        self.status.value = f"{det.calibration.describe()}; re-scoring from the cache"
         self.save_button.enabled = True
         self._trained = True
         slide = self.session.slide

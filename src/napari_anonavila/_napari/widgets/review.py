@@ -16,7 +16,12 @@ from . import tabify_when_docked
 
 __all__ = ["ReviewWidget"]
 
-_COLUMNS = ("rank", "score", "review", "top abnormal term", "top normal term")
+def _fmt(v: float, spec: str) -> str:
+    """A calibrated number, or 'n/a' when the model is uncalibrated (NaN)."""
+    return "n/a" if not np.isfinite(v) else format(v, spec)
+
+
+_COLUMNS = ("rank", "z", "p", "score", "review", "top abnormal term", "top normal term")
 _VISIBLE_ROWS = 8
 _EMPTY = "Score a slide to list its most anomalous patches."
 
@@ -66,8 +71,8 @@ class ReviewWidget(QWidget):
         self.table.blockSignals(True)
         self.table.setRowCount(len(f["rank"]))
         for r in range(len(f["rank"])):
-            values = (str(f["rank"][r]), f"{f['score'][r]:.4g}", f["review"][r], f["top_abnormal"][r],
-                      f["top_normal"][r])
+            values = (str(f["rank"][r]), _fmt(f["z"][r], ".1f"), _fmt(f["p_normal"][r], ".2g"),
+                      f"{f['score'][r]:.4g}", f["review"][r], f["top_abnormal"][r], f["top_normal"][r])
             for c, v in enumerate(values):
                 self.table.setItem(r, c, QTableWidgetItem(v))
         self.table.resizeColumnsToContents()
@@ -109,7 +114,8 @@ class ReviewWidget(QWidget):
     def _show(self, row: int) -> None:
         f = self.rows
         self.details.setText(
-            f"<b>#{f['rank'][row]}</b> score {f['score'][row]:.4g} (D<sup>N</sup> {f['d_normal'][row]:.3g}, "
+            f"<b>#{f['rank'][row]}</b> z {_fmt(f['z'][row], '.2f')}, p {_fmt(f['p_normal'][row], '.3g')}; "
+            f"score {f['score'][row]:.4g} (D<sup>N</sup> {f['d_normal'][row]:.3g}, "
             f"D<sup>A</sup> {f['d_abnormal'][row]:.3g}); review: {f['review'][row]}; level-0 (x, y) "
             f"({f['x_l0'][row]}, {f['y_l0'][row]})<br><b>abnormal:</b> {f['abnormal_terms'][row]}"
             f"<br><b>normal:</b> {f['normal_terms'][row]}")

@@ -24,7 +24,8 @@ from ...errors import AnonavilaError
 from ...maps import erode, slide_scores
 from ...progress import Progress
 from ...scoring import ScoreMode
-from ..results import HEATMAP, TOPK, clear_results, draw_heatmap, draw_points
+from ..layers import Z_RANGE
+from ..results import HEATMAP, TOPK, clear_results, draw_heatmap, draw_points, draw_significant
 from ..session import chosen_path, session_for, shapes_to_polygons_xy_l0, slide_of, unwrap
 from ..workers import DetectorReady, GridReady, ScorePlan, score_worker
 from . import scroll_form, tabify_when_docked, wrapping
@@ -32,6 +33,7 @@ from . import scroll_form, tabify_when_docked, wrapping
 __all__ = ["HEATMAP", "TOPK", "ScoreWidget"]
 
 REGIONS = ("whole slide", "current view", "shapes layer")
+HEATMAP_VALUES = ("z vs normal (fixed scale)", "raw score (per slide)")
 _REFRESH_S = 0.3  # at most ~3 heatmap redraws a second while batches arrive
 _NO_MODEL = ("No model yet: choose a checkpoint, or draw normal regions in a Shapes layer and pick it in "
              "'demo fit on' to try the random demo model.")
@@ -63,6 +65,10 @@ class ScoreWidget(Container):
         self.top_k = SpinBox(label="top-k", value=10, min=1, max=500)
         self.mode = ComboBox(label="score mode", choices=[m.value for m in ScoreMode], value="sum")
         self.eroded = CheckBox(label="show 3x3 erosion", value=False)
+        self.values = ComboBox(label="heatmap", choices=HEATMAP_VALUES, value=HEATMAP_VALUES[0],
+                               tooltip="z: robust standard deviations above normal tissue, on one fixed colour scale "
+                                       f"({Z_RANGE[0]:g} to {Z_RANGE[1]:g}) for every slide (needs a calibrated "
+                                       "model); raw: the authors' distance, stretched per slide")
         self.run_button = PushButton(text="Run")
         self.progress = ProgressBar(label="progress", value=0, max=1)
         self.scores_label = Label(label="slide scores", value="-")
@@ -70,7 +76,8 @@ class ScoreWidget(Container):
         self.form = scroll_form(self, [self.slide_layer, self.model, self.model_info, self.normal_layer, self.region,
                                        self.region_layer, self.patch_um, self.batch_size, self.device,
                                        self.precision, self.top_k,
-                                       self.mode, self.eroded, self.run_button, self.progress, self.scores_label])
+                                       self.mode, self.eroded, self.values, self.run_button, self.progress,
+                                       self.scores_label])
         tabify_when_docked(self.native)
         for label in (self.model_info, self.scores_label):
             wrapping(label)
@@ -81,6 +88,7 @@ class ScoreWidget(Container):
         self._last_refresh = 0.0
         self.run_button.changed.connect(self._on_run)
         self.eroded.changed.connect(lambda *_: self._refresh_heatmap())
+        self.values.changed.connect(lambda *_: self._refresh_heatmap())
         self.mode.changed.connect(lambda *_: self.rescore())
         self.top_k.changed.connect(self._on_top_k)
         self.session.rescore_requested.connect(self.rescore)
@@ -250,13 +258,27 @@ class ScoreWidget(Container):
                 self._last_refresh = now
                 self._refresh_heatmap()
 
+    def _calibration(self):
+        res, det = self.session.result, self.session.detector
+        return res.calibration if res is not None else det.calibration if det is not None else None
+
     def _refresh_heatmap(self):
         if self._heat is None or self.session.slide_layer is None:
             return
         heat = erode(self._heat) if self.eroded.value else self._heat
-        label = f"anomaly score ({self.mode.value}{', 3x3 eroded' if self.eroded.value else ''})"
-        draw_heatmap(self.viewer, self.session.slide_layer, heat, self._grid.patch_size_l0, self._grid.origin_xy_l0,
-                     label=label)
+        how = f"{self.mode.value}{', 3x3 eroded' if self.eroded.value else ''}"
+        cal = self._calibration()
+        if self.values.value == HEATMAP_VALUES[0] and cal is not None:
+            heat, fixed = cal.z(heat, self.mode.value), Z_RANGE
+            label = f"anomaly z: robust SD above normal tissue ({how}; fixed scale)"
+        else:
+            fixed = None
+            label = (f"raw anomaly score ({how}; stretched per slide"
+                     f"{', uncalibrated model' if cal is None else ''})")
+        layer = draw_heatmap(self.viewer, self.session.slide_layer, heat, self._grid.patch_size_l0,
+                             self._grid.origin_xy_l0, label=label, fixed=fixed)
+        self.viewer.text_overlay.text = label  # the colour bar's title
+        self.viewer.text_overlay.visible = layer.visible
 
     def _on_result(self, result):
         s = self.session
@@ -265,8 +287,12 @@ class ScoreWidget(Container):
         self._refresh_heatmap()
         draw_points(self.viewer, s)
         self.viewer.layers.selection.active = self.session.slide_layer
+        draw_significant(self.viewer, s)
         sc = slide_scores(self._heat)
-        self.scores_label.value = (f"max {sc['max']:.3g}, top-1% {sc['top1']:.3g}; "
+        cal = result.calibrated_summary()
+        verdict = (f"{cal['n_significant']} patches significant at FDR 5%, max z {cal['max_z']:.3g}; "
+                   if cal["calibrated"] and cal["max_z"] is not None else "uncalibrated (no z or p-values); ")
+        self.scores_label.value = (f"{verdict}max {sc['max']:.3g}, top-1% {sc['top1']:.3g}; "
                                    f"eroded: max {sc['max_eroded']:.3g}, top-1% {sc['top1_eroded']:.3g}")
         _on, aside = s.marks().on_grid(result.grid)
         if aside:

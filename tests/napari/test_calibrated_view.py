@@ -1,0 +1,93 @@
+"""The calibrated heatmap in a real window: z on one fixed scale for every slide, significant patches outlined,
+z and p in the Review list, a switch to raw scores, and Retrain > Calibrate only for an uncalibrated model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from .conftest import click, open_slide, open_widget, wait_worker
+
+HEATMAP, SIGNIFICANT = "anomaly heatmap", "significant patches (FDR 5%)"
+
+
+def _score(viewer, qtbot, w, layer, model):
+    w.slide_layer.value = layer
+    w.model.value = model
+    w.patch_um.value = 64.0
+    click(w.run_button)
+    wait_worker(qtbot, w)
+    assert w.session.result is not None
+    heat = viewer.layers[HEATMAP]
+    return tuple(heat.contrast_limits), heat.metadata["label"], w.session.result
+
+
+@pytest.fixture(scope="module")
+def calibrated_model(fitted_on_sample, tmp_path_factory):
+    """The sample detector calibrated on a large normal slide (about 800 patches: p-values fine enough to flag a
+    few patches among the slide's; its own 42 held-out patches floor every p-value at 1/43)."""
+    from napari_anonavila.detector import Detector
+    from napari_anonavila.grid import make_grid
+    from napari_anonavila.pipeline import iter_slide_embeddings
+    from napari_anonavila.progress import drain
+    from napari_anonavila.sample import make_tissue, write_pyramid_tiff
+    from napari_anonavila.slide import open_slide
+
+    folder = tmp_path_factory.mktemp("calibrated")
+    det = Detector.load(fitted_on_sample.save(folder / "m.safetensors"))
+    ref = write_pyramid_tiff(folder / "reference.tif", make_tissue(4096, 30)[0], 0.5)
+    with open_slide(ref) as s:
+        embs = drain(iter_slide_embeddings(s, make_grid(s, patch_px=128), det.backend, det.backend_id))
+    det.calibrate(det.reference_scores(embs), "a 4096 px normal slide")
+    assert det.calibration.n > 600
+    return det.save(folder / "calibrated.safetensors")
+
+
+def test_two_slides_share_one_fixed_z_scale(make_napari_viewer, qtbot, sample_slides, calibrated_model, errors):
+    from napari_anonavila._napari.layers import Z_RANGE
+
+    model = calibrated_model
+    viewer = make_napari_viewer()
+    normal, anomalous = open_slide(viewer, sample_slides.normal), open_slide(viewer, sample_slides.anomalous)
+    w = open_widget(viewer, "Score")
+    clim_a, label_a, res_a = _score(viewer, qtbot, w, anomalous, model)
+    assert "z" in label_a and "fixed scale" in label_a and viewer.text_overlay.text == label_a
+    np.testing.assert_allclose(np.nanmax(viewer.layers[HEATMAP].metadata["raw"]), res_a.z.max(), rtol=1e-6)
+    sig = viewer.layers[SIGNIFICANT]
+    assert len(sig.data) == int(res_a.significant().sum()) > 0
+    review = open_widget(viewer, "Review top-k")
+    headers = [review.table.horizontalHeaderItem(c).text() for c in range(review.table.columnCount())]
+    assert headers[:3] == ["rank", "z", "p"]
+    assert float(review.table.item(0, 1).text()) == pytest.approx(res_a.z.max(), abs=0.05)
+    clim_n, _label, res_n = _score(viewer, qtbot, w, normal, model)
+    assert clim_n == clim_a and clim_a[1] == Z_RANGE[1]  # same colour, same meaning on both slides
+    assert res_n.z.max() < res_a.z.max()
+    w.values.value = "raw score (per slide)"
+    assert "raw" in viewer.layers[HEATMAP].metadata["label"] and tuple(viewer.layers[HEATMAP].contrast_limits) != clim_n
+    assert not errors
+
+
+def test_retrain_calibrate_only_gives_an_uncalibrated_model_z(make_napari_viewer, qtbot, sample_slides,
+                                                              fitted_on_sample, tmp_path, errors):
+    from napari_anonavila.detector import Detector
+
+    det = Detector.load(fitted_on_sample.save(tmp_path / "m.safetensors"))
+    det.calibration = None
+    model = det.save(tmp_path / "uncalibrated.safetensors")
+    viewer = make_napari_viewer()
+    normal, anomalous = open_slide(viewer, sample_slides.normal), open_slide(viewer, sample_slides.anomalous)
+    w = open_widget(viewer, "Score")
+    _clim, label, res = _score(viewer, qtbot, w, anomalous, model)
+    assert "uncalibrated" in label and "uncalibrated" in w.scores_label.value and np.isnan(res.z).all()
+    r = open_widget(viewer, "Retrain")
+    r.other_slide.value = normal
+    before = w.session.detector.mlp.linear1.weight.detach().clone()
+    click(r.calibrate_button)
+    qtbot.waitUntil(lambda: r.worker is None, timeout=120_000)
+    wait_worker(qtbot, w)
+    det = w.session.detector
+    assert det.calibration is not None and "normal.tif" in det.calibration.source
+    assert np.array_equal(det.mlp.linear1.weight.detach().numpy(), before.numpy())  # the MLP is kept
+    assert w.session.result.calibration is det.calibration and np.isfinite(w.session.result.z).all()
+    assert "fixed scale" in viewer.layers[HEATMAP].metadata["label"]
+    assert not errors
