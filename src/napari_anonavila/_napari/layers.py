@@ -11,7 +11,7 @@ import json
 
 import numpy as np
 
-from ..maps.overlay import contrast_limits
+from ..maps.overlay import Z_RANGE, contrast_limits
 from ..reviews import ReviewMarks
 from ..slide import Slide
 from .coords import cells_layer_transform
@@ -53,9 +53,6 @@ def slide_layer_data(slide: Slide) -> tuple:
     kwargs = {"name": slide.path.name, "multiscale": True, "rgb": True, "metadata": meta, "scale": (s, s),
               "units": ("um", "um") if slide.mpp else ("pixel", "pixel"), "contrast_limits": (0, 255)}
     return (slide.level_arrays, kwargs, "image")
-
-
-Z_RANGE = (0.0, 8.0)  # the calibrated heatmap's fixed range: the same colour means the same z on every slide
 
 
 def heatmap_for_display(heat: np.ndarray, fixed: tuple[float, float] | None = None

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .._atomic import atomic_path, check_writable
-from ..maps.overlay import render_overlay
+from ..maps.overlay import Z_RANGE, render_overlay
 from .records import from_result, write_patch_table
 
 __all__ = ["OUTPUT_FILES", "write_slide_outputs"]
@@ -70,9 +70,18 @@ def overlay_png(result, slide, thumbnail=None, top_k: int = 10) -> bytes:
     thumb, tds = thumbnail if thumbnail is not None else slide.thumbnail(1024)
     scores = result.slide_scores()
     buf = io.BytesIO()
-    render_overlay(buf, thumb, tds, result.heatmap(), result.grid.patch_size_l0,
-                   title=f"{slide.path.name}: max {scores['max']:.3g}, top-1% {scores['top1']:.3g} ({result.mode})",
-                   points_xy_l0=result.grid.xy_l0()[result.top_k(top_k)])
+    points = result.grid.xy_l0()[result.top_k(top_k)]
+    if result.calibration is not None:  # z on the fixed scale every slide shares, significant patches outlined
+        cal = result.calibrated_summary()
+        render_overlay(buf, thumb, tds, result.heatmap(values="z"), result.grid.patch_size_l0,
+                       title=f"{slide.path.name}: {cal['n_significant']} patches significant at FDR 5%, max z "
+                             f"{cal['max_z']:.3g} ({result.mode})", label="z: robust SD above normal tissue",
+                       points_xy_l0=points, limits=Z_RANGE,
+                       outline_cells=result.grid.cells_rc[: len(result.scores)][result.significant()])
+    else:
+        render_overlay(buf, thumb, tds, result.heatmap(), result.grid.patch_size_l0,
+                       title=f"{slide.path.name}: max {scores['max']:.3g}, top-1% {scores['top1']:.3g} "
+                             f"({result.mode}; uncalibrated, stretched per slide)", points_xy_l0=points)
     return buf.getvalue()
 
 

@@ -10,7 +10,10 @@ import numpy as np
 
 from .._atomic import atomic_path
 
-__all__ = ["contrast_limits", "render_overlay"]
+__all__ = ["Z_RANGE", "contrast_limits", "render_overlay"]
+
+
+Z_RANGE = (0.0, 8.0)  # calibrated z's fixed colour range: the same colour means the same z on every slide
 
 
 def contrast_limits(values: np.ndarray) -> tuple[float, float]:
@@ -27,10 +30,13 @@ def contrast_limits(values: np.ndarray) -> tuple[float, float]:
 
 def render_overlay(path: str | os.PathLike | BinaryIO, thumbnail: np.ndarray, thumb_downsample: float,
                    heatmap: np.ndarray, patch_size_l0: int, *, title: str = "", label: str = "anomaly score",
-                   points_xy_l0=None, alpha: float = 0.55) -> Path | BinaryIO:
+                   points_xy_l0=None, alpha: float = 0.55, limits: tuple[float, float] | None = None,
+                   outline_cells=None) -> Path | BinaryIO:
     """Write a PNG: thumbnail, heatmap cells in their level-0 place, optional top-k markers, and a colour bar.
 
-    Cell opacity rises with the score, so low-scoring tissue stays visible underneath.
+    Cell opacity rises with the score, so low-scoring tissue stays visible underneath. ``limits`` fixes the colour
+    range (calibrated z: the same on every slide); by default it is the slide's own. ``outline_cells`` (row, col)
+    are drawn as white squares (significant patches).
     """
     import matplotlib
 
@@ -38,7 +44,7 @@ def render_overlay(path: str | os.PathLike | BinaryIO, thumbnail: np.ndarray, th
     import matplotlib.pyplot as plt
 
     h, w = thumbnail.shape[:2]
-    lo, hi = contrast_limits(heatmap)
+    lo, hi = limits if limits is not None else contrast_limits(heatmap)
     cell = patch_size_l0 / thumb_downsample
     extent = (0, heatmap.shape[1] * cell, heatmap.shape[0] * cell, 0)  # cell edges in thumbnail pixels
     fig, ax = plt.subplots(figsize=(8, 8 * h / w + 0.6), dpi=120)
@@ -49,6 +55,9 @@ def render_overlay(path: str | os.PathLike | BinaryIO, thumbnail: np.ndarray, th
     rgba[..., 3] = np.where(np.isnan(heatmap), 0.0, 0.12 + (alpha + 0.2) * norm(np.nan_to_num(heatmap, nan=lo)))
     ax.imshow(rgba, extent=extent, interpolation="nearest")
     im = matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap)
+    for r, c in np.asarray(outline_cells if outline_cells is not None else np.zeros((0, 2)), float).reshape(-1, 2):
+        ax.add_patch(matplotlib.patches.Rectangle((c * cell, r * cell), cell, cell, fill=False, edgecolor="white",
+                                                  linewidth=0.8))
     if points_xy_l0 is not None and len(points_xy_l0):
         pts = (np.asarray(points_xy_l0, float) + patch_size_l0 / 2) / thumb_downsample
         ax.scatter(pts[:, 0], pts[:, 1], s=60, facecolors="none", edgecolors="cyan", linewidths=1.5)
