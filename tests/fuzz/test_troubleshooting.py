@@ -98,6 +98,7 @@ def _official(tmp, vlm=True, bad_shape=False):
 
 def _cases(tmp: Path) -> dict:
     from napari_anonavila.backends import get_backend
+    from napari_anonavila.calibration import Calibration
     from napari_anonavila.detector import Detector
     from napari_anonavila.export.bundle import check_provenance
     from napari_anonavila.export.geojson import read_geojson
@@ -275,6 +276,15 @@ def _cases(tmp: Path) -> dict:
         chunk.write_bytes(chunk.read_bytes()[:-64])
         return _warning(lambda: score_slide(d, slide_path, out_dir=out, patch_px=128, overwrite=True))
 
+    def calibration_dropped():
+        from dataclasses import replace
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # its unnamed terms
+            det = Detector.from_official_checkpoint(_official(tmp), attach_backend=False)
+        det.calibrate(np.random.default_rng(0).random((30, 4)), "test")
+        return _warning(lambda: det.set_pools(replace(det.pools, normal=det.pools.normal[1:])))
+
     def text_cache_unverified():
         import os as _os
 
@@ -393,6 +403,10 @@ def _cases(tmp: Path) -> dict:
         "checkpoint-other-backend": lambda: _error(other_backend),
         "official-code": lambda: _error(bad_pickle),
         "official-no-scale": lambda: _error(lambda: Detector.from_official_checkpoint(_official(tmp, vlm=False))),
+        "head-only": lambda: _error(lambda: Detector.from_official_checkpoint(_official(tmp)).score_images(
+            [np.zeros((32, 32, 3), np.uint8)])),
+        "calibration-small": lambda: _error(lambda: Calibration(np.ones((5, 4)), "x")),
+        "calibration-dropped": calibration_dropped,
         "official-shapes": lambda: _error(lambda: Detector.from_official_checkpoint(_official(tmp, bad_shape=True))),
         "weights-missing": lambda: _error(lambda: get_backend(f"open_clip:ViT-B-16@{tmp / 'none.safetensors'}")),
         "conch-missing": lambda: _error(conch_missing),
