@@ -3,11 +3,12 @@
 The slide opens with ``viewer.open(path, plugin="napari-anonavila")``, the widgets through napari's plugin
 machinery (as the Plugins menu opens them), and the normal region is drawn in a Shapes layer made by napari's
 own "new shapes layer" button. Run under Xvfb or on a desktop:
-xvfb-run -a -s "-screen 0 1920x1080x24" .venv/bin/python docs/make_screenshots.py
+xvfb-run -a -s "-screen 0 1920x1080x24" .venv/bin/python docs/make_screenshots.py [calibrated]
 """
 
 from __future__ import annotations
 
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -41,7 +42,32 @@ def shot(viewer, name: str) -> None:
     viewer.screenshot(str(OUT / name), canvas_only=False)
 
 
+def calibrated() -> None:
+    """Two slides scored by the main job's calibrated model: z on the fixed scale, significant patches outlined."""
+    from napari_anonavila.demo import PATCH_UM, run_demo
+
+    demo = Path(tempfile.mkdtemp()) / "demo"
+    run_demo(demo, size=4096)
+    v = napari.Viewer()
+    v.window._qt_window.resize(1800, 1000)
+    [slide] = v.open(str(demo / "slides" / "anomalous.tif"), plugin=PLUGIN)
+    _dock, score = v.window.add_plugin_dock_widget(PLUGIN, "Score")
+    score.slide_layer.value = slide
+    score.model.value = demo / "model.safetensors"
+    score.patch_um.value = PATCH_UM
+    score.run_button.native.click()
+    wait(score)
+    v.window.add_plugin_dock_widget(PLUGIN, "Review top-k")
+    v.layers.selection.active = slide
+    v.reset_view()
+    shot(v, "napari_calibrated.png")
+    v.close()
+
+
 def main() -> None:
+    if sys.argv[1:] == ["calibrated"]:
+        calibrated()
+        return
     OUT.mkdir(exist_ok=True)
     folder = sample_folder()
     v = napari.Viewer()
