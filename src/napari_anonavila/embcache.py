@@ -65,12 +65,16 @@ class CacheEntry:
         self.folder, self.key = folder, json.loads(json.dumps(key, default=str))  # as stored: tuples become lists
         self.n, self.dim = int(key["grid"]["n_cells"]), int(key["embed_dim"])
         manifest = _read_json(folder / _MANIFEST)
-        if manifest is not None and manifest.get("key") == self.key and isinstance(manifest.get("chunks"), dict):
-            self.chunk_rows = int(manifest.get("chunk_rows") or chunk_rows)
-            self._chunks: dict[str, dict] = manifest["chunks"]
-        else:
-            self.chunk_rows, self._chunks = max(1, chunk_rows), {}
+        self.chunk_rows, self._chunks = max(1, chunk_rows), {}
         self._warned = False
+        if manifest is not None and manifest.get("key") == self.key and isinstance(manifest.get("chunks"), dict):
+            stored = manifest.get("chunk_rows")
+            if isinstance(stored, int) and not isinstance(stored, bool) and 1 <= stored <= max(1, self.n):
+                self.chunk_rows, self._chunks = stored, manifest["chunks"]  # its layout, whatever the batch size
+            else:
+                self._warned = True
+                warnings.warn(f"{folder}: cached embeddings do not verify (the manifest's chunk_rows {stored!r} is "
+                              f"not a whole number in 1..{self.n}); recomputing them", CacheWarning, stacklevel=3)
 
     def ranges(self) -> list[tuple[int, int]]:
         """(start, stop) grid rows of each chunk."""

@@ -183,6 +183,7 @@ def iter_grid_embeddings(slide: Slide, grid: PatchGrid, backend: VLMBackend | No
                                                          "image model to compute them")
     enc = iter_embed_patches(slide, grid, backend, np.concatenate(todo), batch_size=batch_size, workers=workers,
                              prefetch=prefetch) if todo else None
+    carry, carry_timing = None, {}  # rows of a batch that straddled a chunk boundary (a resume with another batch)
     try:
         for i, ((s, e), ok) in enumerate(zip(ranges, good, strict=True)):
             if ok:
@@ -192,7 +193,13 @@ def iter_grid_embeddings(slide: Slide, grid: PatchGrid, backend: VLMBackend | No
                 continue
             got, parts = s, []
             while got < e:
-                _, embs, timing = next(enc)
+                if carry is not None:
+                    embs, timing, carry, carry_timing = carry, carry_timing, None, {}
+                else:
+                    _, embs, timing = next(enc)
+                if got + len(embs) > e:  # the rest belongs to the next chunk to compute
+                    carry, carry_timing = embs[e - got :], {}
+                    embs = embs[: e - got]
                 parts.append(embs.numpy())
                 yield got, embs, False, timing
                 got += len(embs)
@@ -231,6 +238,10 @@ def iter_score_slide(slide: Slide, grid: PatchGrid, detector, *, batch_size: int
         parts.append(s)
         yield Progress("score" if cached else "encode", start + len(s), total, {"start": start, "scores": s})
     timing["total_s"] = time.perf_counter() - t_start
+    done = sum(len(p) for p in parts)
+    if done != total:  # never a result with patches missing (a cache that lied about its layout, say)
+        raise NonFiniteError(f"{done} of {total} patches were scored; the embedding cache or the run is inconsistent: "
+                             "score again (--overwrite)")
     return SlideResult(slide.describe(), grid, PatchScores.concat(parts, top_k), mode, timing,
                        all_cached and total > 0, n_cached, detector.calibration)
 

@@ -133,3 +133,53 @@ def test_a_cancelled_api_run_resumes_and_encodes_only_the_rest(tmp_path, wsi, fi
     assert 0 < again.n_from_cache < len(ref.scores) and not again.from_cache
     np.testing.assert_array_equal(again.scores.score, ref.scores.score)
     assert os.path.exists(tmp_path / "x" / "large" / "summary.json")
+
+
+def _drop_chunk(out: Path, i: int, *, chunk_rows=None) -> Path:
+    """Forget chunk ``i`` of the cache (as a run interrupted before it would have left it), or damage chunk_rows."""
+    [manifest] = out.glob("*/embeddings/*/manifest.json")
+    doc = json.loads(manifest.read_text())
+    doc["chunks"].pop(str(i))
+    if chunk_rows is not None:
+        doc["chunk_rows"] = chunk_rows
+    manifest.write_text(json.dumps(doc))
+    return manifest
+
+
+def test_a_resume_with_another_batch_size_equals_the_uninterrupted_result(tmp_path, wsi, fitted_on_sample):
+    """Chunks hold 2048 rows at batch 32; a rerun at batch 100 (2100 per chunk) must fill the missing chunk exactly."""
+    model = fitted_on_sample.save(tmp_path / "model.safetensors")
+    out = tmp_path / "o"
+    _score(wsi.path, model, out)
+    whole = (out / "large" / "patches.csv").read_bytes()
+    _drop_chunk(out, 1)
+    again = subprocess.run([EXE, "score-slide", str(wsi.path), "--model", str(model), "--out", str(out),
+                            "--patch-px", "64", "--batch-size", "100", "--overwrite"], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert "resumed from the embedding cache" in again.stdout
+    resumed = (out / "large" / "patches.csv").read_bytes()
+    # the missing chunk was encoded in batches of 100: equal to float rounding (a batch's size changes the last bits)
+    np.testing.assert_allclose(_scores(resumed), _scores(whole), rtol=1e-4, atol=1e-9)
+    third = _score(wsi.path, model, out, extra=["--overwrite"])  # and the cache it left is whole and valid
+    assert "patches from the embedding cache;" in third.stdout, third.stdout
+    np.testing.assert_allclose(_scores((out / "large" / "patches.csv").read_bytes()), _scores(resumed), rtol=1e-4)
+
+
+def _scores(csv_bytes: bytes) -> np.ndarray:
+    lines = csv_bytes.decode().splitlines()
+    col = lines[0].split(",").index("score")
+    return np.array([float(ln.split(",")[col]) for ln in lines[1:]])
+
+
+@pytest.mark.parametrize("bad", [-5, 0, 0.5, "abc", [1], True, 10**9])
+def test_a_damaged_chunk_rows_is_recomputed_not_trusted(tmp_path, wsi, fitted_on_sample, bad):
+    model = fitted_on_sample.save(tmp_path / "model.safetensors")
+    out = tmp_path / "o"
+    _score(wsi.path, model, out)
+    whole = (out / "large" / "patches.csv").read_bytes()
+    _drop_chunk(out, 0, chunk_rows=bad)
+    again = subprocess.run([EXE, "score-slide", str(wsi.path), "--model", str(model), "--out", str(out),
+                            "--patch-px", "64", "--overwrite"], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert again.stderr.count("cached embeddings do not verify") == 1 and "chunk_rows" in again.stderr
+    assert "nan" not in again.stdout and (out / "large" / "patches.csv").read_bytes() == whole
