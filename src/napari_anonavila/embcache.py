@@ -30,6 +30,7 @@ from .slide import Slide
 __all__ = ["CacheEntry", "CacheWarning", "EmbeddingCache", "key_digest"]
 
 CHUNK_ROWS = 2048  # rows per committed chunk (rounded up to whole batches)
+_MAX_CHUNK_ROWS = 1 << 20
 _MANIFEST = "manifest.json"
 
 
@@ -69,12 +70,13 @@ class CacheEntry:
         self._warned = False
         if manifest is not None and manifest.get("key") == self.key and isinstance(manifest.get("chunks"), dict):
             stored = manifest.get("chunk_rows")
-            if isinstance(stored, int) and not isinstance(stored, bool) and 1 <= stored <= max(1, self.n):
+            if isinstance(stored, int) and not isinstance(stored, bool) and 1 <= stored <= _MAX_CHUNK_ROWS:
                 self.chunk_rows, self._chunks = stored, manifest["chunks"]  # its layout, whatever the batch size
             else:
                 self._warned = True
-                warnings.warn(f"{folder}: cached embeddings do not verify (the manifest's chunk_rows {stored!r} is "
-                              f"not a whole number in 1..{self.n}); recomputing them", CacheWarning, stacklevel=3)
+                warnings.warn(f"{folder}: cached embeddings do not verify (chunk_rows: the manifest's {stored!r} is "
+                              f"not a whole number in 1..{_MAX_CHUNK_ROWS}); recomputing them", CacheWarning,
+                              stacklevel=3)
 
     def ranges(self) -> list[tuple[int, int]]:
         """(start, stop) grid rows of each chunk."""

@@ -81,7 +81,8 @@ def test_geojson_follows_qupath_conventions(exported):
     annos = [f for f in feats if f["properties"]["objectType"] == "annotation"]
     assert len(tiles) == len(table) and len(annos) == 5 + 1
     m = tiles[0]["properties"]["measurements"]
-    assert set(m) == {"anomaly_score", "d_normal", "d_abnormal", "rank"}
+    calibrated = {"z", "p_normal", "significant"} if table.calibrated else set()
+    assert set(m) == {"anomaly_score", "d_normal", "d_abnormal", "rank"} | calibrated
     top = [a for a in annos if a["properties"].get("isLocked")]
     assert top[0]["properties"]["classification"]["name"] == "Anomaly confirmed"
     assert top[1]["properties"]["classification"]["name"] == "Anomaly rejected"

@@ -71,8 +71,8 @@ def overlay_png(result, slide, thumbnail=None, top_k: int = 10) -> bytes:
     scores = result.slide_scores()
     buf = io.BytesIO()
     points = result.grid.xy_l0()[result.top_k(top_k)]
-    if result.calibration is not None:  # z on the fixed scale every slide shares, significant patches outlined
-        cal = result.calibrated_summary()
+    cal = result.calibrated_summary()
+    if cal["calibrated"] and cal["max_z"] is not None:  # z on the fixed scale every slide shares, outlines
         render_overlay(buf, thumb, tds, result.heatmap(values="z"), result.grid.patch_size_l0,
                        title=f"{slide.path.name}: {cal['n_significant']} patches significant at FDR 5%, max z "
                              f"{cal['max_z']:.3g} ({result.mode})", label="z: robust SD above normal tissue",
