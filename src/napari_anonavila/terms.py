@@ -75,7 +75,7 @@ def _decode(path: Path) -> str:
         raise TermPoolError(f"{path}: term file is not UTF-8 text (byte {err.start})") from err
 
 
-def _parse_csv(text: str, path: Path) -> list[str]:
+def _parse_csv(text: str, path: Path, kind: str | None = None) -> list[str]:
     try:  # newline="" lets the csv module handle CRLF, LF and bare CR line ends
         rows = [r for r in csv.reader(io.StringIO(text, newline="")) if any(c.strip() for c in r)]
     except csv.Error as err:
@@ -85,25 +85,30 @@ def _parse_csv(text: str, path: Path) -> list[str]:
         raise TermPoolError(
             f"{path}: expected the authors' CSV layout with a header line 'Normal' or 'Abnormal', found {found!r}"
         )
+    header = rows[0][0].strip().casefold()
+    if kind is not None and header != kind:
+        raise TermPoolError(f"{path}: its header says {rows[0][0].strip()!r}, but it was given as the {kind} pool; "
+                            "swap --normal-terms and --abnormal-terms")
     bad = [i + 2 for i, r in enumerate(rows[1:]) if len([c for c in r if c.strip()]) > 1]
     if bad:
         raise TermPoolError(f"{path}: rows {bad[:5]} have more than one column; quote prompts that hold commas")
     return [r[0] for r in rows[1:]]
 
 
-def load_pool(path: str | os.PathLike, *, template: str = DEFAULT_TEMPLATE) -> list[str]:
+def load_pool(path: str | os.PathLike, *, template: str = DEFAULT_TEMPLATE, kind: str | None = None) -> list[str]:
     """Read one pool as full prompts.
 
     ``.csv`` files follow the authors' layout (header ``Normal``/``Abnormal``, one full prompt a row). Any
     other file is plain text: one term a line, ``#`` starts a comment line, and ``template`` makes the prompt.
     Prompts are kept exactly as written, surrounding spaces included: the authors' released weights were
     trained on prompts with trailing spaces, which CONCH's tokenizer encodes. Duplicates are dropped with a
-    warning; an empty pool raises :class:`TermPoolError`.
+    warning; an empty pool raises :class:`TermPoolError`. With ``kind`` ("normal" or "abnormal"), a CSV whose header
+    names the other pool is refused.
     """
     path = Path(path)
     text = _decode(path)
     if path.suffix.lower() == ".csv":
-        prompts = _parse_csv(text, path)
+        prompts = _parse_csv(text, path, kind)
     else:
         check_template(template)
         lines = text.splitlines()  # line ends go; every other character, spaces included, is the term
@@ -166,8 +171,8 @@ class TermPools:
     def from_files(cls, normal: str | os.PathLike, abnormal: str | os.PathLike, *,
                    template: str = DEFAULT_TEMPLATE) -> TermPools:
         """Read both pools (CSV or plain text each)."""
-        return cls(tuple(load_pool(normal, template=template)), tuple(load_pool(abnormal, template=template)),
-                   template, f"{normal}, {abnormal}")
+        return cls(tuple(load_pool(normal, template=template, kind="normal")),
+                   tuple(load_pool(abnormal, template=template, kind="abnormal")), template, f"{normal}, {abnormal}")
 
     @classmethod
     def default(cls) -> TermPools:

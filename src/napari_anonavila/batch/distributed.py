@@ -88,8 +88,10 @@ def _client(scheduler: str | None, n_workers: int | None):
 
     gpus = torch.cuda.device_count()
     n = n_workers or (gpus or max(1, (os.cpu_count() or 2) // 2))
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
-                           resources={"GPU": 1} if gpus else None, silence_logs=logging.ERROR)
+    # every service on loopback: the scheduler, the workers and the dashboard are not reachable from other machines
+    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
+                           dashboard_address="127.0.0.1:0", resources={"GPU": 1} if gpus else None,
+                           silence_logs=logging.ERROR)
     return Client(cluster), cluster, {"GPU": 1} if gpus else None
 
 

@@ -123,6 +123,8 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     scale = meta.get("logit_scale_exp")
     if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not math.isfinite(scale) or scale <= 0:
         raise CheckpointError(f"{path}: logit_scale_exp {scale!r} is not a positive finite number")
+    check_logit_scale(path, float(scale))
+    check_centroids(path, tensors["centroid.normal"], tensors["centroid.abnormal"])
     meta["embed_dim"] = dim
     return tensors, meta
 
@@ -177,6 +179,26 @@ def _check_official_shapes(path: Path, state: dict) -> None:
             raise CheckpointError(f"{path}: {k} has {state[k].numel()} values, expected {d // 4} for D={d}")
 
 
+LOGIT_SCALE_RANGE = (1e-2, 1e3)  # exp(logit_scale): CLIP starts at 1 / 0.07 = 14.3 and clamps at 100
+
+
+def check_logit_scale(path, scale_exp: float) -> None:
+    """A softmax temperature in a range a trained model can have; else CheckpointError."""
+    lo, hi = LOGIT_SCALE_RANGE
+    if not lo <= scale_exp <= hi:
+        raise CheckpointError(f"{path}: the logit scale exp(logit_scale) = {scale_exp:.4g} lies outside "
+                              f"{lo:g}..{hi:g}; the file is damaged or not from a trained vision-language model")
+
+
+def check_centroids(path, normal: torch.Tensor, abnormal: torch.Tensor) -> None:
+    """Centroids that were computed: a zero vector has no direction (every distance would be NaN)."""
+    for name, c in (("normal", normal), ("abnormal", abnormal)):
+        if float(c.float().norm()) == 0:
+            raise CheckpointError(f"{path}: the {name} centroid is all zeros: the centroids were never computed (an "
+                                  "authors' training checkpoint saved before prepare_centroids; use the file with "
+                                  "centroids, e.g. their model_with_centroids.pth)")
+
+
 def read_official(path: str | os.PathLike) -> dict:
     """Read the authors' ``torch.save({'model_state': ...})`` file (``module.`` prefixes and VLM weights optional).
 
@@ -212,6 +234,9 @@ def read_official(path: str | os.PathLike) -> dict:
     if broken:
         raise CheckpointError(f"{path}: tensor {broken[0]} is not finite floating point (NaN, infinite or integer); "
                               "the file is damaged")
+    check_centroids(path, state["normal_img_normal_text_centroid"], state["normal_img_abnormal_text_centroid"])
+    if "VLM.logit_scale" in state:
+        check_logit_scale(path, float(state["VLM.logit_scale"].float().exp().reshape(-1)[0]))
     return {
         "mlp": {k: state[f"MLP.{k}"].float() for k in _MLP_KEYS},
         "normal_text": state["normal_text_embs"].float(),

@@ -124,10 +124,18 @@ def _evaluate(args: argparse.Namespace) -> int:
         check_writable(args.out, overwrite=args.overwrite)
     labels = {}
     for i, row in enumerate(read_csv(args.labels, [args.id_column, args.label_column]), start=2):
+        if row[args.id_column] in labels:
+            raise InputFileError(f"{args.labels}: row {i}: id {row[args.id_column]!r} appears twice; each slide needs "
+                                 "exactly one label")
         labels[row[args.id_column]] = parse_label(row[args.label_column], f"{args.labels}: row {i}")
     result = {}
     for col in [c.strip() for c in args.score_column.split(",") if c.strip()]:
-        preds = dict(read_score_column(args.predictions, args.id_column, col))
+        pairs = read_score_column(args.predictions, args.id_column, col)
+        preds = dict(pairs)
+        if len(preds) != len(pairs):
+            dup = next(k for k in preds if sum(1 for p, _ in pairs if p == k) > 1)
+            raise InputFileError(f"{args.predictions}: id {dup!r} appears more than once; each slide needs exactly "
+                                 "one prediction")
         missing = sorted(set(preds) - set(labels))
         if missing:
             raise InputFileError(f"{args.labels}: no label for {len(missing)} id(s), e.g. {missing[:3]}")

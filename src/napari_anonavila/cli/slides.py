@@ -18,9 +18,19 @@ def _box(text: str) -> np.ndarray:
         x, y, w, h = (float(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: expected X,Y,W,H in level-0 pixels") from None
+    if not all(np.isfinite((x, y, w, h))):
+        raise argparse.ArgumentTypeError(f"{text!r}: X,Y,W,H must be finite numbers of level-0 pixels")
     if w <= 0 or h <= 0:
         raise argparse.ArgumentTypeError(f"{text!r}: width and height must be positive")
     return np.array([[x, y], [x + w, y], [x + w, y + h], [x, y + h]])
+
+
+def _demo_size(text: str) -> int:
+    value = positive_int(text)
+    if not 1024 <= value <= 16384:
+        raise argparse.ArgumentTypeError(f"the demo's slides are 1024..16384 px square (each is held in memory while "
+                                         f"it is written), got {value}")
+    return value
 
 
 def _grid_args(p: argparse.ArgumentParser) -> None:
@@ -51,7 +61,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="the main job on built-in data: synthetic slides, demo model, heatmap")
     p.add_argument("--out", type=Path, default=Path("demo-output"))
     add_backend_args(p)
-    p.add_argument("--size", type=positive_int, default=4096, help="synthetic slide side in pixels")
+    p.add_argument("--size", type=_demo_size, default=4096, help="synthetic slide side in pixels (1024..16384)")
     p.add_argument("--epochs", type=positive_int, default=30)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_demo)

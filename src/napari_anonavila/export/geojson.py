@@ -187,7 +187,19 @@ def _geometry(geom, where: str) -> tuple[str, list[np.ndarray], np.ndarray | Non
     return out
 
 
+def _numbers(coords) -> None:
+    """Coordinates are numbers: JSON's true/false would pass as 1/0."""
+    stack = [coords]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, list):
+            stack.extend(v)
+        elif isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ValueError(f"coordinates must be numbers, got {json.dumps(v)[:20]}")
+
+
 def _ring(coords) -> np.ndarray:
+    _numbers(coords)
     ring = np.asarray(coords, float)
     if ring.ndim != 2 or ring.shape[1] < 2 or len(ring) < 3 or not np.isfinite(ring).all():
         raise ValueError(f"a ring needs at least 3 finite (x, y) vertices, got shape {ring.shape}")
@@ -195,6 +207,7 @@ def _ring(coords) -> np.ndarray:
 
 
 def _points(coords) -> np.ndarray:
+    _numbers(coords)
     pts = np.asarray(coords, float)
     if pts.ndim != 2 or pts.shape[1] < 2 or not np.isfinite(pts).all():
         raise ValueError(f"points need finite (x, y) coordinates, got shape {pts.shape}")

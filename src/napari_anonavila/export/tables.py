@@ -12,17 +12,33 @@ from .._atomic import atomic_write, check_writable
 from ..errors import InputFileError
 from ..scoring import PatchScores
 
-__all__ = ["explain_columns", "read_csv", "read_score_column", "write_csv"]
+__all__ = ["explain_columns", "read_csv", "read_score_column", "safe_cell", "write_csv"]
+
+
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+
+
+def safe_cell(value):
+    """A cell a spreadsheet will not run: text starting with ``= + - @`` (or a tab or carriage return) gets a
+    leading apostrophe (OWASP's advice for CSV injection), unless it is a number such as ``-0.5``."""
+    if not isinstance(value, str) or not value.startswith(_FORMULA):
+        return value
+    try:
+        float(value)
+        return value
+    except ValueError:
+        return "'" + value
 
 
 def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Sequence], *,
               overwrite: bool = False) -> Path:
-    """Write a CSV atomically; refuse an existing file unless ``overwrite``."""
+    """Write a CSV atomically; refuse an existing file unless ``overwrite``. Text cells are made safe for
+    spreadsheets (:func:`safe_cell`): a term or slide name can never become a formula."""
     path = check_writable(path, overwrite=overwrite)
     with atomic_write(path, newline="", encoding="utf-8") as fh:
         w = csv.writer(fh, lineterminator="\n")
-        w.writerow(header)
-        w.writerows(rows)
+        w.writerow([safe_cell(h) for h in header])
+        w.writerows([safe_cell(c) for c in row] for row in rows)
     return path
 
 
@@ -49,8 +65,8 @@ def read_score_column(path: str | os.PathLike, key: str, score: str) -> list[tup
             value = float(row[score])
         except (TypeError, ValueError):
             raise InputFileError(f"{path}: row {i}: {score}={row[score]!r} is not a number") from None
-        if math.isnan(value):
-            raise InputFileError(f"{path}: row {i}: {score} is NaN")
+        if not math.isfinite(value):
+            raise InputFileError(f"{path}: row {i}: {score} is {row[score].strip()}; scores must be finite numbers")
         out.append((row[key], value))
     return out
 

@@ -66,14 +66,18 @@ def patch_size_l0(slide: Slide, *, patch_um: float | None = None, patch_px: int 
             raise GridError(f"patch size {patch_px} px is too small (at least 8 level-0 pixels)")
         return int(patch_px)
     um = DEFAULT_PATCH_UM if patch_um is None else float(patch_um)
-    if not um > 0:
-        raise GridError(f"patch size must be positive, got {um} um")
+    if not (um > 0 and math.isfinite(um)):
+        raise GridError(f"patch size must be a positive finite number of microns, got {um} um")
     if slide.mpp is None:
         if patch_um is not None:
             raise GridError(f"{slide.path.name}: has no mpp, so a size in microns cannot be used; pass the patch "
                             "size in pixels (--patch-px) or the slide's mpp (--mpp)")
         return DEFAULT_PATCH_PX
-    return max(8, round(um / slide.mpp))
+    px = round(um / slide.mpp)
+    if px < 8:  # never silently larger than asked
+        raise GridError(f"{slide.path.name}: {um:g} um is {um / slide.mpp:.3g} level-0 pixels at {slide.mpp:g} um/px; "
+                        f"a patch needs at least 8 (at least {8 * slide.mpp:.3g} um)")
+    return px
 
 
 def make_grid(slide: Slide, *, patch_um: float | None = None, patch_px: int | None = None, min_tissue: float = 0.25,

@@ -101,7 +101,7 @@ class _PoolList(QWidget):
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                prompts = load_pool(path, template=self.owner.template)
+                prompts = load_pool(path, template=self.owner.template, kind=self.kind)
         except AnonavilaError as err:
             show_error(str(err))
             return

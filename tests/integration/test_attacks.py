@@ -1,0 +1,143 @@
+"""Inputs an adversary (or an unlucky user) gives the installed CLI: each is refused with a one-line message, or
+written safely; none gives a traceback, a NaN result or a formula in a spreadsheet."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+EXE = str(Path(sys.executable).with_name("anonavila"))
+
+
+def cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([EXE, *args], capture_output=True, text=True, timeout=600, cwd=cwd)
+
+
+def refused(res: subprocess.CompletedProcess, *needles: str) -> None:
+    assert res.returncode == 2, (res.returncode, res.stdout[-500:], res.stderr[-2000:])
+    assert "Traceback" not in res.stderr, res.stderr
+    last = res.stderr.strip().splitlines()[-1]
+    for n in needles:
+        assert n in last, last
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "Infinity"])
+def test_slide_scores_refuses_infinite_scores(tmp_path, value):
+    csv = tmp_path / "s_Ascores.csv"
+    csv.write_text(f"patch_name,Ascore\ns_0_0_1.png,0.1\ns_256_0_1.png,{value}\n")
+    refused(cli("slide-scores", "--scores", str(csv), "--patch-size", "256"), "row 3", "finite")
+
+
+@pytest.mark.parametrize("where", ["predictions", "labels"])
+def test_evaluate_refuses_duplicate_ids(tmp_path, where):
+    ids = [f"s{i}" for i in range(6)]
+    preds = tmp_path / "p.csv"
+    labels = tmp_path / "l.csv"
+    rows_p = [f"{s},{i / 10}" for i, s in enumerate(ids)] + (["s0,0.9"] if where == "predictions" else [])
+    rows_l = [f"{s},{i % 2}" for i, s in enumerate(ids)] + (["s1,0"] if where == "labels" else [])
+    preds.write_text("slide_id,max\n" + "\n".join(rows_p) + "\n")
+    labels.write_text("slide_id,label\n" + "\n".join(rows_l) + "\n")
+    refused(cli("evaluate", str(preds), "--labels", str(labels), "--score-column", "max"), "twice" if
+            where == "labels" else "more than once")
+
+
+def test_swapped_term_pools_are_refused(tmp_path):
+    n, a = tmp_path / "normal_words.csv", tmp_path / "abnormal_words.csv"
+    n.write_text("Normal\nan image showing lymphocytes\n")
+    a.write_text("Abnormal\nan image showing tumor cells\n")
+    refused(cli("train", "--normal", str(tmp_path), "--normal-terms", str(a), "--abnormal-terms", str(n), "--out",
+                str(tmp_path / "m.safetensors")), "given as the normal pool", "swap")
+
+
+def _tampered_checkpoint(fitted, path: Path, edit) -> Path:
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    src = fitted.save(path.with_name("src.safetensors"))
+    with safe_open(str(src), framework="pt") as fh:
+        meta, tensors = fh.metadata(), {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
+    edit(tensors)
+    save_file(tensors, str(path), metadata=meta)
+    return path
+
+
+def test_an_all_zero_centroid_is_refused(tmp_path, fitted_on_sample, sample_slides):
+    model = _tampered_checkpoint(fitted_on_sample, tmp_path / "zero.safetensors",
+                                 lambda t: t["centroid.normal"].zero_())
+    refused(cli("score-slide", str(sample_slides.normal), "--model", str(model), "--out", str(tmp_path / "o")),
+            "centroid is all zeros")
+
+
+def test_an_absurd_logit_scale_is_refused(tmp_path):
+    from napari_anonavila.head import MLP
+
+    state = {f"MLP.{k}": v for k, v in MLP(16).state_dict().items()}
+    state.update(normal_text_embs=torch.randn(92, 16), abnormal_text_embs=torch.randn(48, 16),
+                 normal_img_normal_text_centroid=torch.randn(1, 4), normal_img_abnormal_text_centroid=torch.randn(1, 4),
+                 **{"VLM.logit_scale": torch.tensor(-1000.0)})
+    torch.save({"model_state": state}, tmp_path / "a.pth")
+    (tmp_path / "top" / "s").mkdir(parents=True)
+    refused(cli("score-patches", str(tmp_path / "top"), "--model", str(tmp_path / "a.pth"), "--out",
+                str(tmp_path / "o")), "logit scale", "outside")
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--patch-um", "0.01"], "at least 8"),
+    (["--patch-um", "inf"], "positive finite"),
+    (["--patch-um", "nan"], "positive finite"),
+    (["--roi-box", "nan,0,100,100"], "finite"),
+    (["--roi-box", "0,0,inf,100"], "finite"),
+])
+def test_absurd_grid_arguments_are_refused(tmp_path, fitted_on_sample, sample_slides, args, needle):
+    model = fitted_on_sample.save(tmp_path / "m.safetensors")
+    refused(cli("score-slide", str(sample_slides.normal), "--model", str(model), "--out", str(tmp_path / "o"), *args),
+            needle)
+    assert not (tmp_path / "o" / "normal" / "summary.json").exists()
+
+
+def test_a_demo_too_large_to_hold_is_refused(tmp_path):
+    refused(cli("demo", "--size", "200000", "--out", str(tmp_path / "d")), "1024..16384")
+
+
+def test_terms_that_look_like_formulas_stay_text_in_every_csv(tmp_path):
+    from PIL import Image
+
+    from napari_anonavila.detector import Detector
+    from napari_anonavila.terms import TermPools
+
+    formula = '=HYPERLINK("http://example.invalid","x")'
+    pools = TermPools(("an image showing " + formula,), ("an image showing @SUM(1+1)", "an image showing -1+2"))
+    det = Detector.create("demo", pools)
+    det.fit(torch.nn.functional.normalize(torch.randn(60, det.embed_dim, generator=torch.Generator().manual_seed(0)),
+                                          dim=1))
+    model = det.save(tmp_path / "m.safetensors")
+    (tmp_path / "top" / "s").mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(np.full((64, 64, 3), 100 + 40 * i, np.uint8)).save(tmp_path / "top" / "s" / f"s_{i}_0_1.png")
+    res = cli("-q", "score-patches", str(tmp_path / "top"), "--model", str(model), "--out", str(tmp_path / "o"))
+    assert res.returncode == 0, res.stderr
+    text = (tmp_path / "o" / "s_Ascores.csv").read_text()
+    cells = [c for line in text.splitlines()[1:] for c in line.split(",")]
+    assert not any(c.lstrip('"').startswith(("=", "@", "+")) for c in cells), text
+    assert any(c.lstrip('"').startswith("'=HYPERLINK") for c in cells)
+    # numbers keep their sign
+    from napari_anonavila.export.tables import safe_cell
+
+    assert safe_cell("-0.25") == "-0.25" and safe_cell("-1+2") == "'-1+2"
+
+
+def test_geojson_booleans_are_not_coordinates(tmp_path):
+    from napari_anonavila.errors import InputFileError
+    from napari_anonavila.export.geojson import read_geojson
+
+    doc = {"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {"objectType": "annotation"},
+           "geometry": {"type": "Polygon", "coordinates": [[[True, False], [10, 0], [10, 10], [True, False]]]}}]}
+    (tmp_path / "b.geojson").write_text(json.dumps(doc))
+    with pytest.raises(InputFileError, match="coordinates must be numbers, got"):
+        read_geojson(tmp_path / "b.geojson")  # never read as (1, 0)
