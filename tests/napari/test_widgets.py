@@ -31,10 +31,15 @@ def test_score_layers_and_features(scored):
     assert list(pts.features.columns)[:4] == ["rank", "index", "x_l0", "y_l0"]
     assert list(pts.text.values[:2]) == ["1", "2"]  # short rank labels; the terms are in the Review list
     assert pts.features["score"].is_monotonic_decreasing
-    for k in range(3):  # the heatmap cell under each point holds that patch's score
+    assert w.session.result.calibration is not None  # trained here: its held-out patches calibrate it
+    for k in range(3):  # the heatmap cell under each point holds that patch's z (the calibrated heatmap)
+        r, c = np.round(heat.world_to_data(pts.data_to_world(pts.data[k]))).astype(int)[-2:]
+        assert heat.metadata["raw"][r, c] == pytest.approx(pts.features["z"][k])
+    assert "max" in w.scores_label.value and "eroded" in w.scores_label.value
+    w.values.value = "raw score (per slide)"
+    for k in range(3):  # and its raw score when switched
         r, c = np.round(heat.world_to_data(pts.data_to_world(pts.data[k]))).astype(int)[-2:]
         assert heat.metadata["raw"][r, c] == pytest.approx(pts.features["score"][k])
-    assert "max" in w.scores_label.value and "eroded" in w.scores_label.value
     _lo, hi = heat.contrast_limits
     assert hi < 1  # scores are tiny: no 0..1 assumption
 
