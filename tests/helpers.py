@@ -143,3 +143,18 @@ def authors_per_image_scores(vlm_model, transform, images: list, normal_text: to
             d_a = 1 - torch.nn.functional.cosine_similarity(hs[1][None].double(), centroids[1].reshape(1, -1).double())
             out.append((float(d_n + d_a), tops[1], tops[0]))
     return out
+
+
+def hold_folder(folder: Path):
+    """A separate process that claims ``folder`` as a run does (the plugin's own lock) and holds it until killed.
+
+    Returns the Popen once the claim is held."""
+    import subprocess
+    import sys
+
+    code = ("import sys, time\nfrom napari_anonavila._atomic import claimed_dir\n"
+            "with claimed_dir(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    proc.stdout.close()  # nothing more comes
+    return proc

@@ -127,38 +127,95 @@ def _alive(pid: int) -> bool:
 
 @contextlib.contextmanager
 def claimed_dir(folder: str | os.PathLike) -> Iterator[Path]:
-    """Hold ``folder`` for this process while writing into it (a create-exclusive lock file).
+    """Hold ``folder`` for this process while writing into it.
 
-    A second run into the same folder fails at once, naming the holder, instead of both writing and one
-    silently replacing the other. A lock left by a killed process of this host is taken over.
+    The lock is the kernel's: an exclusive ``flock`` on ``.anonavila.lock``, held for the whole block, so exactly
+    one process can hold a folder, however many start at once, and a killed holder (a zombie included) releases it
+    the moment it dies: there is nothing stale to take over. A second run fails at once, naming the holder. Where
+    ``fcntl`` is missing (Windows) a create-exclusive file with a liveness check stands in.
     """
-    import datetime as _dt
-    import json
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     lock = folder / LOCK_NAME
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        with _claimed_by_file(folder, lock):
+            yield folder
+        return
+    fd = _flock(folder, lock, fcntl)
+    try:
+        yield folder
+    finally:
+        lock.unlink(missing_ok=True)  # while still held: a waiting process then finds a new file, not this one
+        os.close(fd)
+
+
+def _holder_info() -> bytes:
+    import datetime as _dt
+    import json
+
+    return json.dumps({"host": _HOST, "pid": os.getpid(),
+                       "since": _dt.datetime.now().isoformat(timespec="seconds")}).encode()
+
+
+def _holder_text(lock: Path) -> str:
+    import json
+
+    try:
+        holder = json.loads(lock.read_text())
+        return f"pid {int(holder['pid'])} on {holder['host']}, since {holder.get('since', '?')}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "a process that has not yet said who it is"
+
+
+def _flock(folder: Path, lock: Path, fcntl) -> int:
+    """An fd holding the exclusive flock on ``lock`` (the file at that path now, not one just unlinked)."""
+    for _ in range(50):
+        fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise OutputExistsError(f"{folder}: another anonavila run ({_holder_text(lock)}) is writing here; wait "
+                                    "for it to finish") from None
+        try:
+            current = os.stat(lock).st_ino
+        except FileNotFoundError:
+            current = None
+        if current == os.fstat(fd).st_ino:  # still the file at the path: ours
+            os.ftruncate(fd, 0)
+            os.write(fd, _holder_info())
+            return fd
+        os.close(fd)  # the holder released and unlinked it while we opened it: try the new one
+    raise OutputExistsError(f"{folder}: could not claim the folder ({lock} keeps changing)")
+
+
+@contextlib.contextmanager
+def _claimed_by_file(folder: Path, lock: Path) -> Iterator[None]:  # pragma: no cover - Windows
+    """Create-exclusive lock file; a lock whose process of this host is gone is taken over."""
+    import json
+
     for _ in range(3):
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             try:
                 holder = json.loads(lock.read_text())
-                host, pid, since = str(holder["host"]), int(holder["pid"]), str(holder.get("since", "?"))
+                host, pid = str(holder["host"]), int(holder["pid"])
             except (OSError, ValueError, KeyError, TypeError):
-                host, pid, since = _HOST, -1, "?"  # unreadable: written by a process killed mid-write
+                host, pid = _HOST, -1
             if host == _HOST and not _alive(pid):
-                lock.unlink(missing_ok=True)  # stale: its process is gone
+                lock.unlink(missing_ok=True)
                 continue
-            raise OutputExistsError(f"{folder}: another anonavila run (pid {pid} on {host}, since {since}) is writing "
-                                    f"here; wait for it to finish, or delete {lock} if that run is gone") from None
-        with os.fdopen(fd, "w") as fh:
-            json.dump({"host": _HOST, "pid": os.getpid(),
-                       "since": _dt.datetime.now().isoformat(timespec="seconds")}, fh)
+            raise OutputExistsError(f"{folder}: another anonavila run ({_holder_text(lock)}) is writing here; wait "
+                                    f"for it to finish, or delete {lock} if that run is gone") from None
+        os.write(fd, _holder_info())
+        os.close(fd)
         break
     else:
         raise OutputExistsError(f"{folder}: could not claim the folder ({lock} keeps reappearing)")
     try:
-        yield folder
+        yield
     finally:
         lock.unlink(missing_ok=True)

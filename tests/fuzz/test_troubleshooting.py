@@ -205,17 +205,22 @@ def _cases(tmp: Path) -> dict:
         return _cli_error(main, ["export", str(tmp / "ra"), str(tmp / "rb"), "--out", str(tmp / "qa")])
 
     def claimed():
-        from napari_anonavila._atomic import _HOST, LOCK_NAME, claimed_dir
+        from napari_anonavila._atomic import claimed_dir
+
+        from ..helpers import hold_folder
 
         d = tmp / "claimed"
-        d.mkdir(exist_ok=True)
-        (d / LOCK_NAME).write_text(json.dumps({"host": _HOST, "pid": os.getppid() or 1, "since": "then"}))
+        holder = hold_folder(d)
 
         def enter():
             with claimed_dir(d):
                 pass
 
-        return _error(enter)
+        try:
+            return _error(enter)
+        finally:
+            holder.kill()
+            holder.wait()
 
     def diverged():
         d = Detector.create("demo")

@@ -136,20 +136,19 @@ def test_exports_of_results_with_one_name_are_refused(tmp_path, model, sample_sl
 
 
 def test_a_second_run_into_a_claimed_folder_fails_at_once(tmp_path, model, sample_slides):
-    """Two runs on one --out: the second is refused while the first holds the folder, never both 'succeed'."""
-    from napari_anonavila._atomic import _HOST, LOCK_NAME
+    """Two runs on one --out: the second is refused while the first holds the folder, never both 'succeed'; a
+    holder killed and not yet reaped (a zombie, like a dask worker just after SIGKILL) holds nothing."""
+    from napari_anonavila._atomic import LOCK_NAME
+
+    from ..helpers import hold_folder
 
     out = tmp_path / "out" / "anomalous"
-    out.mkdir(parents=True)
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    holder = hold_folder(out)
     try:
-        (out / LOCK_NAME).write_text(json.dumps({"host": _HOST, "pid": holder.pid, "since": "now"}))
         res = anonavila("score-slide", sample_slides.anomalous, "--model", model, "--out", tmp_path / "out",
                         "--patch-px", "256")
         assert res.returncode == 2 and f"pid {holder.pid}" in res.stderr and "is writing here" in res.stderr
         assert not (out / "summary.json").exists()
-        # killed but not yet reaped by its parent (a zombie, like a dask worker just after SIGKILL): its lock is
-        # stale, taken over, and the run goes on
         holder.kill()
         os.waitid(os.P_PID, holder.pid, os.WEXITED | os.WNOWAIT)  # until it has exited, leaving it unreaped
         res = anonavila("score-slide", sample_slides.anomalous, "--model", model, "--out", tmp_path / "out",
@@ -159,6 +158,53 @@ def test_a_second_run_into_a_claimed_folder_fails_at_once(tmp_path, model, sampl
     finally:
         holder.kill()
         holder.wait()
+
+
+def _race(folder: str, barrier, log: str) -> None:
+    """One starter of the lock race: claim, record the holding interval, release."""
+    import time
+
+    from napari_anonavila._atomic import claimed_dir
+    from napari_anonavila.errors import OutputExistsError
+
+    barrier.wait()
+    try:
+        with claimed_dir(folder):
+            t0 = time.monotonic()
+            time.sleep(0.02)
+            with open(log, "a") as fh:
+                fh.write(f"{t0} {time.monotonic()}\n")
+    except OutputExistsError:
+        pass
+
+
+def test_a_hundred_lock_races_have_one_holder_at_a_time(tmp_path):
+    """Eight processes start at once on a folder with a leftover lock file (a dead run's, an empty or a damaged one);
+    in 100 races no two ever hold it together, and every race has a holder."""
+    import itertools
+    import multiprocessing as mp
+
+    from napari_anonavila._atomic import _HOST, LOCK_NAME
+
+    ctx = mp.get_context("fork")
+    gone = ctx.Process(target=int)
+    gone.start()
+    gone.join()
+    dead = gone.pid  # a pid of this host whose process has ended
+    for race in range(100):
+        folder, log = tmp_path / f"r{race}", tmp_path / f"r{race}.log"
+        folder.mkdir()
+        leftover = ["", json.dumps({"host": _HOST, "pid": dead, "since": "?"}), "{damaged"][race % 3]
+        (folder / LOCK_NAME).write_text(leftover)
+        barrier = ctx.Barrier(8)
+        procs = [ctx.Process(target=_race, args=(str(folder), barrier, str(log))) for _ in range(8)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(30)
+        spans = sorted(tuple(map(float, ln.split())) for ln in log.read_text().splitlines())
+        assert spans, f"race {race}: nobody held the folder"
+        assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans)), f"race {race}: overlap {spans}"
 
 
 def test_concurrent_runs_on_one_out_never_both_succeed(tmp_path, model, sample_slides):
