@@ -28,6 +28,7 @@ __all__ = ["Detector", "ImagesLike"]
 
 ImagesLike = Any  # (N, D) embeddings, a folder path, or a sequence of RGB arrays / PIL images
 _MAX_REFERENCE = 20_000
+_HEAD_BYTES = 256 << 20
 
 
 def check_embeddings(x: np.ndarray | torch.Tensor, dim: int, what: str = "embeddings") -> torch.Tensor:
@@ -210,8 +211,9 @@ class Detector:
             raise ValueError("the centroid set is empty")
         from .head import text_augmented_embeddings
 
-        parts = [text_augmented_embeddings(ref[s : s + 4096], self.normal_text, self.abnormal_text,
-                                           self.logit_scale_exp, self.mlp) for s in range(0, len(ref), 4096)]
+        rows = self._rows_per_chunk(4096)
+        parts = [text_augmented_embeddings(ref[s : s + rows], self.normal_text, self.abnormal_text,
+                                           self.logit_scale_exp, self.mlp) for s in range(0, len(ref), rows)]
         h_n = torch.cat([p[0] for p in parts])
         h_a = torch.cat([p[1] for p in parts])
         self.centroids = (h_n.mean(0), h_a.mean(0))
@@ -226,6 +228,11 @@ class Detector:
             self.calibration = Calibration(table, f"{len(ref)} held-out normal patches, each against the centroids "
                                                   "made without it")
         self.reference = ref[keep]
+
+    def _rows_per_chunk(self, rows: int) -> int:
+        """Image rows per head pass: its (rows, terms, D) tensor stays under about 256 MB for any pool size."""
+        terms = max(len(self.pools.normal), len(self.pools.abnormal))
+        return max(1, min(rows, _HEAD_BYTES // (terms * self.embed_dim * 4)))
 
     def reference_scores(self, embeddings: np.ndarray | torch.Tensor) -> np.ndarray:
         """(n, 4) scores of normal embeddings in every mode (``calibration.MODES``), for :meth:`calibrate`."""
@@ -267,6 +274,7 @@ class Detector:
         """Anomaly scores and term explanations for image embeddings (N, D)."""
         mode = ScoreMode(mode or self.mode)
         embs = check_embeddings(embeddings, self.embed_dim) if len(embeddings) else torch.zeros(0, self.embed_dim)
+        chunk = self._rows_per_chunk(chunk)
         parts = [score_batch(embs[s : s + chunk], self.normal_text, self.abnormal_text, self.logit_scale_exp,
                              mlp=self.mlp, centroids=self.centroids, mode=mode, top_k=top_k)
                  for s in range(0, embs.shape[0], chunk)]

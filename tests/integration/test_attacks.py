@@ -141,3 +141,34 @@ def test_geojson_booleans_are_not_coordinates(tmp_path):
     (tmp_path / "b.geojson").write_text(json.dumps(doc))
     with pytest.raises(InputFileError, match="coordinates must be numbers, got"):
         read_geojson(tmp_path / "b.geojson")  # never read as (1, 0)
+
+
+def test_a_hundred_thousand_terms_score_in_bounded_memory(tmp_path, demo_backend, sample_slides):
+    """The head's (patches, terms, D) tensor is chunked: 10^5 terms score a slide in well under 2 GB."""
+    from napari_anonavila.detector import Detector
+    from napari_anonavila.terms import TermPools
+
+    k = 100_000
+    pools = TermPools(tuple(f"an image showing normal term {i}" for i in range(k)), ("an image showing tumour",))
+    g = torch.Generator().manual_seed(0)
+    d = demo_backend.embed_dim
+    det = Detector(backend=demo_backend, backend_spec="demo", backend_id=demo_backend.id, pools=pools,
+                   normal_text=torch.nn.functional.normalize(torch.randn(k, d, generator=g), dim=1),
+                   abnormal_text=torch.nn.functional.normalize(torch.randn(1, d, generator=g), dim=1),
+                   logit_scale_exp=demo_backend.logit_scale_exp)
+    from napari_anonavila.head import MLP
+
+    det.mlp = MLP(d)
+    det.centroids = (torch.randn(d // 4, generator=g), torch.randn(d // 4, generator=g))
+    model = det.save(tmp_path / "many.safetensors")
+    # a fresh parent, so that the peak is this run's alone
+    probe = ("import resource, subprocess, sys\n"
+             "r = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+             "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+             "sys.stderr.write(r.stderr)\n")
+    res = subprocess.run([sys.executable, "-c", probe, EXE, "-q", "score-slide", str(sample_slides.normal),
+                          "--model", str(model), "--out", str(tmp_path / "o"), "--patch-px", "256"],
+                         capture_output=True, text=True, timeout=900)
+    code, peak_kib = map(int, res.stdout.split())
+    assert code == 0, res.stderr
+    assert peak_kib / 1024 < 2048, peak_kib / 1024

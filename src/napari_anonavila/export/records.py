@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputFileError
+from ..maps.heatmap import MAX_CELLS
 from ..reviews import REVIEW_STATES
 from .tables import explain_columns, read_csv, write_csv
 
@@ -114,6 +115,8 @@ def read_result_dir(folder: str | os.PathLike) -> PatchTable:
             raise ValueError("a numeric column holds NaN or inf")
         size = int(num["size_l0"][0]) if rows else int(summary["heatmap"]["cell_size_l0"])
         shape = tuple(int(v) for v in summary["heatmap"]["shape_rc"])
+        if len(shape) == 2 and shape[0] * shape[1] > MAX_CELLS:
+            raise ValueError(f"heatmap shape {shape} is beyond any slide ({MAX_CELLS:,} cells at most)")
         if len(shape) != 2 or min(shape) < 0 or (rows and (num["row"].max() >= shape[0] or num["col"].max() >= shape[1]
                                                           or min(num["row"].min(), num["col"].min()) < 0)):
             raise ValueError(f"patch cells do not fit the heatmap shape {shape}")
