@@ -172,3 +172,37 @@ def test_a_hundred_thousand_terms_score_in_bounded_memory(tmp_path, demo_backend
     code, peak_kib = map(int, res.stdout.split())
     assert code == 0, res.stderr
     assert peak_kib / 1024 < 2048, peak_kib / 1024
+
+
+def test_export_refuses_a_slide_edited_since_it_was_scored(tmp_path, fitted_on_sample):
+    from napari_anonavila.sample import make_tissue, write_pyramid_tiff
+
+    model = fitted_on_sample.save(tmp_path / "m.safetensors")
+    slide = write_pyramid_tiff(tmp_path / "case.tif", make_tissue(1024, 3)[0], 0.5)
+    assert cli("-q", "score-slide", str(slide), "--model", str(model), "--out", str(tmp_path / "r"),
+               "--patch-px", "128").returncode == 0
+    write_pyramid_tiff(slide, make_tissue(1024, 4)[0], 0.5)  # other tissue, same name and size
+    refused(cli("export", str(tmp_path / "r" / "case"), "--out", str(tmp_path / "qa"), "--formats", "html"),
+            "differs from the slide", "score it again")
+    assert not any((tmp_path / "qa").rglob("*.html"))
+
+
+def test_batch_never_replaces_another_slides_result_without_overwrite(tmp_path, fitted_on_sample):
+    import csv
+
+    from napari_anonavila.sample import make_tissue, write_pyramid_tiff
+
+    model = fitted_on_sample.save(tmp_path / "m.safetensors")
+    a = write_pyramid_tiff((tmp_path / "a").mkdir() or tmp_path / "a" / "case.tif", make_tissue(1024, 5)[0], 0.5)
+    b = write_pyramid_tiff((tmp_path / "b").mkdir() or tmp_path / "b" / "case.tif", make_tissue(1024, 6)[0], 0.5)
+    args = ["--model", str(model), "--out", str(tmp_path / "R"), "--n-workers", "1", "--patch-px", "128"]
+    assert cli("batch", str(a), *args).returncode == 0
+    first = (tmp_path / "R" / "case" / "patches.csv").read_bytes()
+    res = cli("batch", str(b), *args)
+    with open(tmp_path / "R" / "cohort.csv", newline="") as fh:
+        [row] = list(csv.DictReader(fh))
+    assert row["status"] == "failed" and "holds the complete result of another slide" in row["error"], row
+    assert (tmp_path / "R" / "case" / "patches.csv").read_bytes() == first  # a's result is intact
+    assert res.returncode != 0 or "failed" in res.stdout
+    assert cli("batch", str(b), *args, "--overwrite").returncode == 0
+    assert (tmp_path / "R" / "case" / "patches.csv").read_bytes() != first

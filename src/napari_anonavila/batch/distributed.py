@@ -97,11 +97,12 @@ def _client(scheduler: str | None, n_workers: int | None):
 
 def run_batch(slides: list[Path], model: str | os.PathLike, out: str | os.PathLike, *,
               settings: BatchSettings | None = None, scheduler: str | None = None, n_workers: int | None = None,
-              retries: int = 2, labels: dict[str, int] | None = None,
+              retries: int = 2, labels: dict[str, int] | None = None, overwrite: bool = False,
               on_result: Callable[[dict], None] | None = None, log: Callable[[str], None] = logger.info) -> dict:
     """Score ``slides`` on a dask cluster; write ``cohort.csv`` (and metrics with ``labels``); return a report.
 
-    Finished slides (complete outputs whose provenance matches slide, model and settings) are skipped.
+    Finished slides (complete outputs whose provenance matches slide, model and settings) are skipped. A complete
+    result of another slide file in a slide's folder is never replaced without ``overwrite``: that slide fails.
     """
     from ..backends import sha256_file
 
@@ -126,6 +127,10 @@ def run_batch(slides: list[Path], model: str | os.PathLike, out: str | os.PathLi
             continue
         if finished(target, slide_fingerprint=fp, checkpoint_sha=sha, settings=settings):
             rows[str(s)] = cohort_row(s, "skipped", summary=_summary(target), out_dir=target)
+        elif not overwrite and (other := _result_of_another_slide(target, s)):
+            rows[str(s)] = cohort_row(s, "failed", out_dir=target, error=(
+                f"OutputExistsError: {target} holds the complete result of another slide ({other}); pass --overwrite "
+                "to replace it, or use another --out"))
         else:
             todo.append((s, target, fp))
     log(f"{len(slides)} slide(s): {len(todo)} to score, {sum(r['status'] == 'skipped' for r in rows.values())} "
@@ -190,6 +195,15 @@ def _score_on_cluster(client, todo: list[tuple[Path, Path, str]], task_args: tup
         if on_result:
             on_result(row)
     return rows
+
+
+def _result_of_another_slide(folder: Path, slide: Path) -> str | None:
+    """The slide path recorded in ``folder``'s complete result when it is not ``slide`` (another file)."""
+    prov = (_summary(folder) or {}).get("provenance") or {}
+    recorded = (prov.get("slide") or {}).get("path")
+    if not recorded:
+        return None
+    return None if os.path.realpath(str(recorded)) == os.path.realpath(slide) else str(recorded)
 
 
 def _summary(folder: Path) -> dict | None:

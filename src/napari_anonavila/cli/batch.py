@@ -26,6 +26,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--retries", type=int, default=2, help="retries of a slide after a transient failure")
     p.add_argument("--labels", type=existing_path, help="CSV slide_id,label: runs the paper's slide-level evaluation")
     p.add_argument("--mode", choices=["sum", "max", "l2", "zero_shot"], default=None)
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a complete result in --out that belongs to another slide of the same name")
     _grid_args(p)
     p.set_defaults(func=_batch)
 
@@ -51,6 +53,7 @@ def _batch(args: argparse.Namespace) -> int:
     bar = tqdm(total=len(slides), desc="cohort", unit="slide", file=sys.stderr,
                disable=args.quiet or not sys.stderr.isatty())
     report = run_batch(slides, args.model, args.out, settings=settings, scheduler=args.scheduler,
+                       overwrite=args.overwrite,
                        n_workers=args.n_workers, retries=args.retries, labels=labels,
                        on_result=lambda row: (bar.update(1), bar.set_postfix_str(f"{Path(row['slide']).name}: "
                                                                                  f"{row['status']}")), log=print)

@@ -42,6 +42,7 @@ def _export(args: argparse.Namespace) -> int:
         slide_path = args.slide or Path(str(table.slide.get("path", "")))
         slide = open_slide(slide_path) if slide_path.is_file() else None
         try:
+            _check_same_slide(folder, table, slide)
             overlay = (folder / "overlay.png").read_bytes() if (folder / "overlay.png").is_file() else None
             written = export_all(args.out, table, formats=formats, top_k=args.top_k, slide=slide,
                                  overlay_png=overlay, overwrite=args.overwrite)
@@ -51,3 +52,16 @@ def _export(args: argparse.Namespace) -> int:
         print(f"{folder.name}: {written['folder']} (" + ", ".join(p.name for k, p in written.items()
                                                                if k != "folder") + ")")
     return 0
+
+
+def _check_same_slide(folder: Path, table, slide) -> None:
+    """Refuse to draw a result's pictures from a slide whose pixels are not the ones it scored."""
+    from ..errors import InputFileError
+
+    if slide is None:
+        return
+    scored = ((table.provenance or {}).get("slide") or {}).get("fingerprint_sha256")
+    if scored and slide.fingerprint() != scored:
+        raise InputFileError(f"{slide.path}: its content differs from the slide {folder} was scored on (fingerprint "
+                             f"{scored[:12]}...); it was edited or replaced since: score it again, or pass the "
+                             "original with --slide")
