@@ -13,8 +13,8 @@ from typing import IO
 
 from .errors import OutputExistsError
 
-__all__ = ["atomic_dir", "atomic_path", "atomic_write", "check_writable", "claimed_dir", "partial_prefix",
-           "sweep_partials"]
+__all__ = ["atomic_dir", "atomic_path", "atomic_write", "check_writable", "claimed_dir", "commit_dir",
+           "exchange_dirs", "partial_prefix", "sweep_partials"]
 
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
@@ -75,10 +75,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a hidden temporary folder beside ``path``; on success it replaces ``path`` (a folder) in one rename.
+    """Yield a hidden temporary folder beside ``path``; on success it takes the place of ``path`` (a folder) at once.
 
-    An existing ``path`` is first moved aside and removed after the new one is in place; on failure the
-    temporary folder is removed and ``path`` is untouched.
+    With an existing ``path`` the two are exchanged in one step (:func:`exchange_dirs`) and the old one is removed;
+    on any failure the temporary folder is removed and ``path`` is untouched.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -86,16 +86,76 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     os.chmod(tmp, 0o777 & ~_UMASK)
     try:
         yield tmp
-        old = None
         if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=partial_prefix(path), suffix=".partial", dir=path.parent))
-            os.replace(path, old / "replaced")
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
+            exchange_dirs(path, tmp)  # tmp now holds the old folder
+        else:
+            _move(tmp, path)
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _move(src: Path, dst: Path) -> None:
+    """One rename (the seam the fault tests break)."""
+    os.replace(src, dst)
+
+
+def _renameat2_exchange(a: Path, b: Path) -> bool:
+    """Exchange two paths in one system call (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    import ctypes
+    import errno
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(a))
+
+
+def exchange_dirs(a: Path, b: Path) -> None:
+    """Swap two folders: atomically where the system can (then a reader sees one or the other, never a mix or a
+    gap), else in three renames that are undone on failure."""
+    if _renameat2_exchange(a, b):
+        return
+    aside = Path(tempfile.mkdtemp(prefix=partial_prefix(a), suffix=".partial", dir=a.parent)) / "aside"
+    _move(a, aside)
+    try:
+        _move(b, a)
+    except BaseException:
+        _move(aside, a)
         raise
+    _move(aside, b)
+    shutil.rmtree(aside.parent, ignore_errors=True)
+
+
+def commit_dir(target: Path, staged: Path, outputs: tuple[str, ...]) -> None:
+    """Make the ``outputs`` written in ``staged`` the outputs of ``target`` in one step.
+
+    Everything else in ``target`` (caches, the run's lock file) moves into ``staged`` first; then the two folders
+    are exchanged, so ``target`` holds either all the old outputs or all the new ones, never a mix; the old ones
+    are removed last. A failure before the exchange moves everything back and re-raises.
+    """
+    moved: list[str] = []
+    try:
+        for entry in sorted(target.iterdir()):
+            if entry.name not in outputs:
+                _move(entry, staged / entry.name)
+                moved.append(entry.name)
+        exchange_dirs(target, staged)
+    except BaseException:
+        for name in reversed(moved):
+            with contextlib.suppress(OSError):
+                _move(staged / name, target / name)
+        raise
+    shutil.rmtree(staged, ignore_errors=True)  # the old outputs
 
 
 @contextlib.contextmanager
@@ -147,7 +207,9 @@ def claimed_dir(folder: str | os.PathLike) -> Iterator[Path]:
     try:
         yield folder
     finally:
-        lock.unlink(missing_ok=True)  # while still held: a waiting process then finds a new file, not this one
+        with contextlib.suppress(OSError):  # ours only (still held): a waiting process then finds a new file
+            if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                lock.unlink()
         os.close(fd)
 
 

@@ -272,6 +272,7 @@ def score_slide(detector, slide: Slide | str | os.PathLike, *, out_dir: str | os
             if out_dir is not None:
                 check_writable(os.path.join(out_dir, "summary.json"), overwrite=overwrite)
                 sweep_partials(out_dir, recursive=True)  # temporary files of killed runs, caches included
+                sweep_partials(os.path.dirname(os.path.abspath(out_dir)))  # and their staged result folders
             cache = EmbeddingCache(out_dir) if out_dir is not None else None
             grid_key = {"slide_fingerprint": sl.fingerprint(), "min_tissue": min_tissue, "mpp": sl.mpp,
                         "patch_size_l0": patch_size_l0(sl, patch_um=patch_um, patch_px=patch_px),

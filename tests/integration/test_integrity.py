@@ -570,3 +570,57 @@ def test_a_rerun_sweeps_what_a_killed_run_left_inside_its_caches(tmp_path, model
     assert anonavila("score-slide", sample_slides.anomalous, "--model", model, "--out", out,
                      "--patch-px", "256").returncode == 0
     assert not [p for p in out.rglob("*") if p.name.endswith(".partial")]
+
+
+def test_an_error_at_any_rename_of_a_result_leaves_the_old_result_or_the_new(tmp_path, sample_slides,
+                                                                             fitted_on_sample, monkeypatch):
+    """A fault at each rename (and at the folder exchange) of a re-score: the folder then holds the earlier result
+    whole, or the new one whole, never a mix; and the next run succeeds."""
+    import copy
+
+    from napari_anonavila import _atomic
+    from napari_anonavila.export.records import read_result_dir
+
+    out = tmp_path / "res"
+    old_det = fitted_on_sample
+    new_det = copy.deepcopy(fitted_on_sample)
+    new_det.mode = type(new_det.mode)("max")  # other scores, same cache
+    kw = {"out_dir": out / "anomalous", "patch_px": 256}
+    old_det.score_slide(sample_slides.anomalous, **kw)
+    old = {n: (out / "anomalous" / n).read_bytes() for n in ("patches.csv", "heatmap.npy")}
+    calls = {"n": 0, "fail_at": None}
+    real_move, real_exchange = _atomic._move, _atomic._renameat2_exchange
+
+    def counted(fn):
+        def wrapper(*a):
+            calls["n"] += 1
+            if calls["n"] == calls["fail_at"]:
+                raise OSError(5, "injected I/O error")
+            return fn(*a)
+        return wrapper
+
+    monkeypatch.setattr(_atomic, "_move", counted(real_move))
+    monkeypatch.setattr(_atomic, "_renameat2_exchange", counted(real_exchange))
+    new_det.score_slide(sample_slides.anomalous, overwrite=True, **kw)  # count the steps of an undisturbed re-score
+    new = {n: (out / "anomalous" / n).read_bytes() for n in old}
+    assert new["patches.csv"] != old["patches.csv"]
+    steps = calls["n"]
+    assert steps >= 3  # the caches moved across, then the exchange
+    names = ("patches.csv", "summary.json", "heatmap.npy", "overlay.png")
+    for k in range(1, steps + 1):
+        calls["fail_at"] = None
+        old_det.score_slide(sample_slides.anomalous, overwrite=True, **kw)  # back to an old result
+        before = {n: (out / "anomalous" / n).read_bytes() for n in names}
+        assert before["patches.csv"] == old["patches.csv"]
+        calls.update(n=0, fail_at=k)
+        with pytest.raises(OSError, match="injected"):
+            new_det.score_slide(sample_slides.anomalous, overwrite=True, **kw)
+        calls["fail_at"] = None
+        now = {n: (out / "anomalous" / n).read_bytes() for n in names}
+        # every step before the exchange is undone, and the exchange is one step: the old result, byte for byte
+        assert now == before, f"not the old result after a fault at step {k} of {steps}"
+        read_result_dir(out / "anomalous")  # and it reads as a whole result
+        assert not list(out.glob(".*.partial")), "the staged folder was left behind"
+        assert (out / "anomalous" / "embeddings").is_dir()  # the caches moved back
+    new_det.score_slide(sample_slides.anomalous, overwrite=True, **kw)
+    assert (out / "anomalous" / "patches.csv").read_bytes() == new["patches.csv"]

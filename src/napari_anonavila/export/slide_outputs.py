@@ -1,20 +1,22 @@
 """Per-slide outputs: patch table, heatmap grid, summary JSON with provenance, and the overlay PNG.
 
-All files are written to temporary names and renamed only when every one of them is complete, so a
-failed or cancelled run leaves earlier outputs untouched. ``summary.json`` is renamed last: its presence
-marks a complete result.
+The four files are written into a hidden folder beside the result folder and take the place of the old ones in one
+step (the folders are exchanged, the caches moved across first), so a reader finds either the old set or the new
+one, never a mix; a failed, cancelled or killed run leaves the earlier result as it was. ``summary.json`` marks a
+complete result.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from .._atomic import atomic_path, check_writable
+from .._atomic import check_writable, commit_dir, partial_prefix
 from ..maps.overlay import Z_RANGE, render_overlay
 from .records import from_result, write_patch_table
 
@@ -51,16 +53,28 @@ def write_slide_outputs(out_dir: str | os.PathLike, result, detector, slide, *, 
         **(extra or {}),
     }
     picture = overlay_png(result, slide, thumbnail, top_k)
-    with contextlib.ExitStack() as stack:
-        # entered in reverse, so summary.json is renamed into place last
-        tmp = {name: stack.enter_context(atomic_path(out / name)) for name in reversed(OUTPUT_FILES)}
-        write_patch_table(tmp["patches.csv"], table, overwrite=True)
-        with open(tmp["heatmap.npy"], "wb") as fh:
+    staged = Path(tempfile.mkdtemp(prefix=partial_prefix(out), suffix=".partial", dir=out.parent))
+    try:
+        write_patch_table(staged / "patches.csv", table, overwrite=True)
+        with open(staged / "heatmap.npy", "wb") as fh:
             np.save(fh, heat.astype(np.float32))
-        tmp["overlay.png"].write_bytes(picture)
-        with open(tmp["summary.json"], "w", encoding="utf-8") as fh:
+        (staged / "overlay.png").write_bytes(picture)
+        with open(staged / "summary.json", "w", encoding="utf-8") as fh:
             json.dump(_finite_or_none(summary), fh, indent=1, default=_json_default, allow_nan=False)
+        for name in OUTPUT_FILES:
+            _fsync(staged / name)
+        commit_dir(out, staged, OUTPUT_FILES)  # all four at once: the old set or the new, never a mix
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
     return summary
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def overlay_png(result, slide, thumbnail=None, top_k: int = 10) -> bytes:
