@@ -185,8 +185,17 @@ class Detector:
             train, ref = embs[train_idx], embs[ref_idx]
         mlp, losses = yield from iter_fit_mlp(train, self.normal_text, self.abnormal_text, self.logit_scale_exp,
                                               config)
+        before = (self.mlp, self.centroids, self.reference, self.calibration)
         self.mlp = mlp
-        self.fit_centroids(ref)
+        try:
+            self.fit_centroids(ref)
+            if not all(torch.isfinite(c).all() for c in self.centroids):
+                raise NonFiniteError(f"training diverged: the trained MLP gives NaN or infinite embeddings of the "
+                                     f"normal images (learning rate {config.lr:g}); lower the learning rate (--lr); "
+                                     "nothing was saved")
+        except BaseException:
+            self.mlp, self.centroids, self.reference, self.calibration = before  # the model as it was
+            raise
         self.info.update(train=config.to_dict(), n_train=int(train.shape[0]), n_centroid=int(ref.shape[0]),
                          centroid_split={**split, "n_train": int(train.shape[0]), "n_centroid": int(ref.shape[0])},
                          loss_first=losses[0], loss_last=losses[-1])

@@ -90,9 +90,9 @@ def iter_fit_mlp(
                                                  logit_scale_exp, mlp, per_image=True)
             loss = contrastive_loss(h_n, h_a)
             if not torch.isfinite(loss):
-                raise NonFiniteError(f"training diverged: the loss is {float(loss)} at batch {len(losses) + 1} of "
-                                     f"epoch {epoch + 1} (learning rate {config.lr:g}); lower the learning rate "
-                                     "(--lr) or check the normal images; nothing was saved")
+                raise NonFiniteError(f"training diverged: the loss is {float(loss.detach())} at batch "
+                                     f"{len(losses) + 1} of epoch {epoch + 1} (learning rate {config.lr:g}); lower the "
+                                     "learning rate (--lr) or check the normal images; nothing was saved")
             loss.backward()
             losses.append(float(loss.detach()))
             if (i + 1) % config.accumulate == 0 or i + 1 == len(batches):

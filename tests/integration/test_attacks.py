@@ -206,3 +206,16 @@ def test_batch_never_replaces_another_slides_result_without_overwrite(tmp_path, 
     assert res.returncode != 0 or "failed" in res.stdout
     assert cli("batch", str(b), *args, "--overwrite").returncode == 0
     assert (tmp_path / "R" / "case" / "patches.csv").read_bytes() != first
+
+
+@pytest.mark.parametrize("accumulate", ["1", "100"])
+def test_a_diverging_training_says_so_and_saves_nothing(tmp_path, accumulate):
+    from PIL import Image
+
+    for i in range(12):
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(
+            tmp_path / f"p{i}.png")
+    res = cli("-q", "train", "--normal", str(tmp_path), "--lr", "1e30", "--batch-size", "4", "--accumulate",
+              accumulate, "--out", str(tmp_path / "m.safetensors"))
+    refused(res, "training diverged", "lower the learning rate", "nothing was saved")
+    assert res.stderr.count("\n") == 1 and not (tmp_path / "m.safetensors").exists()

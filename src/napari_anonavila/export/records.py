@@ -144,7 +144,8 @@ def _calibrated_columns(folder: Path, rows: list[dict]) -> tuple:
         if not (np.isfinite(z).all() and ((p > 0) & (p <= 1)).all()):
             raise ValueError("z must be finite and p_normal in (0, 1]")
     except (KeyError, TypeError, ValueError) as err:
-        raise InputFileError(f"{folder}: damaged calibrated columns in patches.csv ({err})") from err
+        raise InputFileError(f"{folder}: damaged score-slide result (calibrated columns of patches.csv: {err})") \
+            from err
     return z, p, sig
 
 
