@@ -219,3 +219,21 @@ def test_a_diverging_training_says_so_and_saves_nothing(tmp_path, accumulate):
               accumulate, "--out", str(tmp_path / "m.safetensors"))
     refused(res, "training diverged", "lower the learning rate", "nothing was saved")
     assert res.stderr.count("\n") == 1 and not (tmp_path / "m.safetensors").exists()
+
+
+def test_two_batches_into_one_out_fail_no_slide(tmp_path, fitted_on_sample):
+    """Started together on the same slides and --out: a slide the other batch is writing is waited for, not failed."""
+    import csv
+
+    from napari_anonavila.sample import make_tissue, write_pyramid_tiff
+
+    model = fitted_on_sample.save(tmp_path / "m.safetensors")
+    slides = [str(write_pyramid_tiff(tmp_path / f"c{i}.tif", make_tissue(1024, 20 + i)[0], 0.5)) for i in range(3)]
+    args = [EXE, "-q", "batch", *slides, "--model", str(model), "--out", str(tmp_path / "R"), "--n-workers", "1",
+            "--patch-px", "128"]
+    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=900) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    with open(tmp_path / "R" / "cohort.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert sorted(r["status"] for r in rows) != [] and all(r["status"] in ("ok", "skipped") for r in rows), rows

@@ -16,7 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from .._atomic import atomic_write
-from ..errors import AnonavilaError, BackendUnavailableError
+from ..errors import AnonavilaError, BackendUnavailableError, OutputExistsError
 from .cohort import COHORT_COLUMNS, BatchSettings, cohort_row, finished, slide_out_dirs
 
 __all__ = ["WORK_LOG", "run_batch", "score_one"]
@@ -58,14 +58,22 @@ def score_one(slide: str, fingerprint: str, model: str, model_sha: str, out_dir:
 
     t0 = time.perf_counter()
     try:
-        # a rescheduled task whose outputs were already complete (its worker died after writing them)
-        if finished(Path(out_dir), slide_fingerprint=fingerprint, checkpoint_sha=model_sha, settings=settings):
-            return cohort_row(Path(slide), "ok", summary=_summary(Path(out_dir)), out_dir=Path(out_dir))
-        det = _detector(model, model_sha, _device(), settings.precision)
-        score_slide(det, slide, out_dir=out_dir, patch_um=settings.patch_um, patch_px=settings.patch_px,
-                    min_tissue=settings.min_tissue, mode=settings.mode, batch_size=settings.batch_size,
-                    mpp=settings.mpp, overwrite=True, checkpoint={"path": model, "sha256": model_sha},
-                    extra={"batch_settings": settings.to_dict()})
+        for attempt in range(2):
+            # a rescheduled task whose outputs were already complete (its worker died after writing them), or a
+            # slide another run into the same --out has just finished
+            if finished(Path(out_dir), slide_fingerprint=fingerprint, checkpoint_sha=model_sha, settings=settings):
+                return cohort_row(Path(slide), "ok", summary=_summary(Path(out_dir)), out_dir=Path(out_dir))
+            det = _detector(model, model_sha, _device(), settings.precision)
+            try:
+                score_slide(det, slide, out_dir=out_dir, patch_um=settings.patch_um, patch_px=settings.patch_px,
+                            min_tissue=settings.min_tissue, mode=settings.mode, batch_size=settings.batch_size,
+                            mpp=settings.mpp, overwrite=True, checkpoint={"path": model, "sha256": model_sha},
+                            extra={"batch_settings": settings.to_dict()})
+                break
+            except OutputExistsError:
+                if attempt:
+                    raise
+                _wait_for_claim(Path(out_dir))  # another run is writing this slide: wait, then look again
     except (AnonavilaError, ValueError) as err:
         if isinstance(err, BackendUnavailableError):
             raise  # a worker without the model's package: let another worker try
@@ -75,6 +83,21 @@ def score_one(slide: str, fingerprint: str, model: str, model_sha: str, out_dir:
         fh.write(f"{slide}\t{os.getpid()}\n")
     return cohort_row(Path(slide), "ok", summary=_summary(Path(out_dir)), seconds=time.perf_counter() - t0,
                       out_dir=Path(out_dir))
+
+
+def _wait_for_claim(folder: Path, timeout_s: float = 6 * 3600) -> None:
+    """Until no other run holds ``folder`` (each try claims it and lets go at once)."""
+    from .._atomic import claimed_dir
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with claimed_dir(folder):
+                return
+        except OutputExistsError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
 
 
 def _client(scheduler: str | None, n_workers: int | None):
