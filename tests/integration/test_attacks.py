@@ -237,3 +237,101 @@ def test_two_batches_into_one_out_fail_no_slide(tmp_path, fitted_on_sample):
     with open(tmp_path / "R" / "cohort.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert sorted(r["status"] for r in rows) != [] and all(r["status"] in ("ok", "skipped") for r in rows), rows
+
+
+@pytest.mark.parametrize("damage", ["flip a sign", "swap two prompts"])
+def test_a_tampered_text_cache_is_rebuilt_not_served(tmp_path, damage):
+    """The text-embedding cache is checked against its digest: a flipped sign bit (still a unit vector) or two
+    swapped prompt names are caught, warned about once, and the terms encoded again."""
+    import os
+
+    from PIL import Image
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    for i in range(12):
+        Image.fromarray(np.random.default_rng(i).integers(90, 200, (64, 64, 3), dtype=np.uint8)).save(
+            tmp_path / f"p{i}.png")
+    env = {**os.environ, "ANONAVILA_CACHE": str(tmp_path / "cache")}
+
+    def train(name):
+        return subprocess.run([EXE, "-q", "train", "--normal", str(tmp_path), "--batch-size", "4", "--out",
+                               str(tmp_path / name)], capture_output=True, text=True, env=env, timeout=600)
+
+    assert train("a.safetensors").returncode == 0
+    [cache] = (tmp_path / "cache" / "text-embeddings").glob("*.safetensors")
+    with safe_open(str(cache), framework="pt") as fh:
+        meta, embs = fh.metadata(), fh.get_tensor("embeddings")
+    if damage == "flip a sign":
+        embs[0, 0] = -embs[0, 0]
+    else:
+        prompts = json.loads(meta["prompts"])
+        prompts[0], prompts[1] = prompts[1], prompts[0]
+        keys = json.loads(meta["keys"])
+        keys[0], keys[1] = keys[1], keys[0]
+        meta = {**meta, "prompts": json.dumps(prompts), "keys": json.dumps(keys)}
+    save_file({"embeddings": embs.contiguous()}, str(cache), metadata=meta)
+    res = train("b.safetensors")
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.count("text-embedding cache does not verify") == 1, res.stderr
+    from napari_anonavila.detector import Detector
+
+    a = Detector.load(tmp_path / "a.safetensors", attach_backend=False)
+    b = Detector.load(tmp_path / "b.safetensors", attach_backend=False)
+    assert torch.equal(a.normal_text, b.normal_text) and torch.equal(a.abnormal_text, b.abnormal_text)
+
+
+def test_a_damaged_summary_with_an_absurd_heatmap_is_one_line(tmp_path, fitted_on_sample, sample_slides):
+    model = fitted_on_sample.save(tmp_path / "m.safetensors")
+    assert cli("-q", "score-slide", str(sample_slides.normal), "--model", str(model), "--out", str(tmp_path / "r"),
+               "--patch-px", "256").returncode == 0
+    summary = tmp_path / "r" / "normal" / "summary.json"
+    doc = json.loads(summary.read_text())
+    doc["heatmap"]["shape_rc"] = [30000, 30000]
+    summary.write_text(json.dumps(doc))
+    refused(cli("export", str(tmp_path / "r" / "normal"), "--out", str(tmp_path / "qa")), "damaged score-slide result",
+            "beyond any slide")
+
+
+def test_a_local_cluster_listens_on_loopback_only():
+    pytest.importorskip("distributed")
+    from napari_anonavila.batch.distributed import _client
+
+    client, cluster, _ = _client(None, 1)
+    try:
+        addresses = [cluster.scheduler_address, *(w.address for w in cluster.workers.values())]
+        assert all(a.startswith("tcp://127.0.0.1:") for a in addresses), addresses
+        assert client.dashboard_link.startswith("http://127.0.0.1:")
+        ports = {int(a.rsplit(":", 1)[1]) for a in addresses}
+        ports.add(int(client.dashboard_link.split(":")[2].split("/")[0]))
+        listening = _listening()  # what the kernel says: (address, port) of every listening TCP socket
+        bound = {addr for addr, port in listening if port in ports}
+        assert bound == {"127.0.0.1"}, (ports, sorted(listening))
+    finally:
+        client.close()
+        cluster.close()
+
+
+def _listening() -> set[tuple[str, int]]:
+    """Listening TCP sockets (IPv4 and IPv6) from /proc/net, as (address, port)."""
+    import ipaddress
+
+    out = set()
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(name).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            if state != "0A":  # LISTEN
+                continue
+            hexaddr, hexport = local.split(":")
+            raw = bytes.fromhex(hexaddr)
+            if len(raw) == 4:
+                addr = str(ipaddress.IPv4Address(raw[::-1]))
+            else:
+                addr = str(ipaddress.IPv6Address(b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))))
+                addr = "127.0.0.1" if addr == "::ffff:127.0.0.1" else addr
+            out.add((addr, int(hexport, 16)))
+    return out
