@@ -5,15 +5,22 @@ its bundled LLVM clashes with the LLVM of Mesa's software OpenGL (llvmpipe, as u
 desktops): importing it after the canvas exists crashes the process. torch then runs without Triton.
 """
 
+import glob
+import os
 import sys
+
+
+def _cuda_present() -> bool:
+    """An NVIDIA driver on this machine, told without importing torch (which takes seconds: the plugin's menus and
+    readers must not wait for it)."""
+    return os.path.exists("/proc/driver/nvidia/version") or bool(glob.glob("/dev/nvidia[0-9]*")) or (
+        sys.platform == "win32" and bool(os.environ.get("CUDA_PATH")))
 
 
 def _block_triton_without_cuda() -> None:
     if "triton" in sys.modules:
         return
-    import torch
-
-    if not torch.cuda.is_available():
+    if not _cuda_present():
         sys.modules["triton"] = None  # `import triton` now raises ImportError; torch checks for that
 
 

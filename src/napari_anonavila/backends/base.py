@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..errors import BackendUnavailableError, NonFiniteError
+from ..precision import PRECISIONS
 
 __all__ = ["PRECISIONS", "BackendSpec", "VLMBackend", "resolve_device", "sha256_file"]
 
@@ -67,7 +68,6 @@ class BackendSpec:
         return f"open_clip:{self.model}" + (f"@{self.weights}" if self.weights else "")
 
 
-PRECISIONS = ("float32", "tf32", "bfloat16", "float16")
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..errors import InputFileError
 from ._common import (
@@ -16,6 +15,9 @@ from ._common import (
     positive_int,
     progress_bar,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["add_commands"]
 
@@ -61,6 +63,8 @@ def _embed_sources(det, sources, args, bars) -> tuple[torch.Tensor, list[str]]:
     """Embeddings of patch folders (as the authors cut them, in their os.walk order) and of normal slides' tissue
     patches, and each patch's hold-out group: its slide or folder when there are several, else its sub-folder or
     band of grid rows (so neighbouring patches never sit on both sides of the centroid split)."""
+    import torch
+
     from ..grid import make_grid
     from ..patches import list_images
     from ..pipeline import iter_slide_embeddings

@@ -19,9 +19,9 @@ from magicgui.widgets import (
 )
 from napari.utils.notifications import show_error, show_info, show_warning
 
-from ...backends.base import PRECISIONS
 from ...errors import AnonavilaError
 from ...maps import erode, slide_scores
+from ...precision import PRECISIONS
 from ...progress import Progress
 from ...scoring import ScoreMode
 from ..layers import Z_RANGE
