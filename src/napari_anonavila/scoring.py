@@ -3,27 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .head import MLP, pool_embeddings, term_weights
+from .options import ScoreMode
 
 __all__ = ["PatchScores", "ScoreMode", "score_batch"]
-
-
-class ScoreMode(str, Enum):
-    """How D^N and D^A combine into the anomaly score (the paper's Table 3), or the zero-shot baseline."""
-
-    SUM = "sum"
-    MAX = "max"
-    L2 = "l2"
-    ZERO_SHOT = "zero_shot"
-
-    def __str__(self) -> str:  # argparse and widgets show the value
-        return self.value
 
 
 @dataclass(frozen=True)

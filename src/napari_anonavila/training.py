@@ -3,37 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Generator
-from dataclasses import asdict, dataclass
 
 import torch
 
 from .errors import NonFiniteError
 from .head import MLP, contrastive_loss, text_augmented_embeddings
+from .options import TrainConfig
 from .progress import Progress
 
 __all__ = ["TrainConfig", "authors_start", "iter_fit_mlp"]
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Training settings. The authors' values: lr 1e-3, batch 100, 100 accumulated batches, 1 epoch, seed 42."""
-
-    epochs: int = 1
-    batch_size: int = 100
-    lr: float = 1e-3
-    accumulate: int = 100
-    seed: int = 42
-
-    def __post_init__(self) -> None:
-        if self.batch_size < 2:
-            raise ValueError(f"batch_size must be at least 2 (the loss compares pairs), got {self.batch_size}")
-        if self.epochs < 1 or self.accumulate < 1:
-            raise ValueError("epochs and accumulate must be at least 1")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def authors_start(n: int, dim: int, config: TrainConfig, mlp: MLP | None = None

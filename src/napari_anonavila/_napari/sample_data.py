@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ..backends.demo import cache_dir
 from ..sample import write_sample_slides
 from ..slide import open_slide
+from ..userfiles import cache_dir
 from .layers import slide_layer_data
 
 __all__ = ["sample_folder", "sample_slide"]

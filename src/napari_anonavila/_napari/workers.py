@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 from napari.qt.threading import thread_worker
 
-from ..backends.demo import cache_dir
+# torch, the models and the pipeline are imported inside the workers, on their threads: never on the UI thread
 from ..embcache import EmbeddingCache
 from ..grid import PatchGrid, make_grid, tissue_mask, too_few_patches_message
-from ..pipeline import iter_score_slide, iter_slide_embeddings
+from ..options import TrainConfig
 from ..progress import Progress, restage
 from ..slide import Slide
-from ..training import TrainConfig
+from ..userfiles import cache_dir
 
 __all__ = ["DetectorReady", "GridReady", "ScorePlan", "export_worker", "fit_worker", "pools_worker", "score_worker"]
 
@@ -106,6 +106,7 @@ def _iter_reference(detector, *, slide=None, roi=None, patch_um=None, folder=Non
     import torch
 
     from ..patches import list_images
+    from ..pipeline import iter_slide_embeddings
     from ..splits import region_groups
 
     parts, groups = [], []
@@ -160,6 +161,8 @@ def score_worker(plan: ScorePlan):
             grid = make_grid(plan.slide, patch_um=plan.patch_um if plan.slide.mpp else None,
                              roi_polygons_xy_l0=plan.roi)
         yield GridReady(grid)
+        from ..pipeline import iter_score_slide
+
         result = yield from iter_score_slide(plan.slide, grid, det, batch_size=plan.batch_size,
                                              cache=session_cache(plan.slide, grid), mode=plan.mode)
     return result

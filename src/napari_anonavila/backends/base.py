@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +14,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..errors import BackendUnavailableError, NonFiniteError
-from ..precision import PRECISIONS
+from ..options import PRECISIONS
+from ..userfiles import sha256_file
 
 __all__ = ["PRECISIONS", "BackendSpec", "VLMBackend", "resolve_device", "sha256_file"]
 
@@ -91,21 +90,6 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     if dev.type not in ("cpu", "cuda", "mps"):
         raise ValueError(f"device {device!r} is not supported; use auto, cpu, cuda, cuda:N or mps")
     return dev
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """SHA-256 of a file, cached per (path, size, mtime) for the life of the process."""
-    st = os.stat(path)
-    return _sha256_cached(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
-
-
-@lru_cache(maxsize=64)
-def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def require_file(path: str | None, what: str, hint: str) -> Path:
@@ -274,7 +258,7 @@ class VLMBackend:
         raise NotImplementedError
 
     def _text_cache_path(self) -> Path:
-        from .demo import cache_dir
+        from ..userfiles import cache_dir
 
         key = hashlib.sha256(f"{self.id}|{self.precision}".encode()).hexdigest()[:24]
         return cache_dir() / "text-embeddings" / f"{key}.v2.safetensors"

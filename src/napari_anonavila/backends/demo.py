@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from ..userfiles import cache_dir
+
 __all__ = ["DEMO_MODEL", "DEMO_NOTICE", "cache_dir", "demo_weights", "register_demo_config", "write_demo_weights"]
 
 DEMO_MODEL = "anonavila-demo"
@@ -23,14 +25,6 @@ DEMO_NOTICE = (
     "e.g. --backend conch:/path/to/pytorch_model.bin (pip install 'napari-anonavila[conch]')."
 )
 _SEED = 20250101
-
-
-def cache_dir() -> Path:
-    """Where generated files live: ``$ANONAVILA_CACHE`` or ``~/.cache/napari-anonavila``."""
-    env = os.environ.get("ANONAVILA_CACHE")
-    path = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "napari-anonavila"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 @cache

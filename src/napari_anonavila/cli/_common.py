@@ -41,7 +41,7 @@ def existing_path(text: str) -> Path:
 
 def add_backend_args(p: argparse.ArgumentParser, default: str | None = "demo") -> None:
     """--backend (a spec; ``default=None``: override a checkpoint's), --device, --precision, --allow-download."""
-    from ..precision import PRECISIONS
+    from ..options import PRECISIONS
 
     help_ = ("VLM: 'demo' (random, no pathology knowledge), 'conch' (CONCH from the local Hugging Face cache), "
              "'conch:/path/pytorch_model.bin', 'open_clip:MODEL@/path/weights', 'open_clip:hf-hub:ORG/NAME', "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..precision import PRECISIONS
+from ..options import PRECISIONS
 from ._common import existing_path, positive_int
 from .slides import _grid_args
 

@@ -7,10 +7,13 @@ import math
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .._atomic import atomic_write, check_writable
 from ..errors import InputFileError
-from ..scoring import PatchScores
+
+if TYPE_CHECKING:
+    from ..scoring import PatchScores
 
 __all__ = ["explain_columns", "read_csv", "read_score_column", "safe_cell", "write_csv"]
 

@@ -9,8 +9,8 @@ from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label,
 from napari.utils.notifications import show_error, show_info
 
 from ...errors import AnonavilaError, OutputExistsError
+from ...options import TrainConfig
 from ...slide import slide_stem
-from ...training import TrainConfig
 from ..session import chosen_path, session_for, shapes_to_polygons_xy_l0, slide_of
 from . import scroll_form, tabify_when_docked, wrapping
 

@@ -21,9 +21,8 @@ from napari.utils.notifications import show_error, show_info, show_warning
 
 from ...errors import AnonavilaError
 from ...maps import erode, slide_scores
-from ...precision import PRECISIONS
+from ...options import PRECISIONS, ScoreMode
 from ...progress import Progress
-from ...scoring import ScoreMode
 from ..layers import Z_RANGE
 from ..results import HEATMAP, TOPK, clear_results, draw_heatmap, draw_points, draw_significant
 from ..session import chosen_path, session_for, shapes_to_polygons_xy_l0, slide_of, unwrap
