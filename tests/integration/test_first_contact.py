@@ -1,0 +1,35 @@
+"""First contact stays light: the CLI's --help and the plugin's menus, reader and sample data do not import torch
+(seconds to tens of seconds on a cold disk). Times are measured in bench/bench_first_contact.py, not here."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXE = str(Path(sys.executable).with_name("anonavila"))
+
+
+def _modules_after(code: str) -> set[str]:
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    res = subprocess.run([sys.executable, "-c", code + "\nimport sys\nprint(' '.join(sorted(sys.modules)))"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return set(res.stdout.split())
+
+
+def test_cli_help_does_not_load_torch():
+    mods = _modules_after("from napari_anonavila.cli import build_parser\nbuild_parser().format_help()")
+    assert "torch" not in mods
+    res = subprocess.run([EXE, "--help"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and "score-slide" in res.stdout and "calibrate" in res.stdout
+
+
+def test_the_plugins_menus_reader_and_sample_do_not_load_torch():
+    pytest.importorskip("napari")
+    mods = _modules_after("import napari_anonavila._napari.widgets.panel, napari_anonavila._napari.reader, "
+                          "napari_anonavila._napari.sample_data, napari_anonavila._napari.writer")
+    assert "torch" not in mods, "a plugin module imports torch at import time (the UI thread)"
