@@ -39,6 +39,16 @@ def existing_path(text: str) -> Path:
     return p
 
 
+def model_path(text: str) -> Path:
+    """A checkpoint file; 'demo' gets a pointer to where a demo checkpoint comes from."""
+    if text.strip().lower() == "demo" and not Path(text).exists():
+        raise argparse.ArgumentTypeError(
+            "'demo' is a backend, not a checkpoint: the demo model must first learn normal tissue. 'anonavila demo' "
+            "trains one (demo-output/model.safetensors), or: anonavila train --backend demo --normal NORMAL --out "
+            "model.safetensors")
+    return existing_path(text)
+
+
 def add_backend_args(p: argparse.ArgumentParser, default: str | None = "demo") -> None:
     """--backend (a spec; ``default=None``: override a checkpoint's), --device, --precision, --allow-download."""
     from ..options import PRECISIONS

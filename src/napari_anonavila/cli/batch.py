@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..options import PRECISIONS
-from ._common import existing_path, positive_int
+from ._common import existing_path, model_path, positive_int
 from .slides import _grid_args
 
 __all__ = ["add_commands"]
@@ -16,7 +16,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("batch", help="score many slides on a dask cluster; resumable; writes cohort.csv")
     p.add_argument("slides", nargs="+", metavar="SLIDE_OR_GLOB_OR_LIST",
                    help="slide paths, glob patterns ('data/**/*.svs'), or list files (.txt/.csv, one path a line)")
-    p.add_argument("--model", required=True, type=existing_path,
+    p.add_argument("--model", required=True, type=model_path,
                    help="checkpoint: ours (.safetensors) or the authors' (.pth)")
     p.add_argument("--precision", default="float32", choices=PRECISIONS, help="encoder precision (default: float32)")
     p.add_argument("--out", required=True, type=Path)

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ._common import add_backend_args, existing_path, positive_float, positive_int, progress_bar
+from ._common import add_backend_args, existing_path, model_path, positive_float, positive_int, progress_bar
 
 __all__ = ["add_commands"]
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("calibrate", help="calibrate a checkpoint on normal tissue it never saw (z, p-values)")
-    p.add_argument("--model", required=True, type=existing_path, help="checkpoint: ours or the authors' .pth")
+    p.add_argument("--model", required=True, type=model_path, help="checkpoint: ours or the authors' .pth")
     p.add_argument("--normal", required=True, nargs="+", type=existing_path, metavar="DIR_OR_SLIDE",
                    help="normal slides and/or patch folders the model was neither trained on nor took its centroids "
                         "from; slides also give a slide-level reference")

@@ -11,6 +11,7 @@ from ._common import (
     add_backend_args,
     add_terms_args,
     existing_path,
+    model_path,
     positive_float,
     positive_int,
     progress_bar,
@@ -49,7 +50,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("score-patches", help="score TOP_DIR/<slide>/ patch folders; write {slide}_Ascores.csv")
     p.add_argument("top_dir", type=existing_path, metavar="TOP_DIR")
-    p.add_argument("--model", required=True, type=existing_path,
+    p.add_argument("--model", required=True, type=model_path,
                    help="checkpoint: ours (.safetensors) or the authors' (.pth)")
     add_backend_args(p, default=None)
     p.add_argument("--out", required=True, type=Path, help="output folder")

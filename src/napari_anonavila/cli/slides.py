@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._common import add_backend_args, existing_path, positive_float, positive_int, progress_bar
+from ._common import add_backend_args, existing_path, model_path, positive_float, positive_int, progress_bar
 
 __all__ = ["add_commands"]
 
@@ -48,7 +48,7 @@ def _grid_args(p: argparse.ArgumentParser) -> None:
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("score-slide", help="score whole slides: heatmap, top-k patches with terms, slide scores")
     p.add_argument("slides", nargs="+", type=existing_path, metavar="SLIDE")
-    p.add_argument("--model", required=True, type=existing_path,
+    p.add_argument("--model", required=True, type=model_path,
                    help="checkpoint: ours (.safetensors) or the authors' (.pth, which holds CONCH: nothing else "
                         "needed)")
     add_backend_args(p, default=None)
