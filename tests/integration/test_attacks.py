@@ -335,3 +335,9 @@ def _listening() -> set[tuple[str, int]]:
                 addr = "127.0.0.1" if addr == "::ffff:127.0.0.1" else addr
             out.add((addr, int(hexport, 16)))
     return out
+
+
+def test_model_demo_says_where_a_demo_checkpoint_comes_from(sample_slides, tmp_path):
+    res = cli("score-slide", str(sample_slides.normal), "--model", "demo", "--out", str(tmp_path / "o"))
+    assert res.returncode == 2 and "'demo' is a backend, not a checkpoint" in res.stderr
+    assert "anonavila demo" in res.stderr and "train --backend demo" in res.stderr
