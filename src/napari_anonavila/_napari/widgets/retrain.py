@@ -192,22 +192,19 @@ class RetrainWidget(Container):
 
     def _on_done(self, losses):
         self.plot.draw()
-        det = self.session.detector
-        self.status.value = f"trained: loss {losses[0]:.4f} -> {losses[-1]:.4f}; re-scoring from the cache"
-        self.save_button.enabled = True
-        self._trained = True
-        slide = self.session.slide
-        self.out.value = versioned_checkpoint(slide.path if slide else None, self.session.checkpoint)
-        self.session.detector_changed.emit(det)
+        self._model_changed(f"trained: loss {losses[0]:.4f} -> {losses[-1]:.4f}")
 
     def _on_calibrated(self, n: int):
-        det = self.session.detector
-        self.status.value = f"{det.calibration.describe()}; re-scoring from the cache"
+        self._model_changed(self.session.detector.calibration.describe())
+
+    def _model_changed(self, what: str) -> None:
+        """The session's model changed in place: offer a new checkpoint name, tell the widgets, re-score after."""
+        self.status.value = f"{what}; re-scoring from the cache"
         self.save_button.enabled = True
         self._trained = True
         slide = self.session.slide
         self.out.value = versioned_checkpoint(slide.path if slide else None, self.session.checkpoint)
-        self.session.detector_changed.emit(det)
+        self.session.detector_changed.emit(self.session.detector)
 
     def _on_finished(self):
         self.worker = None
