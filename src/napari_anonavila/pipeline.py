@@ -287,7 +287,8 @@ def score_slide(detector, slide: Slide | str | os.PathLike, *, out_dir: str | os
                                    cache=cache, mode=mode, top_k=top_k)
             result = drain(gen, on_progress, cancel)
             if out_dir is not None:
-                write_slide_outputs(out_dir, result, detector, sl, thumbnail=cache.thumbnail(sl),
+                write_slide_outputs(out_dir, result, detector, sl,
+                                    thumbnail=cache.thumbnail(sl) if sl.cheap_thumbnail else None,
                                     overwrite=overwrite, checkpoint=checkpoint, extra=extra)
                 cache.prune(cache_key(sl, grid, detector.backend_id, detector.embed_dim, detector.backend), grid_key)
         return result

@@ -341,3 +341,31 @@ def test_model_demo_says_where_a_demo_checkpoint_comes_from(sample_slides, tmp_p
     res = cli("score-slide", str(sample_slides.normal), "--model", "demo", "--out", str(tmp_path / "o"))
     assert res.returncode == 2 and "'demo' is a backend, not a checkpoint" in res.stderr
     assert "anonavila demo" in res.stderr and "train --backend demo" in res.stderr
+
+
+def test_a_region_of_a_huge_single_level_slide_reads_only_the_region(tmp_path, fitted_on_sample, monkeypatch):
+    """A single-level TIFF with no cheap thumbnail (here 8600 x 8600 px): scoring a small --roi-box reads that box
+    (tissue mask and overlay), never the whole slide (which took minutes on a 50,000 px one)."""
+    import tifffile
+
+    from napari_anonavila.slide import open_slide
+    from napari_anonavila.slide.base import Slide
+
+    path = tmp_path / "huge.tif"
+    img = np.full((8600, 8600, 3), 240, np.uint8)
+    img[4000:4600, 4000:4600] = (180, 90, 160)  # a piece of stained tissue inside the box
+    tifffile.imwrite(path, img, tile=(512, 512), photometric="rgb", compression="zlib",
+                     resolution=(1 / 0.5e-4, 1 / 0.5e-4), resolutionunit="CENTIMETER")
+    del img
+    with open_slide(path) as s:
+        assert not s.cheap_thumbnail and len(s.level_shapes) == 1
+
+    def whole_slide(self, *a, **k):
+        raise AssertionError("the whole slide was read for a region")
+
+    monkeypatch.setattr(Slide, "thumbnail", whole_slide)
+    res = fitted_on_sample.score_slide(path, out_dir=tmp_path / "r", patch_px=128,
+                                       roi_polygons_xy_l0=[np.array([[3900, 3900], [4700, 3900], [4700, 4700],
+                                                                     [3900, 4700]], float)])
+    assert 20 <= len(res.scores) <= 40  # the stained piece's cells, found by the box's own mask
+    assert (tmp_path / "r" / "overlay.png").stat().st_size > 0

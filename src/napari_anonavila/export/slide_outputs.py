@@ -78,22 +78,36 @@ def _fsync(path: Path) -> None:
 
 
 def overlay_png(result, slide, thumbnail=None, top_k: int = 10) -> bytes:
-    """The overlay picture of a result as PNG bytes (for reports)."""
+    """The overlay picture of a result as PNG bytes (for reports). A slide without a cheap whole-slide thumbnail
+    (a huge single level) is drawn over the box of its scored cells only."""
     import io
 
-    thumb, tds = thumbnail if thumbnail is not None else slide.thumbnail(1024)
+    p = result.grid.patch_size_l0
+    cells = result.grid.cells_rc[: len(result.scores)]
+    r0 = c0 = 0
+    r1, c1 = result.grid.shape_rc
+    if thumbnail is not None:
+        thumb, tds = thumbnail
+    elif slide.cheap_thumbnail or not len(cells):
+        thumb, tds = slide.thumbnail(1024)
+    else:
+        (r0, c0), (r1, c1) = cells.min(axis=0), cells.max(axis=0) + 1
+        thumb, tds = slide.region_thumbnail((int(c0) * p, int(r0) * p, int(c1) * p, int(r1) * p), 1024)
+
+    def heat_of(values: str) -> np.ndarray:
+        return result.heatmap(values=values)[r0:r1, c0:c1]
+
     scores = result.slide_scores()
     buf = io.BytesIO()
-    points = result.grid.xy_l0()[result.top_k(top_k)]
+    points = result.grid.xy_l0()[result.top_k(top_k)] - np.array([c0 * p, r0 * p])
     cal = result.calibrated_summary()
     if cal["calibrated"] and cal["max_z"] is not None:  # z on the fixed scale every slide shares, outlines
-        render_overlay(buf, thumb, tds, result.heatmap(values="z"), result.grid.patch_size_l0,
+        render_overlay(buf, thumb, tds, heat_of("z"), p,
                        title=f"{slide.path.name}: {cal['n_significant']} patches significant at FDR 5%, max z "
                              f"{cal['max_z']:.3g} ({result.mode})", label="z: robust SD above normal tissue",
-                       points_xy_l0=points, limits=Z_RANGE,
-                       outline_cells=result.grid.cells_rc[: len(result.scores)][result.significant()])
+                       points_xy_l0=points, limits=Z_RANGE, outline_cells=cells[result.significant()] - [r0, c0])
     else:
-        render_overlay(buf, thumb, tds, result.heatmap(), result.grid.patch_size_l0,
+        render_overlay(buf, thumb, tds, heat_of("score"), p,
                        title=f"{slide.path.name}: max {scores['max']:.3g}, top-1% {scores['top1']:.3g} "
                              f"({result.mode}; uncalibrated, stretched per slide)", points_xy_l0=points)
     return buf.getvalue()

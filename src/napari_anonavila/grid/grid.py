@@ -95,11 +95,19 @@ def make_grid(slide: Slide, *, patch_um: float | None = None, patch_px: int | No
         raise GridError(f"{slide.path.name}: the patch ({p} px{_um(p, slide)}) is larger than the slide "
                         f"({w0}x{h0} px); choose a smaller patch size")
     rows, cols = h0 // p, w0 // p
-    frac = _cell_tissue_fraction(mask or tissue_mask(slide), p, rows, cols) if min_tissue > 0 else \
-        np.ones((rows, cols))
+    inside = _in_polygons(rows, cols, p, roi_polygons_xy_l0) if roi_polygons_xy_l0 is not None else None
+    if min_tissue > 0:
+        if mask is None:
+            # the whole slide's mask is cheap on a pyramid (and its thresholds see glass and tissue alike); on a
+            # huge single-level slide, regions get the mask of their own box: a region costs the region
+            small = inside is not None and inside.any() and not slide.cheap_thumbnail
+            mask = tissue_mask(slide, box_xy_l0=_cells_box(inside, p) if small else None)
+        frac = _cell_tissue_fraction(mask, p, rows, cols)
+    else:
+        frac = np.ones((rows, cols))
     keep = frac >= min_tissue if min_tissue > 0 else np.ones((rows, cols), bool)
-    if roi_polygons_xy_l0 is not None:
-        keep &= _in_polygons(rows, cols, p, roi_polygons_xy_l0)
+    if inside is not None:
+        keep &= inside
     cells = np.argwhere(keep)
     if cells.size == 0:
         warnings.warn(f"{slide.path.name}: no tissue patches found (min_tissue={min_tissue}); nothing to score",
@@ -136,14 +144,21 @@ def _um(p: int, slide: Slide) -> str:
     return f" = {p * slide.mpp:.0f} um" if slide.mpp else ""
 
 
+def _cells_box(inside: np.ndarray, p: int) -> tuple[int, int, int, int]:
+    """The level-0 box (x0, y0, x1, y1) of the cells marked in ``inside``."""
+    rr, cc = np.nonzero(inside)
+    return int(cc.min()) * p, int(rr.min()) * p, (int(cc.max()) + 1) * p, (int(rr.max()) + 1) * p
+
+
 def _cell_tissue_fraction(tm: TissueMask, p: int, rows: int, cols: int) -> np.ndarray:
-    """Mean of the mask over each cell, sampling the mask at a regular sub-grid of each cell."""
+    """Mean of the mask over each cell, sampling the mask at a regular sub-grid of each cell (cells outside a box
+    mask sample its edge; they are outside the regions it was made for)."""
     n = max(2, min(8, math.ceil(p / tm.downsample)))
     offs = (np.arange(n) + 0.5) * p / n
-    ys = (np.arange(rows)[:, None] * p + offs[None, :]).ravel() / tm.downsample
-    xs = (np.arange(cols)[:, None] * p + offs[None, :]).ravel() / tm.downsample
-    yi = np.clip(ys.astype(int), 0, tm.mask.shape[0] - 1)
-    xi = np.clip(xs.astype(int), 0, tm.mask.shape[1] - 1)
+    ys = ((np.arange(rows)[:, None] * p + offs[None, :]).ravel() - tm.origin_xy_l0[1]) / tm.downsample
+    xs = ((np.arange(cols)[:, None] * p + offs[None, :]).ravel() - tm.origin_xy_l0[0]) / tm.downsample
+    yi = np.clip(np.floor(ys).astype(int), 0, tm.mask.shape[0] - 1)
+    xi = np.clip(np.floor(xs).astype(int), 0, tm.mask.shape[1] - 1)
     samples = tm.mask[np.ix_(yi, xi)].reshape(rows, n, cols, n)
     return samples.mean(axis=(1, 3))
 

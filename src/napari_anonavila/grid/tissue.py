@@ -41,6 +41,7 @@ class TissueMask:
     threshold: float
     kind: str = "bright-field"  # or "dark-field"
     ink_fraction: float = 0.0  # of the thumbnail rejected as pen ink
+    origin_xy_l0: tuple[int, int] = (0, 0)  # the level-0 pixel of mask pixel (0, 0) (a box's corner)
 
     @property
     def fraction(self) -> float:
@@ -88,17 +89,26 @@ def _dark_field(rgb: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
     return sig > thr, thr, sig > background + 4.0
 
 
-def tissue_mask(slide: Slide, *, mask_um: float = 8.0, min_object_um2: float = 5000.0) -> TissueMask:
+def tissue_mask(slide: Slide, *, mask_um: float = 8.0, min_object_um2: float = 5000.0,
+                box_xy_l0: tuple[int, int, int, int] | None = None) -> TissueMask:
     """Tissue on a thumbnail of ``mask_um`` microns per pixel or finer (at most 2048 a side, at least 1024 without
-    mpp), made of whole blocks of a low pyramid level, never resampled.
+    mpp), made of whole blocks of a low pyramid level, never resampled. With ``box_xy_l0`` (x0, y0, x1, y1), of
+    that box only: only its tiles are read (a region of a huge single-level slide costs the region, not the slide).
 
     Bright-field or dark-field is told from the thumbnail (median brightness). Specks below
     ``min_object_um2`` (64 mask pixels without mpp) are removed and small holes filled. Warns
     (:class:`TissueMaskWarning`) when the mask covers far less than the part of the slide that has signal.
     """
     w0, h0 = slide.dimensions_xy
-    side = max(w0, h0) * slide.mpp / mask_um if slide.mpp else 1024  # the long side at mask_um per pixel
-    thumb, ds = slide.thumbnail(int(np.clip(2 * side, 128, 2048)), exact=False)  # between side and 2 side
+    if box_xy_l0 is None and not slide.cheap_thumbnail:  # a huge single level: read it in bands, bounded
+        box_xy_l0 = (0, 0, w0, h0)
+    bw, bh = (box_xy_l0[2] - box_xy_l0[0], box_xy_l0[3] - box_xy_l0[1]) if box_xy_l0 else (w0, h0)
+    side = max(bw, bh) * slide.mpp / mask_um if slide.mpp else 1024  # the long side at mask_um per pixel
+    max_side = int(np.clip(2 * side, 128, 2048))
+    if box_xy_l0 is not None:
+        thumb, ds = slide.region_thumbnail(box_xy_l0, max_side)
+    else:
+        thumb, ds = slide.thumbnail(max_side, exact=False)  # between side and 2 side
     px_um = ds * slide.mpp if slide.mpp else None
     min_px = max(4, int(min_object_um2 / px_um**2)) if px_um else 64
     ink = np.zeros(thumb.shape[:2], bool)
@@ -114,7 +124,8 @@ def tissue_mask(slide: Slide, *, mask_um: float = 8.0, min_object_um2: float = 5
     if kind == "bright-field":
         mask &= ~ink  # closing must not bridge back over a pen stroke
     mask = ~_drop_small(~_drop_small(mask, min_px), min_px)  # specks out, then small holes filled
-    tm = TissueMask(mask, ds, float(thr), kind, float(ink.mean()))
+    origin = (int(box_xy_l0[0]), int(box_xy_l0[1])) if box_xy_l0 is not None else (0, 0)
+    tm = TissueMask(mask, ds, float(thr), kind, float(ink.mean()), origin)
     sig = float(signal.mean())
     if sig > 0.1 and tm.fraction < 0.3 * sig:
         warnings.warn(f"{slide.path.name}: the tissue mask covers {tm.fraction:.0%} of the slide, but {sig:.0%} of it "

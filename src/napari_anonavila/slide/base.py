@@ -224,6 +224,29 @@ class Slide:
         ok = [i for i, d in enumerate(self.level_downsamples) if d <= downsample * (1 + 1e-6)]
         return max(ok, key=lambda i: self.level_downsamples[i]) if ok else 0
 
+    def region_thumbnail(self, box_xy_l0: tuple[int, int, int, int], max_side: int = 2048
+                         ) -> tuple[np.ndarray, float]:
+        """An RGB image of the level-0 box ``(x0, y0, x1, y1)`` with a long side between ``max_side / 2`` and
+        ``max_side``, read from the smallest level that is large enough (whole blocks averaged, never resampled),
+        and its level-0 pixels per pixel. Only the tiles under the box are decoded."""
+        x0, y0, x1, y1 = (int(v) for v in box_xy_l0)
+        long_side = max(x1 - x0, y1 - y0, 1)
+        level = self.best_level(2 * long_side / max_side)
+        d = self.level_downsamples[level]
+        f = max(1, math.ceil(long_side / d / max_side))
+        w, h = max(1, math.ceil((x1 - x0) / d)), max(1, math.ceil((y1 - y0) / d))
+        band = f * max(1, (_THUMB_BAND_BYTES // (3 * w)) // f)  # rows read at once: memory stays bounded
+        parts = [_block_mean(self.read_region((x0, round(y0 + y * d)), level, (w, min(band, h - y))), f)
+                 for y in range(0, h, band)]
+        return (np.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]), d * f
+
+    @property
+    def cheap_thumbnail(self) -> bool:
+        """Whether the smallest level is small enough for a whole-slide thumbnail (at most 64 M pixels): a huge
+        single-level TIFF is not, and then only boxes of it are read."""
+        h, w = self.level_shapes[-1]
+        return h * w <= _CHEAP_THUMB_PX
+
     def thumbnail(self, max_side: int = 1024, *, exact: bool = True) -> tuple[np.ndarray, float]:
         """A whole-slide RGB image of at most ``max_side`` pixels, and its level-0 pixels per pixel.
 
@@ -288,6 +311,7 @@ class Slide:
 
 _SEGMENT = 64 << 20  # bytes hashed per task
 _THUMB_BAND_BYTES = 48 << 20  # rows of a level read at once for a thumbnail
+_CHEAP_THUMB_PX = 64 << 20  # a smallest level beyond this is read only in boxes
 
 
 def _block_mean(img: np.ndarray, f: int) -> np.ndarray:
