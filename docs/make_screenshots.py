@@ -43,24 +43,29 @@ def shot(viewer, name: str) -> None:
 
 
 def calibrated() -> None:
-    """Two slides scored by the main job's calibrated model: z on the fixed scale, significant patches outlined."""
+    """Two slides scored one after the other by the main job's calibrated model, side by side (napari's grid, one
+    slide with its own result layers a cell): z on the fixed scale, significant patches outlined."""
     from napari_anonavila.demo import PATCH_UM, run_demo
+    from napari_anonavila.sample import make_tissue, write_pyramid_tiff
 
     demo = Path(tempfile.mkdtemp()) / "demo"
     run_demo(demo, size=4096)
+    unseen = write_pyramid_tiff(demo / "slides" / "unseen_normal.tif", make_tissue(4096, 40)[0], 0.5)
     v = napari.Viewer()
     v.window._qt_window.resize(1800, 1000)
-    [slide] = v.open(str(demo / "slides" / "anomalous.tif"), plugin=PLUGIN)
     _dock, score = v.window.add_plugin_dock_widget(PLUGIN, "Score")
-    score.slide_layer.value = slide
-    score.model.value = demo / "model.safetensors"
-    score.patch_um.value = PATCH_UM
-    score.run_button.native.click()
-    wait(score)
+    for path in (unseen, demo / "slides" / "anomalous.tif"):
+        [slide] = v.open(str(path), plugin=PLUGIN)
+        score.slide_layer.value = slide
+        score.model.value = demo / "model.safetensors"
+        score.patch_um.value = PATCH_UM
+        score.run_button.native.click()
+        wait(score)
     v.window.add_plugin_dock_widget(PLUGIN, "Review top-k")
-    v.layers.selection.active = slide
+    grid = getattr(v.canvas, "grid", None) or v.grid  # napari 0.9 moved it
+    grid.enabled, grid.stride = True, 4  # a slide and its three result layers in each cell
     v.reset_view()
-    shot(v, "napari_calibrated.png")
+    shot(v, "napari_two_slides.png")
     v.close()
 
 
@@ -119,8 +124,10 @@ def main() -> None:
     qa.export_button.native.click()
     wait(qa)
     qa.import_geojson(qa.written["geojson"])
-    for name in ("anomaly heatmap", "top-k patches"):
-        v.layers[name].visible = False
+    from napari_anonavila._napari.results import result_layers
+
+    for layer in result_layers(v, slide):
+        layer.visible = False
     v.reset_view()
     shot(v, "napari_qa.png")
     print("wrote", sorted(p.name for p in OUT.glob("napari_*.png")))

@@ -71,3 +71,14 @@ def wait_worker(qtbot, widget, timeout=120_000):
 def click(button) -> None:
     """Press a magicgui PushButton as a user does."""
     button.native.click()
+
+
+def layer_of(viewer, kind: str, slide_layer=None):
+    """The ``kind`` result layer (heatmap, top-k, significant) of ``slide_layer`` (default: the slide the widgets
+    show), found as the plugin finds it; fails when there is none."""
+    from napari_anonavila._napari.results import result_layer
+    from napari_anonavila._napari.session import session_for
+
+    layer = result_layer(viewer, slide_layer or session_for(viewer).slide_layer, kind)
+    assert layer is not None, f"no {kind!r} layer for that slide"
+    return layer

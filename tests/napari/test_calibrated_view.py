@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from .conftest import click, open_slide, open_widget, wait_worker
+from .conftest import click, layer_of, open_slide, open_widget, wait_worker
 
 HEATMAP, SIGNIFICANT = "anomaly heatmap", "significant patches (FDR 5%)"
 
@@ -18,7 +18,7 @@ def _score(viewer, qtbot, w, layer, model):
     click(w.run_button)
     wait_worker(qtbot, w)
     assert w.session.result is not None
-    heat = viewer.layers[HEATMAP]
+    heat = layer_of(viewer, HEATMAP)
     return tuple(heat.contrast_limits), heat.metadata["label"], w.session.result
 
 
@@ -52,18 +52,35 @@ def test_two_slides_share_one_fixed_z_scale(make_napari_viewer, qtbot, sample_sl
     w = open_widget(viewer, "Score")
     clim_a, label_a, res_a = _score(viewer, qtbot, w, anomalous, model)
     assert "z" in label_a and "fixed scale" in label_a and viewer.text_overlay.text == label_a
-    np.testing.assert_allclose(np.nanmax(viewer.layers[HEATMAP].metadata["raw"]), res_a.z.max(), rtol=1e-6)
-    sig = viewer.layers[SIGNIFICANT]
+    np.testing.assert_allclose(np.nanmax(layer_of(viewer, HEATMAP).metadata["raw"]), res_a.z.max(), rtol=1e-6)
+    sig = layer_of(viewer, SIGNIFICANT)
     assert len(sig.data) == int(res_a.significant().sum()) > 0
     review = open_widget(viewer, "Review top-k")
     headers = [review.table.horizontalHeaderItem(c).text() for c in range(review.table.columnCount())]
     assert headers[:3] == ["rank", "z", "p"]
     assert float(review.table.item(0, 1).text()) == pytest.approx(res_a.z.max(), abs=0.05)
+    heat_a = layer_of(viewer, HEATMAP, anomalous)
     clim_n, _label, res_n = _score(viewer, qtbot, w, normal, model)
     assert clim_n == clim_a and clim_a[1] == Z_RANGE[1]  # same colour, same meaning on both slides
     assert res_n.z.max() < res_a.z.max()
+    # each slide keeps its own results, named after it, directly above it; the first slide's are intact
+    heat_n = layer_of(viewer, HEATMAP, normal)
+    assert heat_n is not heat_a and "normal.tif" in heat_n.name and "anomalous.tif" in heat_a.name
+    np.testing.assert_allclose(np.nanmax(heat_a.metadata["raw"]), res_a.z.max(), rtol=1e-6)
+    names = [ly.name for ly in viewer.layers]
+    for slide in (normal, anomalous):
+        i = names.index(slide.name)
+        assert names[i + 1].startswith("anomaly heatmap [") and slide.name in names[i + 1]
+        assert all(slide.name in n for n in names[i + 1 : i + 3])
+    # selecting the first slide shows its own result again, without scoring it again
+    anomalous.metadata["anonavila_slide"].reads = 0
+    viewer.layers.selection.active = anomalous
+    assert w.worker is None and w.session.result is res_a and anomalous.metadata["anonavila_slide"].reads == 0
+    assert float(review.table.item(0, 1).text()) == pytest.approx(res_a.z.max(), abs=0.05)
+    viewer.layers.selection.active = normal
     w.values.value = "raw score (per slide)"
-    assert "raw" in viewer.layers[HEATMAP].metadata["label"] and tuple(viewer.layers[HEATMAP].contrast_limits) != clim_n
+    heat = layer_of(viewer, HEATMAP)
+    assert "raw" in heat.metadata["label"] and tuple(heat.contrast_limits) != clim_n
     assert not errors
 
 
@@ -89,5 +106,5 @@ def test_retrain_calibrate_only_gives_an_uncalibrated_model_z(make_napari_viewer
     assert det.calibration is not None and "normal.tif" in det.calibration.source
     assert np.array_equal(det.mlp.linear1.weight.detach().numpy(), before.numpy())  # the MLP is kept
     assert w.session.result.calibration is det.calibration and np.isfinite(w.session.result.z).all()
-    assert "fixed scale" in viewer.layers[HEATMAP].metadata["label"]
+    assert "fixed scale" in layer_of(viewer, HEATMAP).metadata["label"]
     assert not errors

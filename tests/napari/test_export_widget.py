@@ -9,7 +9,7 @@ import pytest
 
 from napari_anonavila.export.geojson import read_geojson
 
-from .conftest import click, draw_shapes, open_slide, open_widget, wait_worker
+from .conftest import click, draw_shapes, layer_of, open_slide, open_widget, wait_worker
 
 TOPK = "top-k patches"
 
@@ -35,7 +35,7 @@ def test_mark_export_and_import_back(qa, qtbot, tmp_path, errors):
     viewer, w, qa_widget, slide_layer = qa
     qa_widget.mark("confirmed", rows=[0])
     qa_widget.mark("rejected", rows=[1, 2])
-    pts = viewer.layers[TOPK]
+    pts = layer_of(viewer, TOPK)
     assert list(pts.features["review"][:3]) == ["confirmed", "rejected", "rejected"]
     # a region drawn the way napari's button makes it (slide scale 0.5): 100..300 um = level-0 pixels 200..600
     region = draw_shapes(viewer, slide_layer, [[[100, 100], [100, 300], [300, 300]]], shape_type="polygon")

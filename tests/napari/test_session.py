@@ -14,7 +14,7 @@ import pytest
 from napari_anonavila.grid import make_grid
 from napari_anonavila.reviews import PatchKey
 
-from .conftest import WIDGETS, click, draw_shapes, open_slide, open_widget, wait_worker
+from .conftest import WIDGETS, click, draw_shapes, layer_of, open_slide, open_widget, wait_worker
 
 HEATMAP, TOPK = "anomaly heatmap", "top-k patches"
 
@@ -54,7 +54,7 @@ def _cell_corner_world(layer, rc):
 
 def _assert_cells_on_slide(viewer, slide_layer, result):
     """Each heatmap cell's edges, in world coordinates, are the edges of its patch's level-0 pixels."""
-    heat = viewer.layers[HEATMAP]
+    heat = layer_of(viewer, HEATMAP)
     p = result.grid.patch_size_l0
     for r, c in result.grid.cells_rc[:: max(1, len(result.grid) // 7)]:
         for dr, dc in ((0, 0), (1, 1), (0, 1)):
@@ -101,12 +101,12 @@ def test_scripted_user_session(viewer, qtbot, sample_slides, errors, monkeypatch
     assert "rows band" in split["held_out"][0] and split["n_train"] + split["n_centroid"] == len(expected) >= 8
     # 2. the heatmap and the points sit on the tissue
     _assert_cells_on_slide(viewer, slide_layer, res)
-    pts = viewer.layers[TOPK]
+    pts = layer_of(viewer, TOPK)
     for k in range(3):
         x, y = pts.features["x_l0"][k], pts.features["y_l0"][k]
         np.testing.assert_allclose(pts.data_to_world(pts.data[k]),
                                    slide_layer.data_to_world((y + 63.5, x + 63.5)), atol=1e-6)
-    assert viewer.layers[HEATMAP].colorbar.visible
+    assert layer_of(viewer, HEATMAP).colorbar.visible
     assert review.table.rowCount() == 10  # Review was open before the result: filled at once
     # 3. review marks, then a re-score (mode change, from the cache): the marks stay on their patches
     pts.selected_data = {0, 1}
@@ -120,7 +120,7 @@ def test_scripted_user_session(viewer, qtbot, sample_slides, errors, monkeypatch
     score.mode.value = "max"
     wait_worker(qtbot, score)
     assert score.session.result.mode == "max" and score.session.result.from_cache
-    pts = viewer.layers[TOPK]
+    pts = layer_of(viewer, TOPK)
     shown = {PatchKey(int(x), int(y), 128): s for x, y, s in
              zip(pts.features["x_l0"], pts.features["y_l0"], pts.features["review"], strict=True) if s != "unreviewed"}
     assert shown == marks
@@ -153,7 +153,7 @@ def test_scripted_user_session(viewer, qtbot, sample_slides, errors, monkeypatch
     click(score.run_button)  # the same button, now Cancel
     wait_worker(qtbot, score)
     assert score.run_button.text == "Run" and score.worker is None
-    assert score.session.result is None and len(viewer.layers[TOPK].data) == 0
+    assert score.session.result is None and len(layer_of(viewer, TOPK).data) == 0
     assert "cancelled" in score.scores_label.value
     assert review.table.rowCount() == 0
     assert not errors
@@ -179,7 +179,7 @@ def test_review_opened_after_scoring_and_details_follow_a_rescore(viewer, qtbot,
     wait_worker(qtbot, score)
     assert review._selected == key  # the same patch stays selected ...
     assert review.details.text() != first  # ... with its new score
-    viewer.layers[TOPK].selected_data = {4}
+    layer_of(viewer, TOPK).selected_data = {4}
     assert {i.row() for i in review.table.selectedItems()} == {4}
     assert not errors
     assert slide_layer is not None

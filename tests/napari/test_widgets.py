@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from .conftest import click, draw_shapes, open_slide, open_widget, wait_worker
+from .conftest import click, draw_shapes, layer_of, open_slide, open_widget, wait_worker
 
 HEATMAP, TOPK = "anomaly heatmap", "top-k patches"
 
@@ -26,7 +26,7 @@ def scored(viewer, qtbot, sample_slides, fitted_on_sample, tmp_path):
 
 def test_score_layers_and_features(scored):
     viewer, w, _ = scored
-    heat, pts = viewer.layers[HEATMAP], viewer.layers[TOPK]
+    heat, pts = layer_of(viewer, HEATMAP), layer_of(viewer, TOPK)
     assert len(pts.data) == 10
     assert list(pts.features.columns)[:4] == ["rank", "index", "x_l0", "y_l0"]
     assert list(pts.text.values[:2]) == ["1", "2"]  # short rank labels; the terms are in the Review list
@@ -46,7 +46,7 @@ def test_score_layers_and_features(scored):
 
 def test_low_scores_are_visible_and_unscored_cells_transparent(scored):
     viewer, _w, _ = scored
-    heat = viewer.layers[HEATMAP]
+    heat = layer_of(viewer, HEATMAP)
     raw = heat.metadata["raw"]
     lo, hi = heat.contrast_limits
     shown = np.asarray(heat.data)
@@ -59,9 +59,9 @@ def test_low_scores_are_visible_and_unscored_cells_transparent(scored):
 
 def test_erosion_toggle_and_mode_rescore_from_cache(scored, qtbot):
     viewer, w, _ = scored
-    raw = viewer.layers[HEATMAP].metadata["raw"].copy()
+    raw = layer_of(viewer, HEATMAP).metadata["raw"].copy()
     w.eroded.value = True
-    eroded = viewer.layers[HEATMAP].metadata["raw"]
+    eroded = layer_of(viewer, HEATMAP).metadata["raw"]
     ok = ~np.isnan(raw)
     assert (eroded[ok] <= raw[ok]).all() and (eroded[ok] < raw[ok]).any()
     w.eroded.value = False
@@ -210,17 +210,22 @@ def test_current_view_region_scores_only_what_is_visible(viewer, qtbot, sample_s
 
 
 def test_retrain_on_another_normal_slide(scored, qtbot, sample_slides):
-    viewer, w, _ = scored
-    normal = open_slide(viewer, sample_slides.normal)
+    viewer, w, slide_layer = scored
+    before = w.session.result.scores.score.copy()
+    normal = open_slide(viewer, sample_slides.normal)  # selected: the widgets now show this slide (no result yet)
+    assert w.session.result is None
     r = open_widget(viewer, "Retrain")
     r.other_slide.value = normal
     r.epochs.value = 2
-    before = w.session.result.scores.score.copy()
     click(r.train_button)
     qtbot.waitUntil(lambda: r.worker is None, timeout=120_000)
     wait_worker(qtbot, w)
-    assert not np.allclose(w.session.result.scores.score, before)
     assert w.session.detector.info["n_train"] > 20
+    slide = w.session.slide_layer  # back to the scored slide: its result was made by the old model, so it is
+    viewer.layers.selection.active = slide_layer  # re-scored from the cache, never shown stale
+    wait_worker(qtbot, w)
+    assert slide is not w.session.slide_layer and w.session.result_is_current()
+    assert not np.allclose(w.session.result.scores.score, before)
 
 
 def test_cancel_then_run_again_resumes_to_the_uninterrupted_result(viewer, qtbot, fitted_on_sample, tmp_path):

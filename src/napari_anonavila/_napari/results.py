@@ -1,7 +1,9 @@
 """Results on screen: the heatmap image layer (with its colour bar) and the review points layer.
 
-Both are updated in place when they exist (the user's styling and layer order stay), and their transforms are
-set on every update, so a new patch size, a new slide or another slide's mpp never leaves them off the tissue.
+Each slide has its own result layers, named after it and kept directly above it: scoring another slide makes that
+slide's layers and leaves these as they are. They are updated in place when they exist (the user's styling and
+layer order stay), and their transforms are set on every update, so a new patch size or mpp never leaves them off
+the tissue.
 """
 
 from __future__ import annotations
@@ -12,17 +14,56 @@ from .layers import heatmap_kwargs, review_points, significant_points
 from .session import Session
 
 __all__ = ["HEATMAP", "SIGNIFICANT", "TOPK", "clear_results", "draw_heatmap", "draw_points", "draw_significant",
-           "layer_named"]
+           "layer_named", "result_layer", "result_layers", "slide_of_result"]
 
 HEATMAP = "anomaly heatmap"
 TOPK = "top-k patches"
 SIGNIFICANT = "significant patches (FDR 5%)"
+_KINDS = (HEATMAP, SIGNIFICANT, TOPK)  # their order directly above their slide, bottom to top
 _TRANSFORM = ("units", "scale", "translate", "affine")
 
 
 def layer_named(viewer, name: str):
     """The viewer's layer called ``name``, or None (napari's LayerList has no ``get``)."""
     return viewer.layers[name] if name in viewer.layers else None  # noqa: SIM401
+
+
+def result_layer(viewer, slide_layer, kind: str):
+    """The ``kind`` layer (HEATMAP, SIGNIFICANT or TOPK) of ``slide_layer``'s result, or None."""
+    if slide_layer is None:
+        return None
+    for layer in viewer.layers:
+        meta = layer.metadata
+        if meta.get("anonavila_result") == kind and meta.get("anonavila_for") == slide_layer.unique_id:
+            return layer
+    return None
+
+
+def result_layers(viewer, slide_layer) -> list:
+    """All result layers of ``slide_layer``, bottom to top."""
+    return [ly for ly in (result_layer(viewer, slide_layer, k) for k in _KINDS) if ly is not None]
+
+
+def slide_of_result(viewer, layer):
+    """The slide layer a result layer belongs to (None for other layers)."""
+    for candidate in viewer.layers:
+        if candidate.unique_id == layer.metadata.get("anonavila_for"):
+            return candidate
+    return None
+
+
+def _tag(kwargs: dict, slide_layer, kind: str) -> dict:
+    """Name a result layer after its slide and mark whose it is."""
+    meta = {**kwargs.get("metadata", {}), "anonavila_result": kind, "anonavila_for": slide_layer.unique_id}
+    return {**kwargs, "name": f"{kind} [{slide_layer.name}]", "metadata": meta}
+
+
+def _place(viewer, layer, slide_layer) -> None:
+    """Put ``layer`` directly above its slide, among the slide's result layers in their order."""
+    target = viewer.layers.index(slide_layer) + 1 + result_layers(viewer, slide_layer).index(layer)
+    here = viewer.layers.index(layer)
+    if here != target:
+        viewer.layers.move(here, target)  # napari inserts before ``target``: the slide's next layer up
 
 
 def _set(layer, kwargs: dict, keys) -> None:
@@ -43,12 +84,13 @@ def _set(layer, kwargs: dict, keys) -> None:
 
 def draw_heatmap(viewer, slide_layer, heat: np.ndarray, patch_size_l0: int, origin_xy_l0=(0, 0),
                  *, label: str = "anomaly score", fixed: tuple[float, float] | None = None):
-    """Show ``heat`` (NaN where unscored) over ``slide_layer``, on the ``fixed`` range (calibrated z) or the slide's
-    own; return the layer."""
+    """Show ``heat`` (NaN where unscored) over ``slide_layer`` in that slide's own heatmap layer, on the ``fixed``
+    range (calibrated z) or the slide's own; return the layer."""
     data, kw = heatmap_kwargs(heat, slide_layer, patch_size_l0, origin_xy_l0, name=HEATMAP, label=label,
                               fixed=fixed)
-    if HEATMAP in viewer.layers:
-        layer = viewer.layers[HEATMAP]
+    kw = _tag(kw, slide_layer, HEATMAP)
+    layer = result_layer(viewer, slide_layer, HEATMAP)
+    if layer is not None:
         _set(layer, kw, _TRANSFORM)
         if not np.allclose(layer.contrast_limits, kw["contrast_limits"], rtol=0.02):
             layer.contrast_limits = kw["contrast_limits"]
@@ -56,19 +98,23 @@ def draw_heatmap(viewer, slide_layer, heat: np.ndarray, patch_size_l0: int, orig
         layer.metadata.update(kw["metadata"])
     else:
         layer = viewer.add_image(data, **kw)
-        layer.colorbar.visible = True
-    layer.colorbar.visible = layer.visible
+        _place(viewer, layer, slide_layer)
+    for other in viewer.layers:  # one colour bar: the current slide's
+        if other.metadata.get("anonavila_result") == HEATMAP:
+            other.colorbar.visible = other is layer and layer.visible
     return layer
 
 
 def draw_points(viewer, session: Session):
-    """Show the top-k patches of the session's result plus every reviewed patch; return the layer (or None)."""
-    res, det = session.result, session.detector
-    if res is None or det is None or session.slide_layer is None:
+    """Show the top-k patches of the session's result plus every reviewed patch, in the slide's own points layer;
+    return the layer (or None)."""
+    res, det, slide_layer = session.result, session.detector, session.slide_layer
+    if res is None or det is None or slide_layer is None:
         return None
-    data, kw = review_points(res, det, session.top_k, session.marks(), session.slide_layer)
-    if TOPK in viewer.layers:
-        layer = viewer.layers[TOPK]
+    data, kw = review_points(res, det, session.top_k, session.marks(), slide_layer)
+    kw = _tag(kw, slide_layer, TOPK)
+    layer = result_layer(viewer, slide_layer, TOPK)
+    if layer is not None:
         _set(layer, kw, _TRANSFORM)
         layer.selected_data = set()
         layer.data = data
@@ -79,40 +125,42 @@ def draw_points(viewer, session: Session):
         layer.metadata.update(kw["metadata"])
     else:
         layer = viewer.add_points(data, **kw)
+        _place(viewer, layer, slide_layer)
     return layer
 
 
 def draw_significant(viewer, session: Session):
-    """Outline the patches significant at the calibrated false-discovery rate (an empty layer when none or when
-    uncalibrated); return the layer."""
-    res = session.result
-    if res is None or session.slide_layer is None:
+    """Outline the patches significant at the calibrated false-discovery rate in the slide's own layer (empty when
+    there are none, or the model is uncalibrated); return the layer."""
+    res, slide_layer = session.result, session.slide_layer
+    if res is None or slide_layer is None:
         return None
-    data, kw = significant_points(res, session.slide_layer)
-    if SIGNIFICANT in viewer.layers:
-        layer = viewer.layers[SIGNIFICANT]
+    data, kw = significant_points(res, slide_layer)
+    kw = _tag(kw, slide_layer, SIGNIFICANT)
+    layer = result_layer(viewer, slide_layer, SIGNIFICANT)
+    if layer is not None:
         _set(layer, kw, _TRANSFORM)
         layer.data = data
         layer.size = kw["size"]
         layer.features = kw["features"]
-    elif len(data):
+    else:  # made even when empty: every scored slide has the same three result layers
         layer = viewer.add_points(data, **kw)
-    else:
-        return None
+        _place(viewer, layer, slide_layer)
     return layer
 
 
-def clear_results(viewer) -> None:
-    """A run starts: empty the points and the heatmap of the earlier result (they belong to another run).
+def clear_results(viewer, slide_layer) -> None:
+    """A run on ``slide_layer`` starts: empty its points and heatmap (they belong to another run). Other slides'
+    results stay as they are.
 
     The layers stay (with the user's styling and place in the list); emptying them is cheaper than a new layer.
     """
-    for name in (TOPK, SIGNIFICANT):
-        if name in viewer.layers:
-            layer = viewer.layers[name]
+    for kind in (TOPK, SIGNIFICANT):
+        layer = result_layer(viewer, slide_layer, kind)
+        if layer is not None:
             layer.selected_data = set()
             layer.data = np.zeros((0, 2))
-    if HEATMAP in viewer.layers:
-        layer = viewer.layers[HEATMAP]
+    layer = result_layer(viewer, slide_layer, HEATMAP)
+    if layer is not None:
         layer.data = np.full(layer.data.shape, min(layer.contrast_limits) - 1, np.float32)  # all transparent
         layer.metadata["raw"] = np.full(layer.data.shape, np.nan)

@@ -29,12 +29,41 @@ class Session:
 
     def __init__(self) -> None:
         self.detector = None
-        self.result = None
-        self.slide_layer = None
+        self.slide_layer = None  # the slide the widgets show (its layer, unwrapped)
+        self._results: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # slide layer -> its SlideResult
+        self._made_with: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # slide layer -> model version
+        self.model_version = 0  # counts changes of the detector (loaded, retrained, terms edited, calibrated)
+        self.detector_changed.connect(self._model_changed)
         self.checkpoint: Path | None = None
         self.busy: str | None = None  # what a worker is doing with the detector now (None: nothing)
         self.top_k = 10  # how many top patches the points layer and the review table list
         self._marks: dict[str, ReviewMarks] = {}
+
+    def _model_changed(self, _det=None) -> None:
+        self.model_version += 1
+
+    def result_is_current(self) -> bool:
+        """Whether the shown slide's result was made by the detector as it is now."""
+        return self.result is not None and self._made_with.get(self.slide_layer) == self.model_version
+
+    @property
+    def result(self):
+        """The result of the slide the widgets show (each slide keeps its own; switching never re-scores)."""
+        return self._results.get(self.slide_layer) if self.slide_layer is not None else None
+
+    @result.setter
+    def result(self, value) -> None:
+        if self.slide_layer is None:
+            return
+        if value is None:
+            self._results.pop(self.slide_layer, None)
+        else:
+            self._results[self.slide_layer] = value
+            self._made_with[self.slide_layer] = self.model_version
+
+    def result_of(self, slide_layer):
+        """The result of any slide layer of this viewer, or None."""
+        return self._results.get(unwrap(slide_layer))
 
     @property
     def slide(self) -> Slide | None:

@@ -22,7 +22,7 @@ from ...reviews import REVIEW_STATES, PatchKey
 from ...userfiles import sha256_file
 from ..coords import cells_layer_transform
 from ..layers import features_to_layer_data
-from ..results import TOPK
+from ..results import TOPK, result_layer
 from ..session import chosen_path, session_for, shapes_to_polygons_xy_l0
 from ..workers import export_worker
 from . import scroll_form, tabify_when_docked, wrapping
@@ -86,9 +86,9 @@ class ExportWidget(Container):
     def mark(self, state: str | None = None, rows=None) -> None:
         """Set the review state of the selected (or given) rows of the top-k points layer."""
         res = self.session.result
-        if res is None or TOPK not in self.viewer.layers:
+        layer = result_layer(self.viewer, self.session.slide_layer, TOPK)
+        if res is None or layer is None:
             raise ValueError("no top-k points layer: score a slide first")
-        layer = self.viewer.layers[TOPK]
         sel = sorted(rows if rows is not None else layer.selected_data)
         if not sel:
             show_warning("select points first (in the 'top-k patches' layer, or rows of the Review table)")

@@ -10,7 +10,7 @@ from qtpy.QtWidgets import QAbstractItemView, QLabel, QTableWidget, QTableWidget
 from ...reviews import PatchKey
 from ..coords import slide_xy_l0_to_world
 from ..layers import review_points
-from ..results import TOPK, layer_named
+from ..results import TOPK, result_layer
 from ..session import session_for, unwrap
 from . import tabify_when_docked
 
@@ -92,7 +92,7 @@ class ReviewWidget(QWidget):
         return [PatchKey(x, y, p) for x, y in zip(f.get("x_l0", []), f.get("y_l0", []), strict=True)]
 
     def _watch_points(self) -> None:
-        layer = layer_named(self.viewer, TOPK)
+        layer = result_layer(self.viewer, self.session.slide_layer, TOPK)
         if layer is not None and unwrap(layer) is not self._points:
             self._points = unwrap(layer)
             layer.selected_data.events.items_changed.connect(self._on_point)
@@ -126,7 +126,7 @@ class ReviewWidget(QWidget):
             self.select(min(rows))
 
     def _on_point(self, *_) -> None:
-        layer = layer_named(self.viewer, TOPK)
+        layer = result_layer(self.viewer, self.session.slide_layer, TOPK)
         sel = sorted(layer.selected_data) if layer is not None else []
         if sel and sel[0] < self.table.rowCount():
             self.table.selectRow(sel[0])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import napari
@@ -20,11 +21,11 @@ from magicgui.widgets import (
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from ...errors import AnonavilaError
-from ...maps import erode, slide_scores
+from ...maps import erode
 from ...options import PRECISIONS, ScoreMode
 from ...progress import Progress
 from ..layers import Z_RANGE
-from ..results import HEATMAP, TOPK, clear_results, draw_heatmap, draw_points, draw_significant
+from ..results import HEATMAP, TOPK, clear_results, draw_heatmap, draw_points, draw_significant, slide_of_result
 from ..session import chosen_path, session_for, shapes_to_polygons_xy_l0, slide_of, unwrap
 from ..workers import DetectorReady, GridReady, ScorePlan, score_worker
 from . import scroll_form, tabify_when_docked, wrapping
@@ -95,6 +96,7 @@ class ScoreWidget(Container):
         self.session.reviews_changed.connect(lambda: draw_points(self.viewer, self.session))
         viewer.layers.events.inserted.connect(self.reset_choices)
         viewer.layers.events.removed.connect(self.reset_choices)
+        viewer.layers.selection.events.active.connect(self._on_active)
         self.reset_choices()
         self.top_k.value = self.session.top_k
         self._show_model(self.session.detector)
@@ -121,6 +123,35 @@ class ScoreWidget(Container):
 
         self.model_info.value = f"{det.describe()}\n{describe_split(det.info.get('centroid_split'))}"
         self.model_info.native.setStyleSheet("color: #ffb000; font-weight: bold;" if det.is_demo else "")
+
+    def _on_active(self, *_) -> None:
+        """Follow the selected layer: a slide, or one of its result layers, becomes the slide the widgets show."""
+        layer = self.viewer.layers.selection.active
+        if layer is None or self.worker is not None or self.session.busy:
+            return
+        slide_layer = layer if slide_of(layer) is not None else slide_of_result(self.viewer, layer)
+        if slide_layer is not None and unwrap(slide_layer) is not self.session.slide_layer:
+            self.show_slide(slide_layer)
+
+    def show_slide(self, slide_layer) -> None:
+        """Show ``slide_layer``'s own result in the widgets (never re-scores: a slide not scored yet shows none)."""
+        s = self.session
+        s.slide_layer = unwrap(slide_layer)
+        with contextlib.suppress(ValueError):  # a layer the slide combo does not list
+            self.slide_layer.value = slide_layer
+        res = s.result
+        if res is not None:
+            self._grid, self._heat, self._scored = res.grid, res.heatmap(), len(res.scores)
+            self._show_scores(res)
+            self._refresh_heatmap()
+            if not s.result_is_current() and s.detector is not None:  # the model changed since: from the cache
+                s.result_changed.emit(res)
+                self.rescore()
+                return
+        else:
+            self._grid, self._heat, self._scored = None, None, 0
+            self.scores_label.value = "-"
+        s.result_changed.emit(res)
 
     def _on_top_k(self, k: int) -> None:
         self.session.top_k = k
@@ -190,7 +221,7 @@ class ScoreWidget(Container):
         self.session.busy = "scoring"
         self.session.slide_layer = unwrap(slide_layer or self.slide_layer.value)
         self.session.result = None
-        clear_results(self.viewer)  # the earlier result's heatmap and patches are not this run's
+        clear_results(self.viewer, self.session.slide_layer)  # this slide's earlier result is not this run's
         self.scores_label.value = "scoring..."
         self.session.result_changed.emit(None)
         self._heat, self._grid, self._scored = None, None, 0
@@ -279,6 +310,14 @@ class ScoreWidget(Container):
         self.viewer.text_overlay.text = label  # the colour bar's title
         self.viewer.text_overlay.visible = layer.visible
 
+    def _show_scores(self, result) -> None:
+        sc = result.slide_scores()
+        cal = result.calibrated_summary()
+        verdict = (f"{cal['n_significant']} patches significant at FDR 5%, max z {cal['max_z']:.3g}; "
+                   if cal["calibrated"] and cal["max_z"] is not None else "uncalibrated (no z or p-values); ")
+        self.scores_label.value = (f"{verdict}max {sc['max']:.3g}, top-1% {sc['top1']:.3g}; "
+                                   f"eroded: max {sc['max_eroded']:.3g}, top-1% {sc['top1_eroded']:.3g}")
+
     def _on_result(self, result):
         s = self.session
         s.result = result
@@ -287,12 +326,7 @@ class ScoreWidget(Container):
         draw_points(self.viewer, s)
         self.viewer.layers.selection.active = self.session.slide_layer
         draw_significant(self.viewer, s)
-        sc = slide_scores(self._heat)
-        cal = result.calibrated_summary()
-        verdict = (f"{cal['n_significant']} patches significant at FDR 5%, max z {cal['max_z']:.3g}; "
-                   if cal["calibrated"] and cal["max_z"] is not None else "uncalibrated (no z or p-values); ")
-        self.scores_label.value = (f"{verdict}max {sc['max']:.3g}, top-1% {sc['top1']:.3g}; "
-                                   f"eroded: max {sc['max_eroded']:.3g}, top-1% {sc['top1_eroded']:.3g}")
+        self._show_scores(result)
         _on, aside = s.marks().on_grid(result.grid)
         if aside:
             show_warning(f"{len(aside)} review mark(s) were made on patches of another grid (patch size "
