@@ -252,3 +252,12 @@ def test_cancel_then_run_again_resumes_to_the_uninterrupted_result(viewer, qtbot
     assert 2048 <= res.n_from_cache < len(ref.scores)
     np.testing.assert_array_equal(res.grid.cells_rc, ref.grid.cells_rc)
     np.testing.assert_array_equal(res.scores.score, ref.scores.score)
+
+
+def test_a_renamed_shapes_layer_is_listed_by_its_new_name(viewer, sample_slides):
+    layer = open_slide(viewer, sample_slides.anomalous)
+    w = open_widget(viewer, "Score")
+    shapes = draw_shapes(viewer, layer, [[[100, 100], [100, 600], [600, 600], [600, 100]]])
+    shapes.name = "normal lymph node"
+    combo = w.normal_layer.native
+    assert "normal lymph node" in [combo.itemText(i) for i in range(combo.count())]

@@ -71,3 +71,15 @@ def tabify_when_docked(widget) -> None:
                 return
 
     QTimer.singleShot(0, tabify)
+
+
+def follow_layers(viewer, reset_choices) -> None:
+    """Call ``reset_choices`` when a layer is added, removed or renamed, so layer lists show current names."""
+
+    def watch(layer) -> None:
+        layer.events.name.connect(reset_choices)
+
+    for layer in viewer.layers:
+        watch(layer)
+    viewer.layers.events.inserted.connect(lambda event: (watch(event.value), reset_choices()))
+    viewer.layers.events.removed.connect(reset_choices)

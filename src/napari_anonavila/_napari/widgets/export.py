@@ -25,7 +25,7 @@ from ..layers import features_to_layer_data
 from ..results import TOPK, result_layer
 from ..session import chosen_path, session_for, shapes_to_polygons_xy_l0
 from ..workers import export_worker
-from . import scroll_form, tabify_when_docked, wrapping
+from . import follow_layers, scroll_form, tabify_when_docked, wrapping
 
 __all__ = ["REJECTED", "ExportWidget"]
 
@@ -68,8 +68,7 @@ class ExportWidget(Container):
         self.rejected_button.changed.connect(lambda *_: self._guard(self.rejected_to_reference))
         self.session.reviews_changed.connect(self._show_counts)
         self.session.result_changed.connect(lambda _r: self._show_counts())
-        viewer.layers.events.inserted.connect(self.reset_choices)
-        viewer.layers.events.removed.connect(self.reset_choices)
+        follow_layers(viewer, self.reset_choices)
         self._show_counts()
 
     def reset_choices(self, *_):

@@ -12,7 +12,7 @@ from ...errors import AnonavilaError, OutputExistsError
 from ...options import TrainConfig
 from ...slide import slide_stem
 from ..session import chosen_path, session_for, shapes_to_polygons_xy_l0, slide_of
-from . import scroll_form, tabify_when_docked, wrapping
+from . import follow_layers, scroll_form, tabify_when_docked, wrapping
 
 __all__ = ["RetrainWidget", "versioned_checkpoint"]
 
@@ -107,8 +107,7 @@ class RetrainWidget(Container):
         self.train_button.changed.connect(self._on_train)
         self.calibrate_button.changed.connect(self._on_calibrate)
         self.save_button.changed.connect(self.save)
-        viewer.layers.events.inserted.connect(self.reset_choices)
-        viewer.layers.events.removed.connect(self.reset_choices)
+        follow_layers(viewer, self.reset_choices)
 
     def reset_choices(self, *_):
         self.form.reset_choices()

@@ -28,7 +28,7 @@ from ..layers import Z_RANGE
 from ..results import HEATMAP, TOPK, clear_results, draw_heatmap, draw_points, draw_significant, slide_of_result
 from ..session import chosen_path, session_for, shapes_to_polygons_xy_l0, slide_of, unwrap
 from ..workers import DetectorReady, GridReady, ScorePlan, score_worker
-from . import scroll_form, tabify_when_docked, wrapping
+from . import follow_layers, scroll_form, tabify_when_docked, wrapping
 
 __all__ = ["HEATMAP", "TOPK", "ScoreWidget"]
 
@@ -94,8 +94,7 @@ class ScoreWidget(Container):
         self.session.rescore_requested.connect(self.rescore)
         self.session.detector_changed.connect(self._show_model)
         self.session.reviews_changed.connect(lambda: draw_points(self.viewer, self.session))
-        viewer.layers.events.inserted.connect(self.reset_choices)
-        viewer.layers.events.removed.connect(self.reset_choices)
+        follow_layers(viewer, self.reset_choices)
         viewer.layers.selection.events.active.connect(self._on_active)
         self.reset_choices()
         self.top_k.value = self.session.top_k
