@@ -6,14 +6,20 @@ the tissue they were made on. Marks whose patch is not in the current grid are k
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-__all__ = ["REVIEW_STATES", "PatchKey", "ReviewMarks"]
+from .errors import InputFileError
+
+__all__ = ["REVIEWS_FILE", "REVIEW_STATES", "PatchKey", "ReviewMarks", "read_reviews", "write_reviews"]
 
 REVIEW_STATES = ("unreviewed", "confirmed", "rejected", "unsure")
+REVIEWS_FILE = "reviews.json"  # review marks saved beside a result (napari saves them as they are made)
 
 
 @dataclass(frozen=True, order=True)
@@ -82,3 +88,36 @@ class ReviewMarks:
         for s in self._marks.values():
             out[s] = out.get(s, 0) + 1
         return out
+
+
+def write_reviews(folder: str | os.PathLike, marks: ReviewMarks, *, slide_fingerprint: str | None) -> Path:
+    """Save ``marks`` to ``folder/reviews.json`` in one step (a reader sees the old file or the new, never half)."""
+    from ._atomic import atomic_write
+
+    path = Path(folder) / REVIEWS_FILE
+    doc = {"format": "napari-anonavila reviews 1", "slide_fingerprint_sha256": slide_fingerprint,
+           "marks": [{"x_l0": k.x_l0, "y_l0": k.y_l0, "size_l0": k.size_l0, "review": st} for k, st in marks.items()]}
+    with atomic_write(path, encoding="utf-8") as fh:
+        json.dump(doc, fh, indent=1)
+    return path
+
+
+def read_reviews(folder: str | os.PathLike, *, slide_fingerprint: str | None = None) -> ReviewMarks | None:
+    """The marks saved in ``folder/reviews.json`` (None when there is no such file). A damaged file, or one made on
+    another slide's content, is an error naming the file: marks are never put on the wrong tissue."""
+    path = Path(folder) / REVIEWS_FILE
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        saved_on = doc.get("slide_fingerprint_sha256")
+        keys = [(PatchKey(int(m["x_l0"]), int(m["y_l0"]), int(m["size_l0"])), str(m["review"])) for m in doc["marks"]]
+        marks = ReviewMarks()
+        for key, state in keys:
+            marks.set([key], state)
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as err:
+        raise InputFileError(f"{path}: damaged review marks ({type(err).__name__}: {err})") from err
+    if slide_fingerprint and saved_on and saved_on != slide_fingerprint:
+        raise InputFileError(f"{path}: these marks were made on another version of the slide (content "
+                             f"fingerprint {saved_on[:12]}..., the slide now {slide_fingerprint[:12]}...)")
+    return marks

@@ -31,6 +31,27 @@ def viewer(make_napari_viewer):
     return make_napari_viewer()
 
 
+@pytest.fixture(scope="session")
+def calibrated_model(fitted_on_sample, tmp_path_factory):
+    """The sample detector calibrated on a large normal slide (about 800 patches: p-values fine enough to flag a
+    few patches among the slide's; its own 42 held-out patches floor every p-value at 1/43)."""
+    from napari_anonavila.detector import Detector
+    from napari_anonavila.grid import make_grid
+    from napari_anonavila.pipeline import iter_slide_embeddings
+    from napari_anonavila.progress import drain
+    from napari_anonavila.sample import make_tissue, write_pyramid_tiff
+    from napari_anonavila.slide import open_slide
+
+    folder = tmp_path_factory.mktemp("calibrated")
+    det = Detector.load(fitted_on_sample.save(folder / "m.safetensors"))
+    ref = write_pyramid_tiff(folder / "reference.tif", make_tissue(4096, 30)[0], 0.5)
+    with open_slide(ref) as s:
+        embs = drain(iter_slide_embeddings(s, make_grid(s, patch_px=128), det.backend, det.backend_id))
+    det.calibrate(det.reference_scores(embs), "a 4096 px normal slide")
+    assert det.calibration.n > 600
+    return det.save(folder / "calibrated.safetensors")
+
+
 @pytest.fixture
 def errors(monkeypatch):
     """Messages the widgets show in napari's notification area with show_error."""

@@ -22,27 +22,6 @@ def _score(viewer, qtbot, w, layer, model):
     return tuple(heat.contrast_limits), heat.metadata["label"], w.session.result
 
 
-@pytest.fixture(scope="module")
-def calibrated_model(fitted_on_sample, tmp_path_factory):
-    """The sample detector calibrated on a large normal slide (about 800 patches: p-values fine enough to flag a
-    few patches among the slide's; its own 42 held-out patches floor every p-value at 1/43)."""
-    from napari_anonavila.detector import Detector
-    from napari_anonavila.grid import make_grid
-    from napari_anonavila.pipeline import iter_slide_embeddings
-    from napari_anonavila.progress import drain
-    from napari_anonavila.sample import make_tissue, write_pyramid_tiff
-    from napari_anonavila.slide import open_slide
-
-    folder = tmp_path_factory.mktemp("calibrated")
-    det = Detector.load(fitted_on_sample.save(folder / "m.safetensors"))
-    ref = write_pyramid_tiff(folder / "reference.tif", make_tissue(4096, 30)[0], 0.5)
-    with open_slide(ref) as s:
-        embs = drain(iter_slide_embeddings(s, make_grid(s, patch_px=128), det.backend, det.backend_id))
-    det.calibrate(det.reference_scores(embs), "a 4096 px normal slide")
-    assert det.calibration.n > 600
-    return det.save(folder / "calibrated.safetensors")
-
-
 def test_two_slides_share_one_fixed_z_scale(make_napari_viewer, qtbot, sample_slides, calibrated_model, errors):
     from napari_anonavila._napari.layers import Z_RANGE
 

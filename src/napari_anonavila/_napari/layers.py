@@ -87,9 +87,9 @@ def review_points(result, detector, k: int, marks: ReviewMarks, slide_layer) -> 
 
     Points sit at patch centres in the slide's level-0 pixel indices (row, col); the square marker outlines the
     patch, its border colour is the review state, and its label is the rank (the terms are in the features).
+    A saved result (a reopened output folder) explains its patches with the terms it saved; ``detector`` may then
+    be None.
     """
-    from ..export.tables import explain_columns
-
     order = np.argsort(-result.scores.score, kind="stable")
     rank = np.empty(len(order), np.int64)
     rank[order] = np.arange(1, len(order) + 1)
@@ -99,19 +99,20 @@ def review_points(result, detector, k: int, marks: ReviewMarks, slide_layer) -> 
     p = g.patch_size_l0
     xy = g.xy_l0()[idx] if idx else np.zeros((0, 2), np.int64)
     data = np.stack([xy[:, 1] + (p - 1) / 2, xy[:, 0] + (p - 1) / 2], axis=1) if idx else np.zeros((0, 2))
-    names_n, names_a = detector.term_names("normal"), detector.term_names("abnormal")
-    expl = [explain_columns(s, i, names_n, names_a) for i in idx]
+    expl = explanations(result, detector, idx)
 
     def pretty(cell: str) -> str:
         return "; ".join(f"{t.rsplit(':', 1)[0]} ({float(t.rsplit(':', 1)[1]):.2f})" for t in cell.split("|") if t)
+
+    def best(cell: str) -> str:
+        return cell.split("|", 1)[0].rsplit(":", 1)[0]
 
     states = [reviewed.get(i, "unreviewed") for i in idx]
     features = {"rank": [int(rank[i]) for i in idx], "index": [int(i) for i in idx],
                 "x_l0": [int(v) for v in xy[:, 0]], "y_l0": [int(v) for v in xy[:, 1]],
                 "score": [float(s.score[i]) for i in idx], "d_normal": [float(s.d_normal[i]) for i in idx],
                 "d_abnormal": [float(s.d_abnormal[i]) for i in idx],
-                "top_abnormal": [names_a[s.top_abnormal_idx[i][0]] for i in idx],
-                "top_normal": [names_n[s.top_normal_idx[i][0]] for i in idx],
+                "top_abnormal": [best(e[1]) for e in expl], "top_normal": [best(e[0]) for e in expl],
                 "abnormal_terms": [pretty(e[1]) for e in expl], "normal_terms": [pretty(e[0]) for e in expl],
                 "review": states,
                 "z": [float(v) for v in result.z[idx]] if idx else [],
@@ -122,6 +123,17 @@ def review_points(result, detector, k: int, marks: ReviewMarks, slide_layer) -> 
               "text": {"string": "{rank}", "color": "black", "size": 11, "anchor": "center"},
               "metadata": {"patch_size_l0": p}, **cells_layer_transform(slide_layer)}
     return data, kwargs
+
+
+def explanations(result, detector, idx) -> list[tuple[str, str]]:
+    """(normal, abnormal) 'term:weight|...' strings of patches ``idx``: a saved result's own, else from the detector's
+    term names."""
+    if hasattr(result, "explain"):
+        return [result.explain(i) for i in idx]
+    from ..export.tables import explain_columns
+
+    names_n, names_a = detector.term_names("normal"), detector.term_names("abnormal")
+    return [tuple(explain_columns(result.scores, i, names_n, names_a)) for i in idx]
 
 
 def significant_points(result, slide_layer) -> tuple[np.ndarray, dict]:

@@ -1,21 +1,54 @@
-"""npe2 reader contribution: whole-slide files as lazy multiscale RGB image layers."""
+"""npe2 reader contribution: whole-slide files as lazy multiscale RGB image layers, and result folders (written by
+``anonavila score-slide`` or ``batch``) as their slide with its heatmap, significant patches and top-k, ready to
+review without scoring again."""
 
 from __future__ import annotations
 
 import os
+import uuid
+from pathlib import Path
 
-from ..errors import SlideReadError
+import numpy as np
+
+from ..errors import AnonavilaError, SlideReadError
 from ..slide import SLIDE_SUFFIXES, open_slide
-from .layers import slide_layer_data
+from .layers import Z_RANGE, heatmap_kwargs, review_points, significant_points, slide_layer_data
+from .results import HEATMAP, SIGNIFICANT, TOPK, tag
 
-__all__ = ["get_reader"]
+__all__ = ["get_reader", "is_cohort_folder", "is_result_folder", "read_cohort_folder", "read_results", "read_slide"]
+
+TOP_K = 10  # top-k patches shown for a reopened result (the Score widget's top-k changes it)
+
+
+def is_result_folder(path: str | os.PathLike) -> bool:
+    p = Path(path)
+    return p.is_dir() and (p / "summary.json").is_file() and (p / "patches.csv").is_file()
+
+
+def is_cohort_folder(path: str | os.PathLike) -> bool:
+    p = Path(path)
+    return p.is_dir() and (p / "cohort.csv").is_file()
 
 
 def get_reader(path: str | os.PathLike | list):
-    """Return a reader for one slide file we can open, else None (napari then tries other readers)."""
-    if isinstance(path, list) or not str(path).lower().endswith(SLIDE_SUFFIXES):
+    """Return a reader for one slide file, one result folder or one batch output folder, else None (napari then
+    tries other readers)."""
+    if isinstance(path, list):
+        return None
+    if is_result_folder(path):
+        return read_results
+    if is_cohort_folder(path):
+        return read_cohort_folder
+    if not str(path).lower().endswith(SLIDE_SUFFIXES):
         return None
     return read_slide
+
+
+def _shown(err: Exception) -> Exception:
+    from napari.utils.notifications import show_error
+
+    show_error(str(err))
+    return err
 
 
 def read_slide(path: str | os.PathLike) -> list[tuple]:
@@ -23,8 +56,88 @@ def read_slide(path: str | os.PathLike) -> list[tuple]:
     try:
         slide = open_slide(path)
     except SlideReadError as err:
-        from napari.utils.notifications import show_error
-
-        show_error(str(err))
-        raise
+        raise _shown(err) from None
     return [slide_layer_data(slide)]
+
+
+def read_cohort_folder(path: str | os.PathLike) -> list[tuple]:
+    """A batch output folder opens the cohort browser on its cohort.csv (no layer yet: a row opens its slide)."""
+    import napari
+
+    viewer = napari.current_viewer()
+    if viewer is None:
+        return [(None,)]
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-anonavila", "Cohort browser")
+    try:
+        widget.load(path)
+    except AnonavilaError as err:
+        raise _shown(err) from None
+    return [(None,)]  # napari's "opened, no layers" answer
+
+
+class _Placement:
+    """The slide layer's transform before napari has made the layer (scale only, as :func:`slide_layer_data` sets
+    it): what the result layers' transforms are computed from."""
+
+    ndim = 2
+
+    def __init__(self, kwargs: dict) -> None:
+        self.scale = np.asarray(kwargs["scale"], float)
+        self.units = kwargs["units"]
+
+    def data_to_world(self, p):
+        return np.asarray(p, float) * self.scale
+
+
+def read_results(path: str | os.PathLike) -> list[tuple]:
+    """A result folder as layers: its slide (checked to be the very content that was scored), the heatmap (z on the
+    fixed scale when calibrated), the significant patches and the top-k with their terms and review marks.
+
+    Review marks made in napari on this slide are saved back to ``reviews.json`` in the folder.
+    """
+    from ..export.saved_result import open_result_dir
+
+    folder = Path(path)
+    try:
+        saved = open_result_dir(folder)
+        slide = _slide_of(saved)
+    except AnonavilaError as err:
+        raise _shown(err) from None
+    data, kwargs, kind = slide_layer_data(slide)
+    link = f"results:{uuid.uuid4().hex}"
+    kwargs["metadata"].update(anonavila_link=link, anonavila_saved=saved)
+    name, where = kwargs["name"], _Placement(kwargs)
+    p, origin = saved.grid.patch_size_l0, saved.grid.origin_xy_l0
+    if saved.calibrated:
+        heat, fixed, label = saved.heatmap(values="z"), Z_RANGE, f"anomaly z ({saved.mode}; fixed scale; saved)"
+    else:
+        heat, fixed, label = saved.heatmap(), None, f"raw anomaly score ({saved.mode}; uncalibrated; saved)"
+    hdata, hkw = heatmap_kwargs(heat, where, p, origin, label=label, fixed=fixed)
+    hkw["metadata"]["raw"] = saved.heatmap()
+    sdata, skw = significant_points(saved, where)
+    tdata, tkw = review_points(saved, None, TOP_K, saved.marks, where)
+    return [(data, kwargs, kind),
+            (hdata, tag(hkw, name, link, HEATMAP), "image"),
+            (sdata, tag(skw, name, link, SIGNIFICANT), "points"),
+            (tdata, tag(tkw, name, link, TOPK), "points")]
+
+
+def _slide_of(saved):
+    """Open the slide a saved result was made on; refuse another file's or changed content (the heatmap would be
+    drawn on the wrong tissue)."""
+    from ..errors import InputFileError
+
+    recorded = saved.slide.get("path")
+    if not recorded:
+        raise InputFileError(f"{saved.folder}: summary.json does not say which slide was scored")
+    path = Path(recorded)
+    if not path.is_file() and not path.is_dir():
+        raise InputFileError(f"{saved.folder}: its slide {path} is not there (moved or renamed?); put it back to "
+                             "open the result")
+    slide = open_slide(path)
+    want = saved.slide_fingerprint
+    if want and slide.fingerprint() != want:
+        slide.close()
+        raise InputFileError(f"{saved.folder}: {path} is not the slide this result was made on (its content changed "
+                             "since: fingerprint differs); score it again")
+    return slide

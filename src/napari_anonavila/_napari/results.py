@@ -14,7 +14,7 @@ from .layers import heatmap_kwargs, review_points, significant_points
 from .session import Session
 
 __all__ = ["HEATMAP", "SIGNIFICANT", "TOPK", "clear_results", "draw_heatmap", "draw_points", "draw_significant",
-           "layer_named", "result_layer", "result_layers", "slide_of_result"]
+           "layer_named", "link_of", "result_layer", "result_layers", "slide_of_result", "tag"]
 
 HEATMAP = "anomaly heatmap"
 TOPK = "top-k patches"
@@ -28,13 +28,20 @@ def layer_named(viewer, name: str):
     return viewer.layers[name] if name in viewer.layers else None  # noqa: SIM401
 
 
+def link_of(slide_layer) -> str:
+    """What a slide's result layers name as theirs: the link the reader gave a reopened result, else the layer's
+    napari id."""
+    return slide_layer.metadata.get("anonavila_link") or slide_layer.unique_id
+
+
 def result_layer(viewer, slide_layer, kind: str):
     """The ``kind`` layer (HEATMAP, SIGNIFICANT or TOPK) of ``slide_layer``'s result, or None."""
     if slide_layer is None:
         return None
+    link = link_of(slide_layer)
     for layer in viewer.layers:
         meta = layer.metadata
-        if meta.get("anonavila_result") == kind and meta.get("anonavila_for") == slide_layer.unique_id:
+        if meta.get("anonavila_result") == kind and meta.get("anonavila_for") == link:
             return layer
     return None
 
@@ -46,16 +53,23 @@ def result_layers(viewer, slide_layer) -> list:
 
 def slide_of_result(viewer, layer):
     """The slide layer a result layer belongs to (None for other layers)."""
+    link = layer.metadata.get("anonavila_for")
+    if link is None:
+        return None
     for candidate in viewer.layers:
-        if candidate.unique_id == layer.metadata.get("anonavila_for"):
+        if link_of(candidate) == link:
             return candidate
     return None
 
 
-def _tag(kwargs: dict, slide_layer, kind: str) -> dict:
+def tag(kwargs: dict, slide_name: str, link: str, kind: str) -> dict:
     """Name a result layer after its slide and mark whose it is."""
-    meta = {**kwargs.get("metadata", {}), "anonavila_result": kind, "anonavila_for": slide_layer.unique_id}
-    return {**kwargs, "name": f"{kind} [{slide_layer.name}]", "metadata": meta}
+    meta = {**kwargs.get("metadata", {}), "anonavila_result": kind, "anonavila_for": link}
+    return {**kwargs, "name": f"{kind} [{slide_name}]", "metadata": meta}
+
+
+def _tag(kwargs: dict, slide_layer, kind: str) -> dict:
+    return tag(kwargs, slide_layer.name, link_of(slide_layer), kind)
 
 
 def _place(viewer, layer, slide_layer) -> None:
@@ -109,7 +123,7 @@ def draw_points(viewer, session: Session):
     """Show the top-k patches of the session's result plus every reviewed patch, in the slide's own points layer;
     return the layer (or None)."""
     res, det, slide_layer = session.result, session.detector, session.slide_layer
-    if res is None or det is None or slide_layer is None:
+    if res is None or slide_layer is None or (det is None and not getattr(res, "saved", False)):
         return None
     data, kw = review_points(res, det, session.top_k, session.marks(), slide_layer)
     kw = _tag(kw, slide_layer, TOPK)

@@ -16,7 +16,8 @@ from ..reviews import ReviewMarks
 from ..slide import Slide
 from .coords import layer_to_slide_xy_l0
 
-__all__ = ["Session", "chosen_path", "session_for", "shapes_to_polygons_xy_l0", "slide_of", "unwrap"]
+__all__ = ["Session", "chosen_path", "saved_result_of", "session_for", "shapes_to_polygons_xy_l0", "slide_of",
+           "unwrap"]
 
 
 class Session:
@@ -26,6 +27,7 @@ class Session:
     detector_changed = Signal(object)  # the new or edited Detector
     rescore_requested = Signal()  # terms or MLP changed: score the last grid again, from the cache
     reviews_changed = Signal()  # review marks were set
+    slide_changed = Signal(object)  # the widgets now show another slide layer (result_changed follows)
 
     def __init__(self) -> None:
         self.detector = None
@@ -38,42 +40,91 @@ class Session:
         self.busy: str | None = None  # what a worker is doing with the detector now (None: nothing)
         self.top_k = 10  # how many top patches the points layer and the review table list
         self._marks: dict[str, ReviewMarks] = {}
+        self.reviews_changed.connect(self._save_marks_or_say)
+
+    def follow(self, viewer) -> None:
+        """Show the slide of the layer selected in ``viewer``: a slide, or one of its result layers."""
+
+        def on_active(_event=None) -> None:
+            from .results import slide_of_result
+
+            layer = viewer.layers.selection.active
+            if layer is None or self.busy:
+                return
+            slide_layer = layer if slide_of(layer) is not None else slide_of_result(viewer, layer)
+            if slide_layer is not None and unwrap(slide_layer) is not self.slide_layer:
+                self.select(slide_layer)
+
+        viewer.layers.selection.events.active.connect(on_active)
+        on_active()  # the slide selected when the first widget opens
+
+    def select(self, slide_layer) -> None:
+        """Make ``slide_layer`` the slide the widgets show, with its own result (switching never re-scores)."""
+        self.slide_layer = unwrap(slide_layer)
+        self.slide_changed.emit(self.slide_layer)
+        self.result_changed.emit(self.result)
+
+    def _save_marks_or_say(self) -> None:
+        try:
+            self.save_marks()
+        except OSError as err:
+            from napari.utils.notifications import show_error
+
+            show_error(f"review marks not saved to the result folder: {err}")
 
     def _model_changed(self, _det=None) -> None:
         self.model_version += 1
 
     def result_is_current(self) -> bool:
-        """Whether the shown slide's result was made by the detector as it is now."""
-        return self.result is not None and self._made_with.get(self.slide_layer) == self.model_version
+        """Whether the shown slide's result was made by the detector as it is now (a reopened result is a record of
+        its own model: it is shown as it was saved, never re-scored on its own)."""
+        res = self.result
+        return res is not None and (getattr(res, "saved", False)
+                                    or self._made_with.get(self.slide_layer) == self.model_version)
 
     @property
     def result(self):
-        """The result of the slide the widgets show (each slide keeps its own; switching never re-scores)."""
-        return self._results.get(self.slide_layer) if self.slide_layer is not None else None
+        """The result of the slide the widgets show (each slide keeps its own; switching never re-scores): the last
+        one scored here, else the one a result folder was opened with."""
+        return self.result_of(self.slide_layer) if self.slide_layer is not None else None
 
     @result.setter
     def result(self, value) -> None:
         if self.slide_layer is None:
             return
-        if value is None:
-            self._results.pop(self.slide_layer, None)
+        if value is None:  # a run replaces the result (a reopened folder's too: its layers are emptied)
+            self._results[self.slide_layer] = None
         else:
             self._results[self.slide_layer] = value
             self._made_with[self.slide_layer] = self.model_version
 
     def result_of(self, slide_layer):
         """The result of any slide layer of this viewer, or None."""
-        return self._results.get(unwrap(slide_layer))
+        layer = unwrap(slide_layer)
+        return self._results[layer] if layer in self._results else saved_result_of(layer)
 
     @property
     def slide(self) -> Slide | None:
         return slide_of(self.slide_layer) if self.slide_layer is not None else None
 
     def marks(self, slide: Slide | None = None) -> ReviewMarks:
-        """The review marks of ``slide`` (default: the scored slide); they outlive results and re-scores."""
+        """The review marks of ``slide`` (default: the scored slide); they outlive results and re-scores. A slide
+        opened from a result folder starts with the marks saved there."""
         slide = slide or self.slide
         key = str(slide.path.resolve()) if slide is not None else ""
-        return self._marks.setdefault(key, ReviewMarks())
+        if key not in self._marks:
+            saved = saved_result_of(self.slide_layer) if slide is self.slide else None
+            self._marks[key] = saved.marks if saved is not None else ReviewMarks()
+        return self._marks[key]
+
+    def save_marks(self) -> Path | None:
+        """Save the shown slide's marks to the result folder it was opened from (if any); return the file."""
+        saved = saved_result_of(self.slide_layer)
+        if saved is None:
+            return None
+        from ..reviews import write_reviews
+
+        return write_reviews(saved.folder, self.marks(), slide_fingerprint=saved.slide_fingerprint)
 
 
 _SESSIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -89,7 +140,13 @@ def session_for(viewer) -> Session:
     real = unwrap(viewer)
     if real not in _SESSIONS:
         _SESSIONS[real] = Session()
+        _SESSIONS[real].follow(real)
     return _SESSIONS[real]
+
+
+def saved_result_of(layer):
+    """The SavedResult a slide layer was opened with (a result folder), else None."""
+    return layer.metadata.get("anonavila_saved") if layer is not None and hasattr(layer, "metadata") else None
 
 
 def slide_of(layer) -> Slide | None:

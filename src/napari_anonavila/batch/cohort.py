@@ -11,8 +11,8 @@ from pathlib import Path
 from ..errors import InputFileError
 from ..maps import SLIDE_SCORE_NAMES
 
-__all__ = ["CALIBRATED_COLUMNS", "COHORT_COLUMNS", "BatchSettings", "cohort_row", "expand_inputs", "finished",
-           "slide_out_dirs"]
+__all__ = ["CALIBRATED_COLUMNS", "COHORT_COLUMNS", "BatchSettings", "CohortEntry", "cohort_row", "expand_inputs",
+           "finished", "read_cohort", "slide_out_dirs"]
 
 CALIBRATED_COLUMNS = ["n_significant", "area_significant_mm2", "max_z", "p_slide"]
 COHORT_COLUMNS = ["slide", "status", "error", "n_patches", *SLIDE_SCORE_NAMES, *CALIBRATED_COLUMNS, "seconds",
@@ -106,3 +106,64 @@ def cohort_row(slide: Path, status: str, *, error: str = "", summary: dict | Non
             **{k: "" if scores.get(k) is None else scores[k] for k in SLIDE_SCORE_NAMES},
             **{k: "" if cal.get(k) is None else cal[k] for k in CALIBRATED_COLUMNS},
             "seconds": round(seconds, 2), "out_dir": str(out_dir or "")}
+
+
+@dataclass(frozen=True)
+class CohortEntry:
+    """One slide of a cohort table, as the cohort browser lists it."""
+
+    slide: str
+    status: str  # ok, skipped (an earlier run's result), failed
+    error: str
+    result_dir: Path | None  # the slide's result folder (beside cohort.csv), None when it holds no result
+    numbers: dict  # n_patches, slide scores and calibrated columns; None where empty
+
+    @property
+    def has_result(self) -> bool:
+        return self.result_dir is not None
+
+
+def _number(text: str):
+    try:
+        v = float(text)
+    except (TypeError, ValueError):
+        return None
+    return v if v == v else None  # NaN counts as empty
+
+
+def _desc(v: float | None) -> float:
+    """Sort key: larger first, empty last."""
+    return float("inf") if v is None else -v
+
+
+def read_cohort(path: str | os.PathLike) -> tuple[list[CohortEntry], str]:
+    """The slides of ``cohort.csv`` (or of the batch folder holding it), most anomalous first, failures last; and
+    what they are ranked by: significant patches then max z (a calibrated model), else the eroded maximum.
+
+    Result folders are looked up beside the table, so a cohort folder that was moved or copied still opens.
+    """
+    from ..export.tables import read_csv
+
+    path = Path(path)
+    table = path / "cohort.csv" if path.is_dir() else path
+    rows = read_csv(table, ["slide", "status", "out_dir"])
+    numeric = ["n_patches", *SLIDE_SCORE_NAMES, *CALIBRATED_COLUMNS]
+    entries = []
+    for r in rows:
+        result = table.parent / Path(r["out_dir"]).name if r.get("out_dir") else None
+        has = result is not None and r["status"] in ("ok", "skipped") and (result / "summary.json").is_file()
+        entries.append(CohortEntry(r["slide"], r["status"], r.get("error", ""), result if has else None,
+                                   {k: _number(r.get(k, "")) for k in numeric}))
+    calibrated = any(e.numbers["max_z"] is not None for e in entries)
+    if calibrated:
+        by = "significant patches (FDR 5%), then max z"
+
+        def key(e):
+            return (_desc(e.numbers["n_significant"]), _desc(e.numbers["max_z"]))
+    else:
+        by = "eroded maximum score (uncalibrated model)"
+
+        def key(e):
+            return (_desc(e.numbers["max_eroded"]),)
+    ranked = sorted((e for e in entries if e.has_result), key=key)
+    return ranked + [e for e in entries if not e.has_result], by

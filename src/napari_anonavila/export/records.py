@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import InputFileError
 from ..maps.heatmap import MAX_CELLS
-from ..reviews import REVIEW_STATES
+from ..reviews import REVIEW_STATES, read_reviews
 from .tables import explain_columns, read_csv, write_csv
 
 __all__ = ["PATCH_COLUMNS", "REVIEW_STATES", "PatchTable", "from_result", "read_result_dir", "write_patch_table"]
@@ -127,10 +127,16 @@ def read_result_dir(folder: str | os.PathLike) -> PatchTable:
         raise InputFileError(f"{folder}: damaged score-slide result ({type(err).__name__}: {err})") from err
     review = {i: r["review"] for i, r in enumerate(rows) if r.get("review", "unreviewed") in REVIEW_STATES[1:]}
     cal = _calibrated_columns(folder, rows)
+    slide = prov.get("slide", {}) if isinstance(prov.get("slide"), dict) else {}
+    saved = read_reviews(folder, slide_fingerprint=slide.get("fingerprint_sha256"))
+    if saved is not None:  # marks saved since (napari): they replace the column written with the result
+        index = {(int(x), int(y)): i for i, (x, y) in enumerate(zip(num["x_l0"], num["y_l0"], strict=True))}
+        review = {index[(k.x_l0, k.y_l0)]: st for k, st in saved.items()
+                  if k.size_l0 == size and (k.x_l0, k.y_l0) in index}
     return PatchTable(num["x_l0"].astype(np.int64), num["y_l0"].astype(np.int64), size, num["row"].astype(np.int64),
                       num["col"].astype(np.int64), num["d_normal"], num["d_abnormal"], num["score"],
-                      [r["top_normal"] for r in rows], [r["top_abnormal"] for r in rows], shape,
-                      prov.get("slide", {}) if isinstance(prov.get("slide"), dict) else {}, prov, review, *cal)
+                      [r["top_normal"] for r in rows], [r["top_abnormal"] for r in rows], shape, slide, prov,
+                      review, *cal)
 
 
 def _calibrated_columns(folder: Path, rows: list[dict]) -> tuple:

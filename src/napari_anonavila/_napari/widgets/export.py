@@ -6,6 +6,7 @@ is not in the current grid are kept aside and counted in the status line.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from pathlib import Path
 
@@ -117,7 +118,8 @@ class ExportWidget(Container):
         """Export the current result in a worker; refuses to replace earlier files unless asked."""
         s = self.session
         res, det, slide = s.result, s.detector, s.slide
-        if res is None or det is None or slide is None:
+        saved = getattr(res, "saved", False)  # a reopened result folder: its own table, no model needed
+        if res is None or slide is None or (det is None and not saved):
             raise ValueError("nothing to export: score a slide first")
         folder = chosen_path(self.folder)
         if folder is None:
@@ -129,7 +131,10 @@ class ExportWidget(Container):
                              "'replace earlier export files'")
         ck = s.checkpoint
         checkpoint = {"path": str(ck), "sha256": sha256_file(ck)} if ck and ck.is_file() else None
-        table = from_result(res, det, fingerprint=slide.fingerprint(), checkpoint=checkpoint)
+        if saved:
+            table = dataclasses.replace(res.table)
+        else:
+            table = from_result(res, det, fingerprint=slide.fingerprint(), checkpoint=checkpoint)
         table.review = self.review_state()
         regions = [region_feature(poly, name) for name in self.regions.value
                    for poly in shapes_to_polygons_xy_l0(self.viewer.layers[name], s.slide_layer)]

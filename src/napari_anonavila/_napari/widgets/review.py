@@ -61,7 +61,7 @@ class ReviewWidget(QWidget):
     def refresh(self) -> None:
         """Fill the table from the session's result; keep the selected patch selected (with its new score)."""
         s = self.session
-        if s.result is None or s.detector is None or s.slide_layer is None:
+        if s.result is None or s.slide_layer is None or (s.detector is None and not getattr(s.result, "saved", 0)):
             self.rows = {}
             self.table.setRowCount(0)
             self.details.setText(_EMPTY)

@@ -25,7 +25,7 @@ from ...maps import erode
 from ...options import PRECISIONS, ScoreMode
 from ...progress import Progress
 from ..layers import Z_RANGE
-from ..results import HEATMAP, TOPK, clear_results, draw_heatmap, draw_points, draw_significant, slide_of_result
+from ..results import HEATMAP, TOPK, clear_results, draw_heatmap, draw_points, draw_significant
 from ..session import chosen_path, session_for, shapes_to_polygons_xy_l0, slide_of, unwrap
 from ..workers import DetectorReady, GridReady, ScorePlan, score_worker
 from . import follow_layers, scroll_form, tabify_when_docked, wrapping
@@ -95,7 +95,7 @@ class ScoreWidget(Container):
         self.session.detector_changed.connect(self._show_model)
         self.session.reviews_changed.connect(lambda: draw_points(self.viewer, self.session))
         follow_layers(viewer, self.reset_choices)
-        viewer.layers.selection.events.active.connect(self._on_active)
+        self.session.slide_changed.connect(self._on_slide)
         self.reset_choices()
         self.top_k.value = self.session.top_k
         self._show_model(self.session.detector)
@@ -123,19 +123,10 @@ class ScoreWidget(Container):
         self.model_info.value = f"{det.describe()}\n{describe_split(det.info.get('centroid_split'))}"
         self.model_info.native.setStyleSheet("color: #ffb000; font-weight: bold;" if det.is_demo else "")
 
-    def _on_active(self, *_) -> None:
-        """Follow the selected layer: a slide, or one of its result layers, becomes the slide the widgets show."""
-        layer = self.viewer.layers.selection.active
-        if layer is None or self.worker is not None or self.session.busy:
-            return
-        slide_layer = layer if slide_of(layer) is not None else slide_of_result(self.viewer, layer)
-        if slide_layer is not None and unwrap(slide_layer) is not self.session.slide_layer:
-            self.show_slide(slide_layer)
-
-    def show_slide(self, slide_layer) -> None:
-        """Show ``slide_layer``'s own result in the widgets (never re-scores: a slide not scored yet shows none)."""
+    def _on_slide(self, slide_layer) -> None:
+        """The session shows another slide (selected in the layer list, or by the cohort browser): show its own
+        result (never re-scores, except a result made before the model changed: from the cache)."""
         s = self.session
-        s.slide_layer = unwrap(slide_layer)
         with contextlib.suppress(ValueError):  # a layer the slide combo does not list
             self.slide_layer.value = slide_layer
         res = s.result
@@ -143,14 +134,11 @@ class ScoreWidget(Container):
             self._grid, self._heat, self._scored = res.grid, res.heatmap(), len(res.scores)
             self._show_scores(res)
             self._refresh_heatmap()
-            if not s.result_is_current() and s.detector is not None:  # the model changed since: from the cache
-                s.result_changed.emit(res)
+            if not s.result_is_current() and s.detector is not None and self.worker is None:
                 self.rescore()
-                return
         else:
             self._grid, self._heat, self._scored = None, None, 0
             self.scores_label.value = "-"
-        s.result_changed.emit(res)
 
     def _on_top_k(self, k: int) -> None:
         self.session.top_k = k
@@ -295,15 +283,21 @@ class ScoreWidget(Container):
         if self._heat is None or self.session.slide_layer is None:
             return
         heat = erode(self._heat) if self.eroded.value else self._heat
-        how = f"{self.mode.value}{', 3x3 eroded' if self.eroded.value else ''}"
+        res = self.session.result
+        saved = getattr(res, "saved", False)  # a reopened result: its own mode and saved z, no model needed
+        mode = res.mode if saved else self.mode.value
+        how = f"{mode}{', 3x3 eroded' if self.eroded.value else ''}{'; saved' if saved else ''}"
         cal = self._calibration()
-        if self.values.value == HEATMAP_VALUES[0] and cal is not None:
+        if self.values.value == HEATMAP_VALUES[0] and saved and res.calibrated:
+            heat, fixed = res.heatmap(values="z", eroded=self.eroded.value), Z_RANGE
+            label = f"anomaly z: robust SD above normal tissue ({how}; fixed scale)"
+        elif self.values.value == HEATMAP_VALUES[0] and cal is not None and not saved:
             heat, fixed = cal.z(heat, self.mode.value), Z_RANGE
             label = f"anomaly z: robust SD above normal tissue ({how}; fixed scale)"
         else:
             fixed = None
             label = (f"raw anomaly score ({how}; stretched per slide"
-                     f"{', uncalibrated model' if cal is None else ''})")
+                     f"{', uncalibrated model' if cal is None and not (saved and res.calibrated) else ''})")
         layer = draw_heatmap(self.viewer, self.session.slide_layer, heat, self._grid.patch_size_l0,
                              self._grid.origin_xy_l0, label=label, fixed=fixed)
         self.viewer.text_overlay.text = label  # the colour bar's title

@@ -1,0 +1,153 @@
+"""The cohort browser: a batch run's slides as a ranked table; a row opens that slide with its saved results.
+
+Page Down / Page Up (in the canvas or the table) go to the next / previous slide. Opened slides stay in the layer
+list, hidden while another slide is shown, so going back is instant.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import napari
+from magicgui.widgets import Container, FileEdit, Label
+from napari.utils.notifications import show_error
+from qtpy.QtCore import Qt
+from qtpy.QtGui import QColor
+from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
+
+from ...batch.cohort import CohortEntry, read_cohort
+from ...errors import AnonavilaError
+from ..results import result_layers
+from ..session import chosen_path, session_for
+from . import tabify_when_docked, wrapping
+
+__all__ = ["CohortWidget"]
+
+PLUGIN = "napari-anonavila"
+NEXT_KEY, PREVIOUS_KEY = "PageDown", "PageUp"
+_COLUMNS = ("#", "slide", "significant", "max z", "p slide", "max eroded", "status")
+
+
+def _fmt(v, spec: str) -> str:
+    return "" if v is None else format(v, spec)
+
+
+class _Table(QTableWidget):
+    """The cohort table; Page Down / Page Up step through the slides that have a result (not a page of rows)."""
+
+    def __init__(self, *args, step) -> None:
+        super().__init__(*args)
+        self._step = step
+
+    def keyPressEvent(self, event) -> None:
+        by = {Qt.Key.Key_PageDown: 1, Qt.Key.Key_PageUp: -1}.get(event.key())
+        if by is None:
+            super().keyPressEvent(event)
+        else:
+            self._step(by)
+            event.accept()
+
+
+class CohortWidget(Container):
+    """Open ``cohort.csv`` (or a batch output folder); click a slide to open it with its results."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        self.viewer = viewer
+        session_for(viewer)  # the other widgets follow the slide shown here
+        self.source = FileEdit(label="cohort", mode="r", filter="cohort.csv *.csv",
+                               tooltip="the cohort.csv that 'anonavila batch' wrote (File > Open on the batch output "
+                                       "folder does the same)")
+        self.info = Label(value="Open a cohort: the cohort.csv of an 'anonavila batch' run.")
+        super().__init__(widgets=[self.source, self.info])
+        wrapping(self.info)
+        self.table = _Table(0, len(_COLUMNS), step=self.step)
+        self.table.setHorizontalHeaderLabels(_COLUMNS)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.setMinimumHeight(220)
+        self.native.layout().addWidget(self.table, 1)
+        self.entries: list[CohortEntry] = []
+        self.current: int | None = None
+        self._opened: dict[str, object] = {}  # result folder -> its slide layer
+        self.source.changed.connect(self._on_source)
+        self.native.setMinimumWidth(420)  # the ranked columns readable without scrolling
+        self.table.itemSelectionChanged.connect(self._on_row)
+        for key, step in ((NEXT_KEY, 1), (PREVIOUS_KEY, -1)):
+            viewer.bind_key(key, lambda _v, s=step: self.step(s), overwrite=True)
+        tabify_when_docked(self.native)
+
+    def _on_source(self, *_) -> None:
+        path = chosen_path(self.source)
+        if path is not None:
+            try:
+                self.load(path)
+            except (AnonavilaError, OSError) as err:
+                show_error(str(err))
+
+    def load(self, path: str | Path) -> None:
+        """List the cohort of ``path`` (cohort.csv or the folder holding it), most anomalous first."""
+        self.entries, by = read_cohort(path)
+        n_ok = sum(e.has_result for e in self.entries)
+        failed = len(self.entries) - n_ok
+        self.info.value = (f"{len(self.entries)} slides, ranked by {by}"
+                           f"{f'; {failed} without a result (failed), listed last' if failed else ''}. "
+                           f"{NEXT_KEY} / {PREVIOUS_KEY}: next / previous slide.")
+        self.table.blockSignals(True)
+        self.table.setRowCount(len(self.entries))
+        for r, e in enumerate(self.entries):
+            n = e.numbers
+            values = (str(r + 1) if e.has_result else "-", Path(e.slide).name, _fmt(n["n_significant"], ".0f"),
+                      _fmt(n["max_z"], ".3g"), _fmt(n["p_slide"], ".3g"), _fmt(n["max_eroded"], ".3g"),
+                      e.status if not e.error else f"{e.status}: {e.error}")
+            for c, v in enumerate(values):
+                item = QTableWidgetItem(v)
+                item.setToolTip(e.error or e.slide)
+                if not e.has_result:
+                    item.setForeground(QColor("#ff6060"))
+                self.table.setItem(r, c, item)
+        self.table.resizeColumnsToContents()
+        self.table.blockSignals(False)
+        self.current = None
+
+    def _on_row(self) -> None:
+        rows = sorted({i.row() for i in self.table.selectedItems()})
+        if rows and rows[0] != self.current:
+            self.open_row(rows[0])
+
+    def step(self, by: int) -> None:
+        """Show the next (``by`` = 1) or previous (-1) slide that has a result."""
+        if not self.entries:
+            return
+        order = [i for i, e in enumerate(self.entries) if e.has_result]
+        if not order:
+            return
+        here = order.index(self.current) if self.current in order else -1 if by > 0 else len(order)
+        self.table.selectRow(order[max(0, min(len(order) - 1, here + by))])
+
+    def open_row(self, row: int):
+        """Open (once) and show slide ``row`` with its saved results; the cohort's other slides are hidden."""
+        e = self.entries[row]
+        self.current = row
+        if not e.has_result:
+            self.info.value = f"{Path(e.slide).name}: no result ({e.status}{f': {e.error}' if e.error else ''})"
+            return None
+        key = str(e.result_dir)
+        layer = self._opened.get(key)
+        if layer is None or layer not in self.viewer.layers:
+            try:
+                layers = self.viewer.open(key, plugin=PLUGIN)
+            except (AnonavilaError, OSError, ValueError) as err:
+                show_error(f"{Path(e.slide).name}: {err}")
+                return None
+            layer = self._opened[key] = layers[0]
+        for other in self._opened.values():
+            if other in self.viewer.layers:
+                visible = other is layer
+                for ly in (other, *result_layers(self.viewer, other)):
+                    ly.visible = visible
+        self.viewer.layers.selection.active = layer
+        self.viewer.reset_view()
+        return layer
