@@ -3,7 +3,7 @@
 The slide opens with ``viewer.open(path, plugin="napari-anonavila")``, the widgets through napari's plugin
 machinery (as the Plugins menu opens them), and the normal region is drawn in a Shapes layer made by napari's
 own "new shapes layer" button. Run under Xvfb or on a desktop:
-xvfb-run -a -s "-screen 0 1920x1080x24" .venv/bin/python docs/make_screenshots.py [calibrated]
+xvfb-run -a -s "-screen 0 1920x1080x24" .venv/bin/python docs/make_screenshots.py [calibrated | cohort]
 """
 
 from __future__ import annotations
@@ -69,9 +69,41 @@ def calibrated() -> None:
     v.close()
 
 
+def cohort() -> None:
+    """The cohort browser on an `anonavila batch` run of the demo's model over four synthetic slides (one with
+    planted anomalies) and a corrupt file, the top slide opened from its result folder with the Review list."""
+    import subprocess
+
+    from napari_anonavila.demo import PATCH_UM, run_demo
+    from napari_anonavila.sample import make_tissue, write_pyramid_tiff
+
+    demo = Path(tempfile.mkdtemp()) / "demo"
+    run_demo(demo, size=4096)
+    slides = [write_pyramid_tiff(demo / "slides" / f"case{i}.tif", make_tissue(3072, 50 + i, n_anomalies=0)[0], 0.5)
+              for i in range(3)]
+    (demo / "slides" / "corrupt.svs").write_bytes(b"II*\x00" + bytes(64))
+    exe = Path(sys.executable).with_name("anonavila")
+    subprocess.run([str(exe), "batch", "--model", str(demo / "model.safetensors"), "--out", str(demo / "cohort"),
+                    "--n-workers", "1", "--patch-um", str(PATCH_UM), *map(str, slides),
+                    str(demo / "slides" / "anomalous.tif"), str(demo / "slides" / "corrupt.svs")], check=False)
+    v = napari.Viewer()
+    v.window._qt_window.resize(1800, 1000)
+    v.open(str(demo / "cohort"), plugin=PLUGIN)  # File > Open on the batch folder: the cohort browser
+    v.window.add_plugin_dock_widget(PLUGIN, "Review top-k")
+    [browser] = [w for n, w in v.window.dock_widgets.items() if n.startswith("Cohort browser")]
+    browser.table.selectRow(0)
+    pump(1)
+    browser.native.parent().raise_()
+    shot(v, "napari_cohort.png")
+    v.close()
+
+
 def main() -> None:
     if sys.argv[1:] == ["calibrated"]:
         calibrated()
+        return
+    if sys.argv[1:] == ["cohort"]:
+        cohort()
         return
     OUT.mkdir(exist_ok=True)
     folder = sample_folder()

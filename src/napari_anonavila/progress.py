@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from .errors import CancelledError
 
-__all__ = ["Progress", "ProgressCallback", "drain", "restage"]
+__all__ = ["Progress", "ProgressCallback", "drain", "restage", "waiting"]
 
 T = TypeVar("T")
 
@@ -55,3 +55,28 @@ def restage(gen: Generator[Progress, None, T], stage: str) -> Generator[Progress
         return stop.value
     finally:
         gen.close()
+
+
+def waiting(fn: Callable[[], T], stage: str, *, tick_s: float = 0.2) -> Generator[Progress, None, T]:
+    """Run ``fn`` (a blocking call with no progress of its own: building or loading a model) on a side thread and
+    yield a Progress every ``tick_s`` with the seconds so far (``total`` 0: no known end). A consumer that stops
+    iterating (Cancel) is free within one tick; ``fn`` then finishes on its own thread and its result is dropped."""
+    import time
+
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as err:  # handed to the consumer below
+            box["error"] = err
+
+    thread = threading.Thread(target=run, name=f"anonavila: {stage}", daemon=True)
+    t0 = time.perf_counter()
+    thread.start()
+    while thread.is_alive():
+        yield Progress(stage, 0, 0, {"seconds": time.perf_counter() - t0})
+        thread.join(tick_s)
+    if "error" in box:
+        raise box["error"]
+    return box["value"]

@@ -261,3 +261,30 @@ def test_a_renamed_shapes_layer_is_listed_by_its_new_name(viewer, sample_slides)
     shapes.name = "normal lymph node"
     combo = w.normal_layer.native
     assert "normal lymph node" in [combo.itemText(i) for i in range(combo.count())]
+
+
+def test_cancel_while_the_model_is_built_acts_within_a_second(viewer, qtbot, sample_slides, monkeypatch, errors):
+    """Building a model has no progress of its own; the bar is busy, counts seconds, and Cancel is immediate."""
+    import time
+
+    from napari_anonavila.detector import Detector
+
+    real_create = Detector.create
+
+    def slow_create(*args, **kwargs):  # a model as slow to build as CONCH from a cold disk
+        time.sleep(20)
+        return real_create(*args, **kwargs)
+
+    monkeypatch.setattr(Detector, "create", staticmethod(slow_create))
+    layer = open_slide(viewer, sample_slides.anomalous)
+    w = open_widget(viewer, "Score")
+    w.slide_layer.value = layer
+    w.normal_layer.value = draw_shapes(viewer, layer, [[[100, 100], [100, 600], [600, 600], [600, 100]]])
+    click(w.run_button)
+    qtbot.waitUntil(lambda: "building the demo model (1 s" in (w.progress.label or ""), timeout=10_000)
+    assert w.progress.max == 0  # busy, not a bar stuck at 0
+    t0 = time.perf_counter()
+    click(w.run_button)
+    wait_worker(qtbot, w, timeout=5_000)
+    assert time.perf_counter() - t0 < 1.0
+    assert w.session.detector is None and w.scores_label.value == "cancelled" and not errors

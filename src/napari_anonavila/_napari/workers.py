@@ -19,7 +19,7 @@ from napari.qt.threading import thread_worker
 from ..embcache import EmbeddingCache
 from ..grid import PatchGrid, make_grid, tissue_mask, too_few_patches_message
 from ..options import TrainConfig
-from ..progress import Progress, restage
+from ..progress import Progress, restage, waiting
 from ..slide import Slide
 from ..userfiles import cache_dir
 
@@ -144,14 +144,14 @@ def score_worker(plan: ScorePlan):
         if det is None and plan.model_path is not None:
             from ..detector import Detector
 
-            yield Progress("loading model", 0, 1)
-            det = Detector.load(plan.model_path, device=plan.device, precision=plan.precision)
+            det = yield from waiting(lambda: Detector.load(plan.model_path, device=plan.device,
+                                                           precision=plan.precision), "loading the model")
             yield DetectorReady(det, plan.model_path)
         elif det is None:
             from ..detector import Detector
 
-            yield Progress("building the demo model", 0, 1)
-            det = Detector.create("demo", device=plan.device, precision=plan.precision)
+            det = yield from waiting(lambda: Detector.create("demo", device=plan.device, precision=plan.precision),
+                                     "building the demo model")
             yield from _iter_fit(det, slide=plan.slide, roi=plan.demo_regions, patch_um=plan.patch_um,
                                  config=plan.fit_config)
             yield DetectorReady(det, None)

@@ -261,6 +261,10 @@ class ScoreWidget(Container):
                 show_warning("no tissue patches in this region; nothing to score")
             self._refresh_heatmap()
         elif isinstance(event, Progress):
+            if event.total == 0:  # no known end (a model being built or loaded): a busy bar and the seconds so far
+                self.progress.label = f"{event.stage} ({event.info.get('seconds', 0):.0f} s; Cancel stops at once)"
+                self.progress.max, self.progress.value = 0, 0
+                return
             self.progress.label = event.stage
             self.progress.max = max(1, event.total)
             self.progress.value = event.done
