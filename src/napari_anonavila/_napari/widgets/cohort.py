@@ -90,6 +90,10 @@ class CohortWidget(Container):
     def load(self, path: str | Path) -> None:
         """List the cohort of ``path`` (cohort.csv or the folder holding it), most anomalous first."""
         self.entries, by = read_cohort(path)
+        table = Path(path) / "cohort.csv" if Path(path).is_dir() else Path(path)
+        if chosen_path(self.source) != table:
+            with self.source.changed.blocked():
+                self.source.value = table
         n_ok = sum(e.has_result for e in self.entries)
         failed = len(self.entries) - n_ok
         self.info.value = (f"{len(self.entries)} slides, ranked by {by}"
