@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["scroll_form", "tabify_when_docked", "wrapping"]
+__all__ = ["row_table", "scroll_form", "tabify_when_docked", "wrapping"]
 
 # napari names a dock "<widget> (<plugin>)": the package name from the API, the display name from the menu
 _DOCK_SUFFIXES = ("(napari-anonavila)", "(Ano-NAViLa anomaly detection)")
@@ -17,6 +17,19 @@ def wrapping(label):
     native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
     native.setMinimumWidth(120)
     return label
+
+
+def row_table(table, columns):
+    """Set up a QTableWidget as a read-only list of rows: headers ``columns``, one row selected at a time."""
+    from qtpy.QtWidgets import QAbstractItemView
+
+    table.setHorizontalHeaderLabels(list(columns))
+    table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+    table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+    table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+    table.verticalHeader().setVisible(False)
+    table.horizontalHeader().setStretchLastSection(True)
+    return table
 
 
 def scroll_form(owner, widgets: list, extra=()):

@@ -13,13 +13,13 @@ from magicgui.widgets import Container, FileEdit, Label
 from napari.utils.notifications import show_error
 from qtpy.QtCore import Qt
 from qtpy.QtGui import QColor
-from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
+from qtpy.QtWidgets import QTableWidget, QTableWidgetItem
 
 from ...batch.cohort import CohortEntry, read_cohort
 from ...errors import AnonavilaError
 from ..results import result_layers
 from ..session import chosen_path, session_for
-from . import tabify_when_docked, wrapping
+from . import row_table, tabify_when_docked, wrapping
 
 __all__ = ["CohortWidget"]
 
@@ -60,13 +60,7 @@ class CohortWidget(Container):
         self.info = Label(value="Open a cohort: the cohort.csv of an 'anonavila batch' run.")
         super().__init__(widgets=[self.source, self.info])
         wrapping(self.info)
-        self.table = _Table(0, len(_COLUMNS), step=self.step)
-        self.table.setHorizontalHeaderLabels(_COLUMNS)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.verticalHeader().setVisible(False)
-        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table = row_table(_Table(0, len(_COLUMNS), step=self.step), _COLUMNS)
         self.table.setMinimumHeight(220)
         self.native.layout().addWidget(self.table, 1)
         self.entries: list[CohortEntry] = []

@@ -5,14 +5,14 @@ from __future__ import annotations
 import napari
 import numpy as np
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QAbstractItemView, QLabel, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QLabel, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
 from ...reviews import PatchKey
 from ..coords import slide_xy_l0_to_world
 from ..layers import review_points
 from ..results import TOPK, result_layer
 from ..session import session_for, unwrap
-from . import tabify_when_docked
+from . import row_table, tabify_when_docked
 
 __all__ = ["ReviewWidget"]
 
@@ -33,13 +33,7 @@ class ReviewWidget(QWidget):
         super().__init__()
         self.viewer = viewer
         self.session = session_for(viewer)
-        self.table = QTableWidget(0, len(_COLUMNS))
-        self.table.setHorizontalHeaderLabels(_COLUMNS)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.verticalHeader().setVisible(False)
-        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table = row_table(QTableWidget(0, len(_COLUMNS)), _COLUMNS)
         row_h = self.table.verticalHeader().defaultSectionSize()
         self.table.setMinimumHeight(row_h * (_VISIBLE_ROWS + 1) + 6)
         self.details = QLabel(_EMPTY)
