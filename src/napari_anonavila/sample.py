@@ -128,13 +128,27 @@ def write_sample_slides(folder: str | os.PathLike, *, size: int = 4096, mpp: flo
                         n_anomalies: int = 4, reference: bool = False) -> SampleSlides:
     """Write ``normal.tif``, ``anomalous.tif`` and ``anomalous_mask.png`` (ground truth at 1/16 scale), and with
     ``reference`` a second normal slide ``reference.tif`` (other tissue of the same kind, for calibration)."""
+    from .progress import drain
+
+    return drain(iter_write_sample_slides(folder, size=size, mpp=mpp, seed=seed, n_anomalies=n_anomalies,
+                                          reference=reference))
+
+
+def iter_write_sample_slides(folder: str | os.PathLike, *, size: int = 4096, mpp: float = 0.5, seed: int = 0,
+                             n_anomalies: int = 4, reference: bool = False):
+    """:func:`write_sample_slides` as a generator: a Progress before each slide is made and after the last."""
     from PIL import Image
+
+    from .progress import Progress
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    total = 3 if reference else 2
+    yield Progress("making the normal slide", 0, total)
     normal, _ = make_tissue(size, seed)
     write_pyramid_tiff(folder / "normal.tif", normal, mpp)
     del normal
+    yield Progress("making the slide with planted anomalies", 1, total)
     anomalous, mask = make_tissue(size, seed + 1, n_anomalies=n_anomalies)
     write_pyramid_tiff(folder / "anomalous.tif", anomalous, mpp)
     ds = 16
@@ -143,8 +157,10 @@ def write_sample_slides(folder: str | os.PathLike, *, size: int = 4096, mpp: flo
         Image.fromarray((small * 255).astype(np.uint8)).save(tmp, format="PNG")
     ref = None
     if reference:
+        yield Progress("making the reference slide", 2, total)
         ref_img, _ = make_tissue(size, seed + 2)
         ref = write_pyramid_tiff(folder / "reference.tif", ref_img, mpp)
+    yield Progress("sample slides written", total, total)
     return SampleSlides(folder / "normal.tif", folder / "anomalous.tif", folder / "anomalous_mask.png", ds, mpp, ref)
 
 

@@ -56,14 +56,22 @@ def test_manifest_validates():
     assert "valid" in out.stdout
 
 
-def test_sample_data(viewer, monkeypatch, tmp_path):
-    from napari_anonavila import sample
+def test_open_sample_returns_at_once_and_the_slide_follows(viewer, qtbot, monkeypatch, tmp_path):
+    """File > Open Sample: the slide is written in a worker (the UI thread is not held), a placeholder layer stands
+    in until the slide replaces it; the second time the cached slide opens directly."""
+    import time
+
     from napari_anonavila._napari import sample_data
 
     monkeypatch.setenv("ANONAVILA_CACHE", str(tmp_path))
-    monkeypatch.setattr(sample_data, "write_sample_slides",
-                        lambda folder, size: sample.write_sample_slides(folder, size=1024))  # small and quick
-    [(data, kwargs, _)] = sample_data.sample_slide()
-    layer = viewer.add_image(data, **kwargs)
-    assert layer.data[0].shape == (1024, 1024, 3)
-    assert np.asarray(layer.data[-1]).mean() < 255
+    monkeypatch.setattr(sample_data, "SAMPLE_SIZE", 1024)  # small and quick
+    t0 = time.perf_counter()
+    [placeholder] = viewer.open_sample("napari-anonavila", "planted_anomalies")
+    assert time.perf_counter() - t0 < 1.0 and placeholder.name == sample_data.PLACEHOLDER
+    qtbot.waitUntil(lambda: sample_data.SAMPLE_NAME in viewer.layers, timeout=60_000)
+    assert [ly.name for ly in viewer.layers] == [sample_data.SAMPLE_NAME]
+    layer = viewer.layers[0]
+    assert layer.data[0].shape == (1024, 1024, 3) and np.asarray(layer.data[-1]).mean() < 255
+    assert (tmp_path / "sample-slides" / "normal.tif").is_file()  # its normal twin, for fitting
+    [again] = viewer.open_sample("napari-anonavila", "planted_anomalies")
+    assert again.name.startswith(sample_data.SAMPLE_NAME) and again.data[0].shape == (1024, 1024, 3)
