@@ -288,3 +288,34 @@ def test_cancel_while_the_model_is_built_acts_within_a_second(viewer, qtbot, sam
     wait_worker(qtbot, w, timeout=5_000)
     assert time.perf_counter() - t0 < 1.0
     assert w.session.detector is None and w.scores_label.value == "cancelled" and not errors
+
+
+def test_a_slide_without_mpp_gets_one_in_the_score_panel(viewer, qtbot, sample_slides, fitted_on_sample, tmp_path,
+                                                         errors):
+    """The file says nothing about microns: the Score panel offers 'slide mpp'; set, the slide works in microns
+    (scale, units, patch size) beside micron slides; once it has a result, a new mpp is refused."""
+    import tifffile
+
+    from napari_anonavila.sample import make_tissue
+
+    bare = tmp_path / "no_mpp.tif"
+    tifffile.imwrite(bare, make_tissue(1024, 7)[0], tile=(256, 256), photometric="rgb", metadata=None)
+    micron = open_slide(viewer, sample_slides.normal)
+    with pytest.warns(UserWarning, match="Score's 'slide mpp'"):
+        pixels = open_slide(viewer, bare)
+    w = open_widget(viewer, "Score")
+    w.slide_layer.value = micron
+    assert w.slide_mpp.native.isHidden()  # (the window itself is not shown in tests)
+    w.slide_layer.value = pixels
+    assert not w.slide_mpp.native.isHidden() and w.slide_mpp.value == 0 and tuple(pixels.units) == ("pixel", "pixel")
+    w.slide_mpp.value = 0.5
+    assert tuple(pixels.scale) == (0.5, 0.5) and tuple(str(u) for u in pixels.units) == ("micrometer",) * 2
+    assert pixels.metadata["anonavila_slide"].mpp_source == "user" and not errors
+    w.model.value = fitted_on_sample.save(tmp_path / "m.safetensors")
+    w.patch_um.value = 64.0
+    click(w.run_button)
+    wait_worker(qtbot, w)
+    assert w.session.result.grid.patch_size_l0 == 128  # 64 um at 0.5 um/px
+    assert tuple(layer_of(viewer, HEATMAP).scale) == (64.0, 64.0)
+    w.slide_mpp.value = 0.25
+    assert errors and "already has a result" in errors[-1] and w.slide_mpp.value == 0.5

@@ -146,12 +146,14 @@ class Slide:
         if file_mpp is not None and not MPP_RANGE[0] <= file_mpp <= MPP_RANGE[1]:
             if mpp is None:
                 warnings.warn(f"{self.path.name}: the file says {file_mpp:g} microns per pixel, outside the plausible "
-                              f"{MPP_RANGE[0]:g}..{MPP_RANGE[1]:g}; it is ignored and sizes are in pixels. Pass the "
-                              "right mpp= (CLI: --mpp) to work in microns", MissingMppWarning, stacklevel=4)
+                              f"{MPP_RANGE[0]:g}..{MPP_RANGE[1]:g}; it is ignored and sizes are in pixels. Give the "
+                              "right mpp (napari: Score's 'slide mpp'; CLI: --mpp) to work in microns",
+                              MissingMppWarning, stacklevel=4)
             file_mpp = None
         elif mpp is None and file_mpp is None:
-            warnings.warn(f"{self.path.name}: no microns-per-pixel in the file; sizes are in pixels. Pass mpp= "
-                          "(CLI: --mpp) to work in microns", MissingMppWarning, stacklevel=4)
+            warnings.warn(f"{self.path.name}: no microns-per-pixel in the file; sizes are in pixels. Give the mpp "
+                          "(napari: Score's 'slide mpp'; CLI: --mpp) to work in microns", MissingMppWarning,
+                          stacklevel=4)
         self.mpp = mpp if mpp is not None else file_mpp
         self.mpp_source = "user" if mpp is not None else ("file" if file_mpp is not None else None)
 

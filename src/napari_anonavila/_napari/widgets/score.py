@@ -24,6 +24,7 @@ from ...errors import AnonavilaError
 from ...maps import erode
 from ...options import PRECISIONS, ScoreMode
 from ...progress import Progress
+from ...slide.base import MPP_RANGE, check_user_mpp
 from ..layers import Z_RANGE
 from ..results import HEATMAP, TOPK, clear_results, draw_heatmap, draw_points, draw_significant
 from ..session import chosen_path, session_for, shapes_to_polygons_xy_l0, slide_of, unwrap
@@ -47,6 +48,10 @@ class ScoreWidget(Container):
         self.viewer = viewer
         self.session = session_for(viewer)
         self.slide_layer = ComboBox(label="slide", choices=self._slide_layers, nullable=True)
+        self.slide_mpp = FloatSpinBox(label="slide mpp", value=0.0, min=0.0, max=MPP_RANGE[1], step=0.05,
+                                      tooltip="microns per pixel of a slide whose file does not say (0.25 at 40x, "
+                                              "0.5 at 20x): patch sizes then work in microns and the slide lines up "
+                                              "with other slides; 0 leaves it in pixels")
         self.model = FileEdit(label="model", mode="r", filter=_MODEL_FILES,
                               tooltip="a checkpoint: ours (.safetensors) or the authors' (.pth, which holds CONCH); "
                                       "leave empty to fit the random demo model")
@@ -73,11 +78,10 @@ class ScoreWidget(Container):
         self.progress = ProgressBar(label="progress", value=0, max=1)
         self.scores_label = Label(label="slide scores", value="-")
         super().__init__()
-        self.form = scroll_form(self, [self.slide_layer, self.model, self.model_info, self.normal_layer, self.region,
-                                       self.region_layer, self.patch_um, self.batch_size, self.device,
-                                       self.precision, self.top_k,
-                                       self.mode, self.eroded, self.values, self.run_button, self.progress,
-                                       self.scores_label])
+        self.form = scroll_form(self, [
+            self.slide_layer, self.slide_mpp, self.model, self.model_info, self.normal_layer, self.region,
+            self.region_layer, self.patch_um, self.batch_size, self.device, self.precision, self.top_k, self.mode,
+            self.eroded, self.values, self.run_button, self.progress, self.scores_label])
         tabify_when_docked(self.native)
         for label in (self.model_info, self.scores_label):
             wrapping(label)
@@ -87,6 +91,8 @@ class ScoreWidget(Container):
         self._scored = 0
         self._last_refresh = 0.0
         self.run_button.changed.connect(self._on_run)
+        self.slide_layer.changed.connect(self._show_mpp)
+        self.slide_mpp.changed.connect(self._on_mpp)
         self.eroded.changed.connect(lambda *_: self._refresh_heatmap())
         self.values.changed.connect(lambda *_: self._refresh_heatmap())
         self.mode.changed.connect(lambda *_: self.rescore())
@@ -97,6 +103,7 @@ class ScoreWidget(Container):
         follow_layers(viewer, self.reset_choices)
         self.session.slide_changed.connect(self._on_slide)
         self.reset_choices()
+        self._show_mpp()
         self.top_k.value = self.session.top_k
         self._show_model(self.session.detector)
 
@@ -113,6 +120,38 @@ class ScoreWidget(Container):
         from napari.layers import Shapes
 
         return [ly for ly in self.viewer.layers if isinstance(ly, Shapes)]
+
+    def _show_mpp(self, *_) -> None:
+        """Offer the mpp field only for a slide whose file gives none (or whose mpp was given here)."""
+        slide = slide_of(self.slide_layer.value) if self.slide_layer.value is not None else None
+        self.slide_mpp.visible = slide is not None and slide.mpp_source != "file"
+        with self.slide_mpp.changed.blocked():
+            self.slide_mpp.value = slide.mpp if slide is not None and slide.mpp else 0.0
+
+    def _on_mpp(self, value: float) -> None:
+        try:
+            self.set_mpp(self.slide_layer.value, value)
+        except ValueError as err:
+            show_error(str(err))
+            self._show_mpp()
+
+    def set_mpp(self, layer, mpp: float) -> None:
+        """Give a slide without mpp in its file its microns per pixel: the slide layer (and its results' layers when
+        drawn next) then work in microns. Refused once the slide has a result made in pixels."""
+        slide = slide_of(layer) if layer is not None else None
+        if slide is None or not mpp:
+            return
+        check_user_mpp(mpp)
+        if slide.mpp_source == "file":
+            raise ValueError(f"{slide.path.name}: its file gives {slide.mpp:g} um/px; that is used")
+        if self.session.result_of(layer) is not None:
+            raise ValueError(f"{slide.path.name} already has a result made in pixels; open the slide again and set "
+                             "its mpp before scoring it")
+        slide.mpp, slide.mpp_source = float(mpp), "user"
+        layer.scale = (float(mpp), float(mpp))
+        layer.units = ("um", "um")
+        layer.metadata.update(mpp=float(mpp), mpp_source="user")
+        show_info(f"{slide.path.name}: {mpp:g} um per pixel (given here); patch sizes are in microns")
 
     def _show_model(self, det) -> None:
         if det is None:
