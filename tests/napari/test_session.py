@@ -183,3 +183,13 @@ def test_review_opened_after_scoring_and_details_follow_a_rescore(viewer, qtbot,
     assert {i.row() for i in review.table.selectedItems()} == {4}
     assert not errors
     assert slide_layer is not None
+
+
+def test_docked_panels_leave_the_canvas_most_of_a_default_window(make_napari_viewer, qtbot):
+    """At napari's default window size a docked panel takes a third of the window, not the canvas's space."""
+    viewer = make_napari_viewer(show=True)
+    for name in ("All panels (tabbed)", "Score", "Cohort browser"):
+        open_widget(viewer, name)
+    qtbot.wait(200)
+    window, canvas = viewer.window._qt_window.width(), viewer.window._qt_viewer.canvas.native.width()
+    assert canvas >= window / 3, (canvas, window)

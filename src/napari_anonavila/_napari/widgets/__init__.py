@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = ["row_table", "scroll_form", "tabify_when_docked", "wrapping"]
 
+DOCK_WIDTH = (360, 480)  # a docked panel's width: a third of the window, within these bounds (pixels)
 # napari names a dock "<widget> (<plugin>)": the package name from the API, the display name from the menu
 _DOCK_SUFFIXES = ("(napari-anonavila)", "(Ano-NAViLa anomaly detection)")
 
@@ -62,9 +63,10 @@ def tabify_when_docked(widget) -> None:
     """Once napari has docked ``widget`` (a QWidget), put it in tabs with this plugin's other docks in that area.
 
     Docks opened one by one from the Plugins menu otherwise stack down the window edge and push each other off a
-    1920 x 1080 screen. Only Qt's public API is used.
+    1920 x 1080 screen. The dock is also narrowed to a third of the window (within ``DOCK_WIDTH``): at napari's
+    default window size the canvas otherwise shrinks to a sliver. Only Qt's public API is used.
     """
-    from qtpy.QtCore import QTimer
+    from qtpy.QtCore import Qt, QTimer
     from qtpy.QtWidgets import QDockWidget, QMainWindow
 
     def tabify() -> None:
@@ -75,6 +77,10 @@ def tabify_when_docked(widget) -> None:
         if not isinstance(main, QMainWindow):
             return
         area = main.dockWidgetArea(dock)
+        want = max(DOCK_WIDTH[0], min(DOCK_WIDTH[1], main.width() // 3))  # the canvas keeps most of the window
+        if area in (Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea) and (
+                dock.width() > want):
+            main.resizeDocks([dock], [want], Qt.Orientation.Horizontal)
         for other in main.findChildren(QDockWidget):
             if (other is not dock and other.objectName().endswith(_DOCK_SUFFIXES) and other.isVisible()
                     and main.dockWidgetArea(other) == area):

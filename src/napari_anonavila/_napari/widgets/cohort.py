@@ -67,7 +67,6 @@ class CohortWidget(Container):
         self.current: int | None = None
         self._opened: dict[str, object] = {}  # result folder -> its slide layer
         self.source.changed.connect(self._on_source)
-        self.native.setMinimumWidth(420)  # the ranked columns readable without scrolling
         self.table.itemSelectionChanged.connect(self._on_row)
         for key, step in ((NEXT_KEY, 1), (PREVIOUS_KEY, -1)):
             viewer.bind_key(key, lambda _v, s=step: self.step(s), overwrite=True)
