@@ -6,9 +6,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from enum import Enum
 
-__all__ = ["PRECISIONS", "ScoreMode", "TrainConfig"]
+__all__ = ["PRECISIONS", "Z_RANGE", "ScoreMode", "TrainConfig"]
 
 PRECISIONS = ("float32", "tf32", "bfloat16", "float16")
+Z_RANGE = (0.0, 8.0)  # calibrated z's fixed colour range: the same colour means the same z on every slide
 
 
 class ScoreMode(str, Enum):

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from ._atomic import atomic_path
 
@@ -36,6 +35,8 @@ class SampleSlides:
 
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
+    from scipy import ndimage  # (not at import: napari's Open Sample menu imports this module on the UI thread)
+
     small = (max(2, shape[0] // 16), max(2, shape[1] // 16))
     n = ndimage.gaussian_filter(rng.standard_normal(small).astype(np.float32), sigma / 16)
     n = ndimage.zoom(n, (shape[0] / small[0], shape[1] / small[1]), order=1)
@@ -44,6 +45,8 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float
 
 def _nuclei(rng: np.random.Generator, shape: tuple[int, int], density: np.ndarray, radius: float) -> np.ndarray:
     """Blob image in [0, 1]: Poisson points with per-pixel ``density`` (per 10^4 px), blurred to ``radius``."""
+    from scipy import ndimage
+
     pts = rng.random(shape, dtype=np.float32) < density * 1e-4
     blobs = ndimage.gaussian_filter(pts.astype(np.float32), radius)
     return np.clip(blobs * (2 * np.pi * radius**2) * 0.9, 0, 1)

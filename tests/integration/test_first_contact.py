@@ -28,8 +28,17 @@ def test_cli_help_does_not_load_torch():
     assert res.returncode == 0 and "score-slide" in res.stdout and "calibrate" in res.stdout
 
 
-def test_the_plugins_menus_reader_and_sample_do_not_load_torch():
+def test_the_plugins_menus_reader_and_sample_do_not_load_torch_scipy_or_dask_arrays():
     pytest.importorskip("napari")
-    mods = _modules_after("import napari_anonavila._napari.widgets.panel, napari_anonavila._napari.reader, "
-                          "napari_anonavila._napari.sample_data, napari_anonavila._napari.writer")
-    assert "torch" not in mods, "a plugin module imports torch at import time (the UI thread)"
+    mods = _modules_after("import napari, napari.viewer\n"
+                          "import napari_anonavila._napari.widgets.panel, napari_anonavila._napari.reader, "
+                          "napari_anonavila._napari.sample_data, napari_anonavila._napari.writer, "
+                          "napari_anonavila._napari.widgets.cohort\n"
+                          "from napari_anonavila.slide import open_slide\n"
+                          "from napari_anonavila.sample import write_pyramid_tiff\n"
+                          "import numpy, tempfile, os\n"
+                          "p = write_pyramid_tiff(os.path.join(tempfile.mkdtemp(), 's.tif'), "
+                          "numpy.zeros((512, 512, 3), numpy.uint8), 0.5)\n"
+                          "open_slide(p).level_arrays[-1][:8, :8]")
+    for heavy in ("torch", "scipy.ndimage", "dask.array", "matplotlib.pyplot"):
+        assert heavy not in mods, f"the plugin's first contact (menus, File > Open) imports {heavy} on the UI thread"

@@ -11,7 +11,7 @@ import json
 
 import numpy as np
 
-from ..maps.overlay import Z_RANGE, contrast_limits
+from ..options import Z_RANGE
 from ..reviews import ReviewMarks
 from ..slide import Slide
 from .coords import cells_layer_transform
@@ -62,6 +62,8 @@ def heatmap_for_display(heat: np.ndarray, fixed: tuple[float, float] | None = No
     The range is ``fixed`` (calibrated z) or the slide's own 2nd..99.5th percentile (raw scores). Every scored cell
     maps to at least ``_NAN_BAND`` of the colormap (visible); NaN cells map to 0 (transparent).
     """
+    from ..maps.overlay import contrast_limits  # (maps imports scipy: not on the way to File > Open)
+
     lo, hi = fixed if fixed is not None else contrast_limits(heat)
     span = hi - lo
     clim_lo = lo - span * _NAN_BAND / (1 - 2 * _NAN_BAND)  # lo itself lands a little above the transparent band

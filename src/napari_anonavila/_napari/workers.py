@@ -136,20 +136,28 @@ def _iter_fit(detector, *, slide=None, roi=None, patch_um=None, folder=None, con
     return (yield from detector.iter_fit(embs, config=config, groups=groups))
 
 
+def _detector_class():
+    """The Detector class; its first import loads torch and the models (seconds, tens of seconds on a cold disk)."""
+    from ..detector import Detector
+
+    return Detector
+
+
 @thread_worker(ignore_errors=True)  # the widgets show errors in the notification area
 def score_worker(plan: ScorePlan):
-    """Get the detector (reuse, load, or build and fit the demo), lay the grid, score; return the SlideResult."""
+    """Get the detector (reuse, load, or build and fit the demo), lay the grid, score; return the SlideResult.
+
+    Loading torch and building or loading a model have no progress of their own: they run beside the worker
+    (:func:`~napari_anonavila.progress.waiting`), so the bar counts seconds and Cancel acts at once.
+    """
+    Detector = yield from waiting(_detector_class, "starting torch")
     with _TorchThreads():
         det = plan.detector
         if det is None and plan.model_path is not None:
-            from ..detector import Detector
-
             det = yield from waiting(lambda: Detector.load(plan.model_path, device=plan.device,
                                                            precision=plan.precision), "loading the model")
             yield DetectorReady(det, plan.model_path)
         elif det is None:
-            from ..detector import Detector
-
             det = yield from waiting(lambda: Detector.create("demo", device=plan.device, precision=plan.precision),
                                      "building the demo model")
             yield from _iter_fit(det, slide=plan.slide, roi=plan.demo_regions, patch_um=plan.patch_um,

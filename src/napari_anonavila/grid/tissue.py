@@ -13,7 +13,6 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 from skimage import filters
 
 from ..slide import Slide
@@ -148,6 +147,8 @@ def _median_u8(values: np.ndarray) -> int:
 def _close(mask: np.ndarray, gap: int) -> np.ndarray:
     """Morphological closing with a (2 gap + 1)-pixel square: separable max then min filters, in uint8 (several
     times faster than a disk on a 2048-px thumbnail); the slide's edge neither grows nor erodes the mask."""
+    from scipy import ndimage  # imported when used: the napari menus and readers do not wait for scipy
+
     size = 2 * gap + 1
     grown = ndimage.maximum_filter(mask.view(np.uint8), size=size, mode="nearest")
     return ndimage.minimum_filter(grown, size=size, mode="nearest").view(bool)
@@ -155,6 +156,8 @@ def _close(mask: np.ndarray, gap: int) -> np.ndarray:
 
 def _drop_small(mask: np.ndarray, min_px: int) -> np.ndarray:
     """``mask`` without its connected components smaller than ``min_px`` pixels."""
+    from scipy import ndimage  # imported when used: the napari menus and readers do not wait for scipy
+
     labels, n = ndimage.label(mask)
     if n == 0:
         return mask

@@ -9,11 +9,9 @@ from typing import BinaryIO
 import numpy as np
 
 from .._atomic import atomic_path
+from ..options import Z_RANGE
 
 __all__ = ["Z_RANGE", "contrast_limits", "render_overlay"]
-
-
-Z_RANGE = (0.0, 8.0)  # calibrated z's fixed colour range: the same colour means the same z on every slide
 
 
 def contrast_limits(values: np.ndarray) -> tuple[float, float]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 __all__ = ["SLIDE_SCORE_NAMES", "erode", "slide_scores", "top_percent_mean"]
 
@@ -15,6 +14,8 @@ def erode(heatmap: np.ndarray) -> np.ndarray:
 
     Cells outside the grid count as NaN (they are ignored), so the erosion never raises a value.
     """
+    from scipy import ndimage  # imported when used: the napari menus and readers do not wait for scipy
+
     h = np.asarray(heatmap, dtype=np.float64)
     if h.ndim != 2:
         raise ValueError(f"heatmap must be 2-D, got shape {h.shape}")

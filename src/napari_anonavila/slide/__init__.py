@@ -96,7 +96,7 @@ def _open(name: str, path: Path, mpp: float | None) -> Slide:
         slide = TifffileSlide(path, mpp=mpp)
     try:
         w, h = slide.dimensions_xy
-        slide.read_region((max(0, w // 2 - 8), max(0, h // 2 - 8)), len(slide.levels) - 1, (16, 16))
+        slide.read_region((max(0, w // 2 - 8), max(0, h // 2 - 8)), len(slide.level_arrays) - 1, (16, 16))
         slide.reads = 0
     except SlideReadError:
         slide.close()

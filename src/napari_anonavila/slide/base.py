@@ -17,7 +17,6 @@ import threading
 import warnings
 from pathlib import Path
 
-import dask.array as da
 import numpy as np
 
 from ..errors import MissingMppWarning, SlideReadError
@@ -136,7 +135,7 @@ class Slide:
         self.associated_images: list[str] = []
         self.level_shapes: list[tuple[int, int]] = []
         self.level_downsamples: list[float] = []
-        self.levels: list[da.Array] = []
+        self._dask_levels: list | None = None
         self.level_arrays: list[LevelArray] = []
         self.reads = 0  # region reads served, for tests and benchmarks
         self.closed = False
@@ -177,11 +176,22 @@ class Slide:
         return out
 
     def _set_levels(self, chunks: list[tuple[int, int]]) -> None:
-        """Build ``level_arrays`` and the dask ``levels`` once the level geometry is known."""
+        """Build ``level_arrays`` once the level geometry is known (the dask ``levels`` on first use)."""
         self.level_arrays = [LevelArray(self, i, c) for i, c in enumerate(chunks)]
-        self.levels = [da.from_array(a, chunks=(*a.chunks, 3), asarray=False, fancy=False, lock=False,
-                                     meta=np.empty((0, 0, 0), np.uint8), name=f"{self.reader}-{id(self)}-{i}")
-                       for i, a in enumerate(self.level_arrays)]
+        self._dask_levels = None
+
+    @property
+    def levels(self) -> list:
+        """One lazy dask array per level, chunked on the tiles (dask is imported here, not when a slide opens:
+        napari shows ``level_arrays`` and must not wait for dask)."""
+        if self._dask_levels is None:
+            import dask.array as da
+
+            self._dask_levels = [da.from_array(a, chunks=(*a.chunks, 3), asarray=False, fancy=False, lock=False,
+                                               meta=np.empty((0, 0, 0), np.uint8),
+                                               name=f"{self.reader}-{id(self)}-{i}")
+                                 for i, a in enumerate(self.level_arrays)]
+        return self._dask_levels
 
     def read_associated(self, name: str) -> np.ndarray:
         raise KeyError(f"{self.path.name}: no associated image {name!r}; available: {self.associated_images}")
@@ -308,7 +318,7 @@ class Slide:
 
     def __repr__(self) -> str:
         return (f"<{type(self).__name__} {self.path.name}: {self.dimensions_xy[0]}x{self.dimensions_xy[1]} px, "
-                f"{len(self.levels)} level(s), mpp={self.mpp}>")
+                f"{len(self.level_arrays)} level(s), mpp={self.mpp}>")
 
 
 _SEGMENT = 64 << 20  # bytes hashed per task

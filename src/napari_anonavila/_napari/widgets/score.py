@@ -21,7 +21,6 @@ from magicgui.widgets import (
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from ...errors import AnonavilaError
-from ...maps import erode
 from ...options import PRECISIONS, ScoreMode
 from ...progress import Progress
 from ...slide.base import MPP_RANGE, check_user_mpp
@@ -325,6 +324,8 @@ class ScoreWidget(Container):
     def _refresh_heatmap(self):
         if self._heat is None or self.session.slide_layer is None:
             return
+        from ...maps import erode  # (scipy: imported at the first heatmap, not with the Plugins menu)
+
         heat = erode(self._heat) if self.eroded.value else self._heat
         res = self.session.result
         saved = getattr(res, "saved", False)  # a reopened result: its own mode and saved z, no model needed
