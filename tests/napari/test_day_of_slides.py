@@ -137,6 +137,13 @@ def test_a_day_of_slides(make_napari_viewer, qtbot, sample_slides, calibrated_mo
     assert browser.current == 1
     qtbot.keyClick(browser.table, Qt.Key.Key_PageUp)
     assert browser.current == 0 and first.visible and len(viewer4.layers) == 8
+    # a cohort folder copied elsewhere still opens: its result folders are found beside its cohort.csv
+    moved = shutil.copytree(cohort_dir, cohort_dir.parent / "moved-cohort")
+    viewer5 = make_napari_viewer()
+    _dock, browser5 = viewer5.window.add_plugin_dock_widget(PLUGIN, "Cohort browser")
+    browser5.source.value = moved / "cohort.csv"
+    browser5.table.selectRow(0)
+    assert browser5.entries[0].result_dir == moved / "anomalous" and "anomalous.tif" in viewer5.layers
     assert not errors
 
 

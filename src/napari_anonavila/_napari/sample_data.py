@@ -56,7 +56,7 @@ def sample_slide() -> list[tuple]:
 
 def _write_in_worker(viewer, folder: Path) -> None:
     from napari.qt.threading import thread_worker
-    from napari.utils.notifications import show_error, show_info
+    from napari.utils.notifications import show_error
 
     def done(_value) -> None:
         for layer in [ly for ly in viewer.layers if ly.metadata.get("anonavila_placeholder") == str(folder)]:
@@ -76,7 +76,5 @@ def _write_in_worker(viewer, folder: Path) -> None:
         worker = _writing[str(folder)] = write()
         worker.errored.connect(lambda err: show_error(f"the sample slides could not be written to {folder}: {err}"))
         worker.finished.connect(lambda: _writing.pop(str(folder), None))
-        show_info(f"Writing the synthetic sample slides once ({SAMPLE_SIZE} px, about 15 s); the slide appears "
-                  "when written")
         worker.start()
     worker.returned.connect(done)
