@@ -17,6 +17,16 @@ RESULTS = ROOT / "bench" / "results"
 DOC = ROOT / "docs" / "benchmarks.md"
 
 
+def drop_caches() -> bool:
+    """Drop the page cache (for cold rounds); False where this process may not (not root, not Linux)."""
+    try:
+        os.sync()
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        return True
+    except OSError:
+        return False
+
+
 def machine() -> dict:
     import torch
 

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine, save
+from _common import drop_caches, machine, save
 
 EXE = str(Path(sys.executable).with_name("anonavila"))
 PROBES = {
@@ -29,15 +29,6 @@ PROBES = {
 }
 
 
-def _drop_caches() -> bool:
-    try:
-        os.sync()
-        Path("/proc/sys/vm/drop_caches").write_text("3\n")
-        return True
-    except OSError:
-        return False
-
-
 def _once(cmd: list[str]) -> float:
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
     t0 = time.perf_counter()
@@ -48,13 +39,13 @@ def _once(cmd: list[str]) -> float:
 
 def main(rounds: int = 7) -> None:
     results: dict[str, dict] = {}
-    can_drop = _drop_caches()
+    can_drop = drop_caches()
     for regime in ("warm", "cold") if can_drop else ("warm",):
         times: dict[str, list[float]] = {k: [] for k in PROBES}
         for _ in range(rounds):
             for name, cmd in PROBES.items():  # alternating
                 if regime == "cold":
-                    _drop_caches()
+                    drop_caches()
                 times[name].append(_once(cmd))
         results[regime] = {k: {"median_s": statistics.median(v), "min_s": min(v), "max_s": max(v)}
                            for k, v in times.items()}

@@ -135,15 +135,6 @@ def _child(probe: str, slide: str, model: str) -> dict:
 
 
 # -- the parent: rounds, regimes, the table ----------------------------------------------------------------------
-def _drop_caches() -> bool:
-    try:
-        os.sync()
-        Path("/proc/sys/vm/drop_caches").write_text("3\n")
-        return True
-    except OSError:
-        return False
-
-
 def _fixtures(folder: Path) -> tuple[str, str]:
     """A 4096 px synthetic slide and a demo checkpoint fitted on its normal twin (as `anonavila demo` makes)."""
     from napari_anonavila.demo import run_demo
@@ -153,18 +144,18 @@ def _fixtures(folder: Path) -> tuple[str, str]:
 
 
 def main(rounds: int = 5) -> None:
-    from _common import machine, save
+    from _common import drop_caches, machine, save
 
     work = Path(tempfile.mkdtemp(prefix="anonavila-first-contact-"))
     slide, model = _fixtures(work)
-    regimes = ("warm", "cold") if _drop_caches() else ("warm",)
+    regimes = ("warm", "cold") if drop_caches() else ("warm",)
     runs: dict[str, dict[str, list[dict]]] = {r: {p: [] for p in PROBES} for r in regimes}
     for regime in regimes:
         for i in range(rounds):
             for probe in PROBES:  # alternating
                 env = {**os.environ, "ANONAVILA_CACHE": str(work / f"cache-{regime}-{probe}-{i}")}
                 if regime == "cold":
-                    _drop_caches()
+                    drop_caches()
                 out = subprocess.run([sys.executable, __file__, "--child", probe, slide, model], env=env,
                                      capture_output=True, text=True, timeout=900)
                 if out.returncode != 0:
