@@ -23,8 +23,12 @@ def _kill_after(cmd: list[str], seconds: float, env=None) -> None:
 
 
 def _no_complete_looking_partials(folder: Path) -> None:
+    """Nothing a reader could take for output: staged folders say '.partial'. A killed run's lock file may stay
+    (its flock went with the process; the next run takes the file over)."""
+    from napari_anonavila._atomic import LOCK_NAME
+
     for p in folder.rglob("*"):
-        assert p.is_dir() or ".partial" in p.name or not p.name.startswith("."), p
+        assert p.is_dir() or ".partial" in p.name or not p.name.startswith(".") or p.name == LOCK_NAME, p
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +51,10 @@ def test_kill_during_scoring_keeps_previous_outputs(scored, sample_slides):
         for name in ("patches.csv", "heatmap.npy", "overlay.png", "summary.json"):
             assert after[name] == before[name], name
         _no_complete_looking_partials(folder)
+    # a lock file left by a killed run never blocks the next one, which removes it when done
+    subprocess.run([EXE, "-q", "score-slide", str(sample_slides.anomalous), "--model", str(model), "--out",
+                    str(folder.parent), "--patch-px", "256", "--overwrite"], check=True, capture_output=True)
+    assert (folder / "summary.json").is_file() and not list(folder.glob(".anonavila.lock"))
 
 
 def test_kill_during_checkpoint_saving_never_leaves_a_broken_file(scored, tmp_path):
