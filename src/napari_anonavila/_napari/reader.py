@@ -113,7 +113,6 @@ def read_results(path: str | os.PathLike) -> list[tuple]:
     else:
         heat, fixed, label = saved.heatmap(), None, f"raw anomaly score ({saved.mode}; uncalibrated; saved)"
     hdata, hkw = heatmap_kwargs(heat, where, p, origin, label=label, fixed=fixed)
-    hkw["metadata"]["raw"] = saved.heatmap()
     sdata, skw = significant_points(saved, where)
     tdata, tkw = review_points(saved, None, TOP_K, saved.marks, where)
     return [(data, kwargs, kind),
