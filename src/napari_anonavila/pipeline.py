@@ -97,7 +97,7 @@ def cache_key(slide: Slide, grid: PatchGrid, backend_id: str, embed_dim: int, ba
     """What the embeddings depend on: slide content, reader, grid, and the embedding model and its precision."""
     return {"slide_fingerprint": slide.fingerprint(), "reader": slide.reader, "grid": grid.key(),
             "backend_id": backend_id, "embed_dim": embed_dim, "image_size": backend.image_size if backend else 0,
-            "precision": backend.precision if backend else "float32"}
+            "precision": backend.numerics if backend else "float32"}
 
 
 def _read_patches(slide: Slide, xy: np.ndarray, p: int, level: int, backend: VLMBackend) -> list[np.ndarray]:

@@ -134,6 +134,11 @@ class VLMBackend:
         self._geometric, self._mean, self._std = _split_transform(transform)
         self.weights_sha256 = weights_sha256
         self.logit_scale_exp = float(self.model.logit_scale.detach().float().exp().cpu().reshape(-1)[0])
+        # bfloat16 on a CPU: the weights themselves in bfloat16 (oneDNN's bfloat16 kernels, AMX where the CPU has
+        # it); CPU autocast instead recasts every weight on every call and is slower than float32 (bench/)
+        self._weights_dtype = torch.bfloat16 if precision == "bfloat16" and device.type == "cpu" else None
+        if self._weights_dtype is not None:
+            self.model = self.model.to(self._weights_dtype)
         self._text_cache: dict[str, tuple[str, torch.Tensor]] = {}  # token-id hash -> (prompt, embedding)
         self._disk_loaded = False
         with torch.no_grad():
@@ -154,6 +159,12 @@ class VLMBackend:
         return size[0] if isinstance(size, (tuple, list)) else size
 
     # -- public -------------------------------------------------------------------------------------
+    @property
+    def numerics(self) -> str:
+        """How the encoders compute: the precision, and for bfloat16 whether weights or autocast (the caches' key:
+        the two give slightly different embeddings)."""
+        return "bfloat16-weights" if self._weights_dtype is not None else self.precision
+
     @property
     def id(self) -> str:
         """Identity of the embedding space: the spec kind and model plus the weights hash."""
@@ -199,6 +210,8 @@ class VLMBackend:
             if self.device.type == "cuda" and not pixels.is_pinned():
                 pixels = pixels.pin_memory()  # page-locked, so the copy below runs asynchronously
             pixels = pixels.to(self.device, non_blocking=True)
+        if self._weights_dtype is not None:
+            pixels = pixels.to(self._weights_dtype)
         with self._precision():
             out = self._encode_image_raw(pixels)
         return F.normalize(out.float(), dim=-1).cpu()
@@ -209,8 +222,11 @@ class VLMBackend:
 
     @contextlib.contextmanager
     def _precision(self):
-        """float32 (the authors' choice, the default), TF32 matrix products, or bfloat16/float16 autocast."""
-        if self.precision in ("bfloat16", "float16"):
+        """float32 (the authors' choice, the default), TF32 matrix products, or bfloat16/float16 autocast (on a CPU,
+        bfloat16 is the weights' own type instead: see __init__)."""
+        if self._weights_dtype is not None:
+            yield
+        elif self.precision in ("bfloat16", "float16"):
             with torch.autocast(self.device.type, dtype=getattr(torch, self.precision)):
                 yield
         elif self.precision == "tf32" and self.device.type == "cuda":
@@ -260,7 +276,7 @@ class VLMBackend:
     def _text_cache_path(self) -> Path:
         from ..userfiles import cache_dir
 
-        key = hashlib.sha256(f"{self.id}|{self.precision}".encode()).hexdigest()[:24]
+        key = hashlib.sha256(f"{self.id}|{self.numerics}".encode()).hexdigest()[:24]
         return cache_dir() / "text-embeddings" / f"{key}.v2.safetensors"
 
 

@@ -1,0 +1,44 @@
+"""bfloat16 on a CPU: the weights themselves in bfloat16 (fast oneDNN kernels), not CPU autocast (slower than
+float32); embeddings close to float32's, the logit scale exact, and a cache key of its own."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+
+def _images(n=6, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (300, 300, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def _spec(kind, tiny_weights, tmp_path_factory):
+    if kind == "open_clip":
+        return f"open_clip:anonavila-demo@{tiny_weights}"
+    pytest.importorskip("conch.open_clip_custom", reason="needs the [conch] extra (conch-fork)")
+    from napari_anonavila.backends.conch import build_conch_model
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("conch-bf16") / "pytorch_model.bin"
+    torch.save(build_conch_model().state_dict(), path)
+    return f"conch:{path}"
+
+
+@pytest.mark.parametrize("kind", ["open_clip", "conch"])
+def test_bfloat16_on_cpu_casts_the_weights_and_stays_close_to_float32(kind, tiny_weights, tmp_path_factory):
+    from napari_anonavila.backends import get_backend
+
+    spec = _spec(kind, tiny_weights, tmp_path_factory)
+    f32 = get_backend(spec, device="cpu")
+    bf = get_backend(spec, device="cpu", precision="bfloat16")
+    assert (f32.numerics, bf.numerics) == ("float32", "bfloat16-weights")
+    assert {p.dtype for p in bf.model.parameters()} == {torch.bfloat16}
+    assert bf.logit_scale_exp == f32.logit_scale_exp  # read before the cast
+    a, b = f32.embed_images(_images()), bf.embed_images(_images())
+    assert b.dtype == torch.float32 and torch.allclose(b.norm(dim=1), torch.ones(len(b)), atol=1e-5)
+    cos = (a * b).sum(1)
+    assert cos.min() > 0.99 and not torch.equal(a, b)  # bfloat16 really ran, and stayed close
+    t32, tbf = f32.encode_texts(["tumor cells", "lymphocytes"]), bf.encode_texts(["tumor cells", "lymphocytes"])
+    assert (t32 * tbf).sum(1).min() > 0.99
+    assert f32._text_cache_path() != bf._text_cache_path()
