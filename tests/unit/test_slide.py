@@ -154,3 +154,32 @@ def test_copy_keeps_working(tmp_path):
     shutil.copy(shared_path("slides", "cmu-1-small-region.svs"), dst)
     with open_slide(dst) as a, open_slide(shared_path("slides", "cmu-1-small-region.svs")) as b:
         assert a.fingerprint() == b.fingerprint()
+
+
+def test_tile_cache_keeps_tiles_while_reads_reuse_them():
+    from napari_anonavila.slide.tifffile_reader import _TileCache
+
+    tile = np.zeros((16, 16, 3), np.uint8)
+    cache = _TileCache(budget=64 * tile.nbytes)  # room for 64 tiles
+
+    def read(key):
+        if cache.get(key) is None:
+            cache.put(key, tile)
+
+    for r in range(8):  # grid order: each tile is met by several neighbouring patches
+        for c in range(40):
+            for _ in range(3):
+                read((0, r, c))
+    assert cache.keeping and cache.size == 64 * tile.nbytes
+    rng = np.random.default_rng(0)
+    for _ in range(600):  # random order over 100,000 tiles: none is met twice
+        read((0, *rng.integers(0, 316, 2)))
+    assert not cache.keeping
+    kept = dict(cache._tiles)
+    for _ in range(100):
+        read((0, *rng.integers(0, 316, 2)))
+    assert dict(cache._tiles) == kept  # nothing new is kept: no cost beyond a key
+    for c in range(60):  # grid order again: reuse is seen through the keys of tiles not kept, and keeping resumes
+        for _ in range(3):
+            read((1, 0, c))
+    assert cache.keeping and cache.get((1, 0, 59)) is not None

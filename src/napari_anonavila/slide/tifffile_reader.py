@@ -4,8 +4,8 @@ exports.
 Levels come from tifffile's own series structure (``series.levels``), so every pyramid layout keeps all its
 levels. A read fetches only the tiles (or strips) a window touches, with ``os.pread`` (thread-safe, no shared
 file position), and decodes them with the page's own codec (imagecodecs: JPEG, JPEG 2000, deflate, LZW...),
-both outside the GIL. An uncompressed, contiguous page is memory-mapped, so a huge single-level TIFF is
-never read whole.
+both outside the GIL, a window's tiles side by side in a small shared thread pool. An uncompressed, contiguous
+page is memory-mapped, so a huge single-level TIFF is never read whole.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import os
 import re
 import threading
 import weakref
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -29,31 +30,75 @@ _UNIT_UM = {"µm": 1.0, "um": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6}
 
 
 class _TileCache:
-    """Decoded tiles, least recently used out first, within a byte budget (as OpenSlide caches its tiles).
+    """Decoded tiles, least recently used out first, within a byte budget (as OpenSlide caches its tiles), kept
+    only while reads reuse tiles.
 
-    Neighbouring patches share tiles; without it each would decode them again.
+    Neighbouring patches read in grid order share tiles; without the cache each would decode them again. Reads in
+    random order rarely meet a tile twice, and keeping every decoded tile then only costs memory traffic (20-60% of
+    the CPU in issue 24's measurements). So the cache watches the last ``window`` lookups: a lookup counts as reuse
+    when it hits, or when it misses a tile decoded recently but not kept (the keys of those, without pixels, are
+    remembered, as many as the budget would hold tiles). Tiles are kept while at least ``min_reuse`` of the lookups
+    are reuse.
     """
 
-    def __init__(self, budget: int = 96 << 20) -> None:
+    def __init__(self, budget: int = 96 << 20, *, window: int = 256, min_reuse: float = 0.1) -> None:
         self.budget, self.size = budget, 0
         self._tiles: OrderedDict = OrderedDict()
+        self._ghosts: OrderedDict = OrderedDict()  # keys of tiles decoded but not (or no longer) kept
+        self._max_ghosts = 64  # then as many as the budget holds tiles of the size last seen
+        self._recent: deque[bool] = deque(maxlen=window)
+        self._min_reuse = min_reuse
         self._lock = threading.Lock()
+
+    @property
+    def keeping(self) -> bool:
+        """Whether decoded tiles are kept now: always until ``window // 8`` lookups are seen, then while reads reuse."""
+        n = len(self._recent)
+        return n < self._recent.maxlen // 8 or sum(self._recent) >= self._min_reuse * n
 
     def get(self, key):
         with self._lock:
             tile = self._tiles.get(key)
             if tile is not None:
                 self._tiles.move_to_end(key)
+            self._recent.append(tile is not None or key in self._ghosts)
             return tile
 
     def put(self, key, tile: np.ndarray) -> None:
         with self._lock:
             if key in self._tiles:
                 return
+            self._max_ghosts = max(64, self.budget // max(1, tile.nbytes))
+            if not self.keeping:
+                self._ghost(key)
+                return
+            self._ghosts.pop(key, None)
             self._tiles[key] = tile
             self.size += tile.nbytes
             while self.size > self.budget and self._tiles:
-                self.size -= self._tiles.popitem(last=False)[1].nbytes
+                old, arr = self._tiles.popitem(last=False)
+                self.size -= arr.nbytes
+                self._ghost(old)
+
+    def _ghost(self, key) -> None:
+        self._ghosts[key] = None
+        self._ghosts.move_to_end(key)
+        if len(self._ghosts) > self._max_ghosts:
+            self._ghosts.popitem(last=False)
+
+
+def _decode_pool() -> ThreadPoolExecutor:
+    """Threads that decode a window's tiles side by side (the codecs release the GIL), shared by every slide."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=max(2, min(8, os.cpu_count() or 2)),
+                                       thread_name_prefix="anonavila-decode")
+        return _POOL
+
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
 
 
 class _TiffLevel:
@@ -89,34 +134,46 @@ class _TiffLevel:
     def chunks(self) -> tuple[int, int]:
         return tile_chunks((self.th, self.tw) if self.tiled else (None, None))
 
-    def _segment(self, r: int, c: int) -> np.ndarray:
-        key = (self.level, r, c)
-        seg = self.cache.get(key)
-        if seg is not None:
-            return seg
-        index = r * self.across + c
+    def _decode(self, rc: tuple[int, int]) -> np.ndarray:
+        """Read and decode one tile (or strip); both outside the GIL."""
+        index = rc[0] * self.across + rc[1]
         count = int(self.counts[index])
         if count == 0:  # a sparse (unwritten) tile: nothing was scanned there
-            seg = np.full((self.th, self.tw, self.spp), 255, np.uint8)
-        else:
-            data = os.pread(self.fd, count, int(self.offsets[index]))
-            seg = self.decode(data, index, jpegtables=self.jpegtables)[0]
-            seg = seg.reshape(seg.shape[-3:])
-        self.cache.put(key, seg)
-        return seg
+            return np.full((self.th, self.tw, self.spp), 255, np.uint8)
+        data = os.pread(self.fd, count, int(self.offsets[index]))
+        seg = self.decode(data, index, jpegtables=self.jpegtables)[0]
+        return seg.reshape(seg.shape[-3:])
+
+    def _segments(self, wanted: list[tuple[int, int]]) -> list[np.ndarray]:
+        """The decoded tiles ``wanted``: from the cache, the rest decoded in parallel (this thread takes one)."""
+        segs = [self.cache.get((self.level, r, c)) for r, c in wanted]
+        todo = [i for i, seg in enumerate(segs) if seg is None]
+        if not todo:
+            return segs
+        futures = [_decode_pool().submit(self._decode, wanted[i]) for i in todo[1:]]
+        try:
+            segs[todo[0]] = self._decode(wanted[todo[0]])
+            for i, f in zip(todo[1:], futures, strict=True):
+                segs[i] = f.result()
+        finally:
+            for f in futures:
+                f.cancel()
+        for i in todo:
+            self.cache.put((self.level, *wanted[i]), segs[i])
+        return segs
 
     def read(self, y: int, x: int, h: int, w: int) -> np.ndarray:
         """(h, w, spp) uint8 at level pixel (y, x); the window lies inside the level."""
         if self.mmap is not None:
             return np.array(self.mmap[y : y + h, x : x + w])
         out = np.empty((h, w, self.spp), np.uint8)
-        for r in range(y // self.th, (y + h - 1) // self.th + 1):
-            for c in range(x // self.tw, (x + w - 1) // self.tw + 1):
-                seg = self._segment(r, c)
-                ty, tx = r * self.th, c * self.tw
-                y0, y1 = max(y, ty), min(y + h, ty + self.th, self.rows)
-                x0, x1 = max(x, tx), min(x + w, tx + self.tw, self.cols)
-                out[y0 - y : y1 - y, x0 - x : x1 - x] = seg[y0 - ty : y1 - ty, x0 - tx : x1 - tx]
+        wanted = [(r, c) for r in range(y // self.th, (y + h - 1) // self.th + 1)
+                  for c in range(x // self.tw, (x + w - 1) // self.tw + 1)]
+        for (r, c), seg in zip(wanted, self._segments(wanted), strict=True):
+            ty, tx = r * self.th, c * self.tw
+            y0, y1 = max(y, ty), min(y + h, ty + self.th, self.rows)
+            x0, x1 = max(x, tx), min(x + w, tx + self.tw, self.cols)
+            out[y0 - y : y1 - y, x0 - x : x1 - x] = seg[y0 - ty : y1 - ty, x0 - tx : x1 - tx]
         return out
 
 
