@@ -183,3 +183,19 @@ def test_tile_cache_keeps_tiles_while_reads_reuse_them():
         for _ in range(3):
             read((1, 0, c))
     assert cache.keeping and cache.get((1, 0, 59)) is not None
+
+
+def test_reads_work_in_a_forked_child_after_parallel_reads():
+    import multiprocessing as mp
+
+    with _open("tcga-cr-7395-01a-01-ts1.svs") as s:
+        ref = s.read_region((300, 300), 0, (700, 700))  # several tiles: the decode pool is running
+    ctx = mp.get_context("fork")
+    with ctx.Pool(1) as pool:
+        got = pool.apply_async(_read_in_child, ((300, 300), (700, 700))).get(timeout=60)
+    np.testing.assert_array_equal(got, ref)
+
+
+def _read_in_child(xy, size):
+    with _open("tcga-cr-7395-01a-01-ts1.svs") as s:
+        return s.read_region(xy, 0, size)

@@ -97,8 +97,15 @@ def _decode_pool() -> ThreadPoolExecutor:
         return _POOL
 
 
+def _forget_pool() -> None:
+    """In a forked child the pool's threads do not exist: start a new pool there (else reads would wait forever)."""
+    global _POOL, _POOL_LOCK
+    _POOL, _POOL_LOCK = None, threading.Lock()
+
+
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
+os.register_at_fork(after_in_child=_forget_pool)
 
 
 class _TiffLevel:
