@@ -92,7 +92,7 @@ def _decode_pool() -> ThreadPoolExecutor:
     global _POOL
     with _POOL_LOCK:
         if _POOL is None:
-            _POOL = ThreadPoolExecutor(max_workers=max(2, min(8, os.cpu_count() or 2)),
+            _POOL = ThreadPoolExecutor(max_workers=max(2, _CORES),
                                        thread_name_prefix="anonavila-decode")
         return _POOL
 
@@ -103,6 +103,7 @@ def _forget_pool() -> None:
     _POOL, _POOL_LOCK = None, threading.Lock()
 
 
+_CORES = max(1, min(8, os.cpu_count() or 1))
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
 os.register_at_fork(after_in_child=_forget_pool)
@@ -151,20 +152,26 @@ class _TiffLevel:
         seg = self.decode(data, index, jpegtables=self.jpegtables)[0]
         return seg.reshape(seg.shape[-3:])
 
+    def _decode_all(self, rcs: list[tuple[int, int]]) -> list[np.ndarray]:
+        return [self._decode(rc) for rc in rcs]
+
     def _segments(self, wanted: list[tuple[int, int]]) -> list[np.ndarray]:
         """The decoded tiles ``wanted``: from the cache, the rest decoded in parallel (this thread takes one)."""
         segs = [self.cache.get((self.level, r, c)) for r, c in wanted]
         todo = [i for i, seg in enumerate(segs) if seg is None]
         if not todo:
             return segs
-        futures = [_decode_pool().submit(self._decode, wanted[i]) for i in todo[1:]]
+        # one share per core, this thread taking the first: on 2 cores, 4 tiles are 2 + 2, not 1 + 3 contending
+        shares = [todo[k :: _CORES] for k in range(min(len(todo), _CORES))]
+        futures = [_decode_pool().submit(self._decode_all, [wanted[i] for i in share]) for share in shares[1:]]
         try:
-            segs[todo[0]] = self._decode(wanted[todo[0]])
-            for i, f in zip(todo[1:], futures, strict=True):
-                segs[i] = f.result()
+            done = [self._decode_all([wanted[i] for i in shares[0]]), *(f.result() for f in futures)]
         finally:
             for f in futures:
                 f.cancel()
+        for share, tiles in zip(shares, done, strict=True):
+            for i, seg in zip(share, tiles, strict=True):
+                segs[i] = seg
         for i in todo:
             self.cache.put((self.level, *wanted[i]), segs[i])
         return segs
