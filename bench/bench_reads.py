@@ -86,7 +86,7 @@ def one_run(tool: str, path: Path, xy, cold: bool) -> dict:
         drop_caches()
     else:
         _warm(path)
-    t0, c0 = time.perf_counter(), time.process_time()
+    t0 = time.perf_counter()
     read, close = TOOLS[tool](path)
     t1, c1 = time.perf_counter(), time.process_time()
     for x, y in xy:

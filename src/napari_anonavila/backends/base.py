@@ -139,6 +139,7 @@ class VLMBackend:
         self._weights_dtype = torch.bfloat16 if precision == "bfloat16" and device.type == "cpu" else None
         if self._weights_dtype is not None:
             self.model = self.model.to(self._weights_dtype)
+        self.micro_batch = _CPU_MICRO_BATCH if device.type == "cpu" else 0  # images per forward pass (0: all)
         self._text_cache: dict[str, tuple[str, torch.Tensor]] = {}  # token-id hash -> (prompt, embedding)
         self._disk_loaded = False
         with torch.no_grad():
@@ -212,8 +213,12 @@ class VLMBackend:
             pixels = pixels.to(self.device, non_blocking=True)
         if self._weights_dtype is not None:
             pixels = pixels.to(self._weights_dtype)
+        # on a CPU, forward passes of at most 8 images: their activations stay in the caches, 1.17x faster than 32
+        # in float32 for ViT-B/16 and CONCH (bench/bench_encoder_cpu.py); each image's embedding is its own
+        step = self.micro_batch or max(1, len(pixels))
         with self._precision():
-            out = self._encode_image_raw(pixels)
+            out = torch.cat([self._encode_image_raw(pixels[s : s + step]) for s in range(0, len(pixels), step)]) \
+                if len(pixels) > step else self._encode_image_raw(pixels)
         return F.normalize(out.float(), dim=-1).cpu()
 
     def embed_images(self, images: Sequence[np.ndarray | Image.Image]) -> torch.Tensor:
@@ -278,6 +283,9 @@ class VLMBackend:
 
         key = hashlib.sha256(f"{self.id}|{self.numerics}".encode()).hexdigest()[:24]
         return cache_dir() / "text-embeddings" / f"{key}.v2.safetensors"
+
+
+_CPU_MICRO_BATCH = 8
 
 
 def _split_transform(transform):
