@@ -5,9 +5,9 @@ Speed: a ViT-B/16 (224 px, open_clip) and CONCH's architecture (ViT-B/16 at 448 
 installed), both with seeded random weights loaded through our backends; the same batch of real tissue patches
 for every path; 5 alternating rounds after one warm-up batch; CPU time (all threads) and wall time per patch.
 Paths: float32 eager, a batch of 32 in forward passes of 8 (the default on a CPU) and in one pass; float32
-with ``torch.compile`` (inductor, weight
-freezing; its compile time apart); int8 dynamic quantisation of the linear layers (bench only); bfloat16 weights
-(``--precision bfloat16`` on a CPU); bfloat16 CPU autocast (what ``--precision bfloat16`` did before).
+with ``torch.compile`` (inductor, weight freezing; its compile time apart); int8 dynamic quantisation of the
+linear layers (bench only); bfloat16 weights (``--precision bfloat16`` on a CPU); bfloat16 CPU autocast (what
+``--precision bfloat16`` did before).
 
 Accuracy: a detector fitted on float32 ViT-B/16 embeddings of one real slide; then, on every real slide in
 ../shared/data/slides, the same grid patches embedded by each path and scored by that one detector: Spearman of the
