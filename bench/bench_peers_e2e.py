@@ -1,5 +1,9 @@
-"""End to end against lazyslide's and TIAToolbox's feature extraction with the same encoder (the demo model,
-read-bound), same slide, alternating rounds, in patches per second.
+"""End to end against lazyslide's and TIAToolbox's feature extraction with the same encoder, same slide, alternating
+rounds, in patches per second and CPU seconds per patch (every thread of the process).
+
+Encoders (``--encoder``): ``demo`` (the 64-px demo model: read-bound) or ``vit-b16`` (an open_clip ViT-B/16 with
+seeded random weights: a real-size encoder). With ``vit-b16`` ours runs twice: float32 (the default) and
+``--precision bfloat16`` (bfloat16 weights on a CPU); the peers run our float32 encoder.
 
 - ours: ``iter_embed_patches`` over N consecutive tissue patches from the middle of our grid;
 - lazyslide: ``feature_extraction`` over N tiles from the middle of its own tissue tiling;
@@ -7,7 +11,7 @@ read-bound), same slide, alternating rounds, in patches per second.
   holds our N patches, so it reads the same part of the slide; the encoder wrapped in its ``ModelABC``. Its time
   includes opening the slide and building its patch dataset (about 1 s).
 
-Run in the peers' environment: .bench-venv/bin/python bench/bench_peers_e2e.py [SLIDE ...]
+Run in the peers' environment: .bench-venv/bin/python bench/bench_peers_e2e.py [--encoder vit-b16 --n 128] [SLIDE ...]
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from napari_anonavila.pipeline import iter_embed_patches
 from napari_anonavila.slide import open_slide
 
 N = 3000
+ENCODER = "demo"
 
 
 def ours(path: Path, b) -> tuple[int, float]:
@@ -119,29 +124,43 @@ def tiatoolbox(path: Path, b) -> tuple[int, float]:
 
 
 PEERS = {"ours": ours, "lazyslide": lazyslide, "TIAToolbox": tiatoolbox}
+if "--encoder" in sys.argv and sys.argv[sys.argv.index("--encoder") + 1] == "vit-b16":
+    ENCODER = "vit-b16"
+    PEERS["ours (bfloat16)"] = ours
+
+
+def _backend(precision: str = "float32"):
+    if ENCODER == "demo":
+        return get_backend("demo", device="cpu", precision=precision)
+    from _vit import vit_b16_weights
+
+    return get_backend(f"open_clip:ViT-B-16@{vit_b16_weights()}", device="cpu", precision=precision)
 
 
 def one(name: str, path: Path) -> None:
-    """Run one tool once in this fresh process; print its tiles, seconds and peak RSS as JSON."""
+    """Run one tool once in this fresh process; print its tiles, seconds, CPU seconds and peak RSS as JSON."""
     warnings.simplefilter("ignore")
-    b = get_backend("demo", device="cpu")
+    b = _backend("bfloat16" if name == "ours (bfloat16)" else "float32")
     before = peak_rss_mib()
+    c0 = time.process_time()
     n, t = PEERS[name](path, b)
-    print(json.dumps({"tiles": n, "seconds": t, "peak_rss_mib": peak_rss_mib(), "before_mib": before}))
+    print(json.dumps({"tiles": n, "seconds": t, "cpu_s": time.process_time() - c0, "peak_rss_mib": peak_rss_mib(),
+                      "before_mib": before}))
 
 
-def measure(path: Path) -> dict:
-    """Each tool twice on ``path``, in rotating order, each run in a fresh process; a tool that fails (e.g.
-    killed for memory) is reported and not retried."""
+def measure(path: Path, rounds: int = 2) -> dict:
+    """Each tool ``rounds`` times on ``path``, in rotating order, each run in a fresh process; a tool that fails
+    (e.g. killed for memory) is reported and not retried."""
     runs: dict[str, list[dict]] = {k: [] for k in PEERS}
     failed: dict[str, str] = {}
     names = list(PEERS)
-    for r in range(2):
+    for r in range(rounds):
         for name in names[r % len(names):] + names[: r % len(names)]:
             if name in failed:
                 continue
             t0 = time.perf_counter()
-            out = subprocess.run([sys.executable, __file__, "--one", name, str(path)], capture_output=True, text=True)
+            out = subprocess.run([sys.executable, __file__, "--one", name, str(path), "--encoder", ENCODER, "--n",
+                                  str(N)], capture_output=True, text=True)
             if out.returncode:
                 why = (f"killed by signal {-out.returncode}" if out.returncode < 0 else
                        f"exit {out.returncode}: {(out.stderr.strip().splitlines() or [''])[-1][:200]}")
@@ -152,7 +171,11 @@ def measure(path: Path) -> dict:
     ok = {k: v for k, v in runs.items() if v and k not in failed}
     row = {"slide": path.name, "failed": failed, "tiles": {k: v[-1]["tiles"] for k, v in ok.items()},
            "peak_rss_mib": {k: max(x["peak_rss_mib"] for x in v) for k, v in ok.items()},
-           **{k: statistics.median(x["tiles"] / x["seconds"] for x in v) for k, v in ok.items()}}
+           **{k: statistics.median(x["tiles"] / x["seconds"] for x in v) for k, v in ok.items()},
+           "range": {k: [min(x["tiles"] / x["seconds"] for x in v), max(x["tiles"] / x["seconds"] for x in v)]
+                     for k, v in ok.items()},
+           "cpu_s_per_tile": {k: statistics.median(x["cpu_s"] / x["tiles"] for x in v) for k, v in ok.items()},
+           "rounds": rounds, "encoder": ENCODER}
     for k in ok:
         if k != "ours":
             row[f"ours_vs_{k}"] = row["ours"] / row[k]
@@ -188,16 +211,55 @@ def report(rows: list[dict], m: dict) -> str:
     return "\n".join(md)
 
 
+def report_cpu(rows: list[dict], m: dict) -> str:
+    tools = [t for t in PEERS if any(t in r["cpu_s_per_tile"] for r in rows)]
+    md = ["## End to end with a real-size encoder (ViT-B/16) against lazyslide and TIAToolbox", "",
+          f"{m['date']}, {m['cpu']}, {m['cores']} cores. As the table above, with an open_clip ViT-B/16 (seeded random "
+          f"weights) as the encoder; {rows[0]['rounds']} rounds in rotating order, each run a fresh process; "
+          "median. CPU time counts every thread of the process. The peers run our float32 encoder; ours runs "
+          "float32 (the default) and `--precision bfloat16`. Reproduce: `.bench-venv/bin/python "
+          "bench/bench_peers_e2e.py --encoder vit-b16 --n 96 SLIDE`.", "",
+          "| slide | tool | tiles | patches/s (median, range) | CPU s/patch | ours float32 vs it (CPU) | "
+          "ours bfloat16 vs it (CPU) |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        c = r["cpu_s_per_tile"]
+        for t in tools:
+            if t not in c:
+                md.append(f"| {r['slide']} | {t} | failed | | | | |")
+                continue
+            lo, hi = r["range"][t]
+            f32 = "" if t == "ours" else f"**{c[t] / c['ours']:.2f}x**"
+            bf16 = c.get("ours (bfloat16)")
+            bf = "" if t == "ours (bfloat16)" or bf16 is None else f"**{c[t] / bf16:.2f}x**"
+            md.append(f"| {r['slide']} | {t} | {r['tiles'][t]} | {r[t]:.2f} ({lo:.2f}-{hi:.2f}) | {c[t]:.3f} | {f32} "
+                      f"| {bf} |")
+    return "\n".join(md)
+
+
 def main() -> None:
+    global N
     if sys.argv[1:2] == ["--one"]:
+        N = int(sys.argv[sys.argv.index("--n") + 1])
         return one(sys.argv[2], Path(sys.argv[3]))
-    paths = [Path(p) for p in sys.argv[1:]] or [Path(__file__).parent / "data" / "large.svs"]
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--encoder", default="demo", choices=["demo", "vit-b16"])
+    ap.add_argument("--n", type=int, default=N)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("slides", nargs="*")
+    args = ap.parse_args()
+    N = args.n
+    paths = [Path(p) for p in args.slides] or [Path(__file__).parent / "data" / "large.svs"]
     rows = []
     for path in paths:
-        rows.append(measure(path))
+        rows.append(measure(path, args.rounds))
         print(rows[-1], flush=True)
     m = machine()
-    save("peers_e2e", {"machine": m, "results": rows}, report(rows, m))
+    if ENCODER == "demo":
+        save("peers_e2e", {"machine": m, "results": rows}, report(rows, m))
+    else:
+        save("peers_e2e_vit", {"machine": m, "results": rows}, report_cpu(rows, m))
 
 
 if __name__ == "__main__":

@@ -95,3 +95,23 @@ def test_mask_reads_a_low_level_without_resampling(tmp_path):
     assert set(levels_read) == {2}
     assert tm.mask.shape == (128, 128) and tm.downsample == 16.0
     assert tm.mask.mean() == pytest.approx((low.min(axis=-1) < 225).mean(), abs=0.1)
+
+
+def test_closing_and_percentile_equal_scipy_and_numpy():
+    """The fast closing (sliding OR by doubling) and histogram percentile give scipy's and numpy's own results."""
+    from scipy import ndimage
+
+    from napari_anonavila.grid.tissue import _close, _percentile_u8
+
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        mask = rng.random(tuple(rng.integers(1, 70, 2))) < rng.random()
+        gap = int(rng.integers(1, 12))
+        size = 2 * gap + 1
+        ref = ndimage.minimum_filter(ndimage.maximum_filter(mask.view(np.uint8), size=size, mode="nearest"),
+                                     size=size, mode="nearest").view(bool)
+        np.testing.assert_array_equal(_close(mask, gap), ref)
+    for _ in range(100):
+        v = rng.integers(0, 256, int(rng.integers(1, 400))).astype(np.uint8)
+        for q in (99, 50, 1, 37.5):
+            assert _percentile_u8(v, q) == float(np.percentile(v, q))
