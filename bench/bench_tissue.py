@@ -76,7 +76,8 @@ def main() -> None:
     md = ["## Tissue mask, warm, on one clock (issue 24)", "",
           f"{m['date']}, {m['cpu']}, {m['cores']} cores. Each run opens the slide and makes the mask; imports paid "
           "before (first calls, with imports: " + ", ".join(f"{k} {v:.2f} s" for k, v in first.items()) + "); 5 "
-          "alternating rounds after a warm-up, median (range). TIAToolbox 2.1.3: Otsu at 1.25x (8 um/px where the file has no objective power, 1/16 of level 0 where it has no pixel size either). Reproduce: "
+          "alternating rounds after a warm-up, median (range). TIAToolbox 2.1.3: Otsu at 1.25x (8 um/px where the "
+          "file has no objective power, 1/16 of level 0 where it has no pixel size either). Reproduce: "
           "`.bench-venv/bin/python bench/bench_tissue.py`.", "",
           "| slide | ours | TIAToolbox | ours vs TIAToolbox | tissue fraction (ours / TIAToolbox) |",
           "|---|---|---|---|---|"]
