@@ -213,8 +213,8 @@ class VLMBackend:
             pixels = pixels.to(self.device, non_blocking=True)
         if self._weights_dtype is not None:
             pixels = pixels.to(self._weights_dtype)
-        # on a CPU, forward passes of at most 8 images: their activations stay in the caches, 1.17x faster than 32
-        # in float32 for ViT-B/16 and CONCH (bench/bench_encoder_cpu.py); each image's embedding is its own
+        # on a CPU, forward passes of at most 8 images: their activations stay in the caches (faster than one pass of
+        # 32 for ViT-B/16: bench/bench_encoder_cpu.py); each image's embedding is its own
         step = self.micro_batch or max(1, len(pixels))
         with self._precision():
             out = torch.cat([self._encode_image_raw(pixels[s : s + step]) for s in range(0, len(pixels), step)]) \

@@ -47,6 +47,7 @@ class _TileCache:
         self._ghosts: OrderedDict = OrderedDict()  # keys of tiles decoded but not (or no longer) kept
         self._max_ghosts = 64  # then as many as the budget holds tiles of the size last seen
         self._recent: deque[bool] = deque(maxlen=window)
+        self._reused = 0  # how many of _recent are True
         self._min_reuse = min_reuse
         self._lock = threading.Lock()
 
@@ -54,14 +55,18 @@ class _TileCache:
     def keeping(self) -> bool:
         """Whether decoded tiles are kept now: always until ``window // 8`` lookups are seen, then while reads reuse."""
         n = len(self._recent)
-        return n < self._recent.maxlen // 8 or sum(self._recent) >= self._min_reuse * n
+        return n < self._recent.maxlen // 8 or self._reused >= self._min_reuse * n
 
     def get(self, key):
         with self._lock:
             tile = self._tiles.get(key)
             if tile is not None:
                 self._tiles.move_to_end(key)
-            self._recent.append(tile is not None or key in self._ghosts)
+            reused = tile is not None or key in self._ghosts
+            if len(self._recent) == self._recent.maxlen:
+                self._reused -= self._recent[0]  # the lookup the append below pushes out
+            self._recent.append(reused)
+            self._reused += reused
             return tile
 
     def put(self, key, tile: np.ndarray) -> None:
