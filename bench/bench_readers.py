@@ -10,8 +10,7 @@
   reader threads, against a plain OpenSlide loop; each in its own process, with its peak RSS and its growth during
   the run (lazyslide's and TIAToolbox's extractors: bench/bench_peers_e2e.py).
 
-Peers are optional: install them into a separate environment (they pin other torch versions), e.g.
-``python -m venv .bench-venv`` with ``tiffslide`` and ``tiatoolbox --no-deps`` (see docs/benchmarks.md).
+Peers are optional, in their own environment (they pin other torch versions): ``bash bench/setup_peers.sh``.
 Run: .bench-venv/bin/python bench/bench_readers.py [--quick]   (slides from bench/make_slides.py)
 """
 

@@ -9,8 +9,7 @@ drawn at random over the whole slide, seeded). ``cold``: the page cache is dropp
 Pixels: each tool's largest difference from OpenSlide on the first 20 patches (0: identical).
 
 Slides: bench/data/real-aperio.svs and real-ome.ome.tif (bench/make_real_tile_slides.py: real tissue in Aperio's
-and QuPath's layouts). Peers in their own environment:
-``python -m venv .bench-venv && .bench-venv/bin/pip install torch==2.14.1 torchvision==0.29.1 . fastslide tiffslide``
+and QuPath's layouts). Peers in their own environment: ``bash bench/setup_peers.sh``.
 Run: .bench-venv/bin/python bench/bench_reads.py [--quick]
 """
 

@@ -5,7 +5,7 @@ Each run opens the slide and computes the mask (both sides), after one warm-up r
 so neither side pays its imports; 5 rounds, the tools alternating; median and range. The imports are timed apart
 (the first call of each, in a fresh process, is what a user meets once). Slides: bench/data/real-aperio.svs and
 real-ome.ome.tif (bench/make_real_tile_slides.py) and the real slides in ../shared.
-Run: .bench-venv/bin/python bench/bench_tissue.py   (TIAToolbox in the peers' environment, see docs/benchmarks.md)
+Run: .bench-venv/bin/python bench/bench_tissue.py   (TIAToolbox in the peers' environment: bash bench/setup_peers.sh)
 """
 
 from __future__ import annotations
