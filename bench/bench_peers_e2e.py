@@ -11,7 +11,8 @@ seeded random weights: a real-size encoder). With ``vit-b16`` ours runs twice: f
   holds our N patches, so it reads the same part of the slide; the encoder wrapped in its ``ModelABC``. Its time
   includes opening the slide and building its patch dataset (about 1 s).
 
-Run in the peers' environment (bash bench/setup_peers.sh): .bench-venv/bin/python bench/bench_peers_e2e.py [--encoder vit-b16 --n 128] [SLIDE ...]
+Peers' environment: bash bench/setup_peers.sh. Run:
+.bench-venv/bin/python bench/bench_peers_e2e.py [--encoder vit-b16 --n 128] [SLIDE ...]
 """
 
 from __future__ import annotations

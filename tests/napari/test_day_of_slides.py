@@ -54,7 +54,7 @@ def _state_colours(layer) -> list[str]:
 
 @pytest.mark.slow
 def test_a_day_of_slides(make_napari_viewer, qtbot, sample_slides, calibrated_model, cohort_dir, errors):
-    from qtpy.QtCore import Qt
+    from qtpy.QtCore import QPoint, Qt
 
     viewer = make_napari_viewer()
     # 1. two slides scored one after the other: each heatmap right above its own slide, the first one intact
@@ -138,6 +138,27 @@ def test_a_day_of_slides(make_napari_viewer, qtbot, sample_slides, calibrated_mo
     assert browser.current == 1
     qtbot.keyClick(browser.table, Qt.Key.Key_PageUp)
     assert browser.current == 0 and first.visible and len(viewer4.layers) == 8
+    # a click on a column header sorts by it (numbers as numbers, the failure last either way); Page Down then
+    # follows the order shown
+    viewer4.window._qt_window.show()  # a header takes clicks once it is laid out on screen
+    header = browser.table.horizontalHeader()
+    qtbot.waitUntil(lambda: header.isVisible() and header.height() > 0, timeout=10_000)
+
+    def click_header(name: str) -> list[str]:
+        col = [browser.table.horizontalHeaderItem(c).text() for c in range(browser.table.columnCount())].index(name)
+        browser.table.scrollToItem(browser.table.item(0, col))  # the dock is narrow: scroll the column into view
+        middle = header.sectionViewportPosition(col) + header.sectionSize(col) // 2  # not the resize grip at its edge
+        qtbot.mouseClick(header.viewport(), Qt.MouseButton.LeftButton, pos=QPoint(middle, header.height() // 2))
+        return [browser.table.item(r, 1).text() for r in range(browser.table.rowCount())]
+
+    z = {browser.entries[i].numbers["max_z"]: Path(browser.entries[i].slide).name for i in (0, 1)}
+    assert click_header("max z") == [*(z[k] for k in sorted(z)), "corrupt.svs"]
+    assert click_header("max z") == [*(z[k] for k in sorted(z, reverse=True)), "corrupt.svs"]
+    assert click_header("slide") == ["anomalous.tif", "corrupt.svs", "normal.tif"]
+    assert browser.current == 0 and browser.table.selectedItems()[0].text() == "1"  # the selection moved with it
+    qtbot.keyClick(browser.table, Qt.Key.Key_PageDown)  # past the failure, which has no result, to normal.tif
+    assert browser.current == 1 and second.visible and not first.visible
+    assert click_header("#") == ["anomalous.tif", "normal.tif", "corrupt.svs"]
     # a cohort folder copied elsewhere still opens: its result folders are found beside its cohort.csv
     moved = shutil.copytree(cohort_dir, cohort_dir.parent / "moved-cohort")
     viewer5 = make_napari_viewer()

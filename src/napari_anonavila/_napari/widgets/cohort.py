@@ -1,7 +1,8 @@
 """The cohort browser: a batch run's slides as a ranked table; a row opens that slide with its saved results.
 
-Page Down / Page Up (in the canvas or the table) go to the next / previous slide. Opened slides stay in the layer
-list, hidden while another slide is shown, so going back is instant.
+A click on a column header sorts by that column (numbers as numbers; slides without a result last); Page Down /
+Page Up (in the canvas or the table) go to the next / previous slide in the order shown. Opened slides stay in the
+layer list, hidden while another slide is shown, so going back is instant.
 """
 
 from __future__ import annotations
@@ -30,6 +31,23 @@ _COLUMNS = ("#", "slide", "significant", "max z", "p slide", "max eroded", "stat
 
 def _fmt(v, spec: str) -> str:
     return "" if v is None else format(v, spec)
+
+
+class _Item(QTableWidgetItem):
+    """A cell that sorts by its value (a number or a name), not by its text; empty values come last either way."""
+
+    def __init__(self, text: str, key) -> None:
+        super().__init__(text)
+        self.key = key
+
+    def __lt__(self, other) -> bool:
+        a, b = self.key, getattr(other, "key", None)
+        if a is None or b is None:  # Qt sorts descending by swapping the operands: keep the empty ones last
+            table = self.tableWidget()
+            descending = table is not None and \
+                table.horizontalHeader().sortIndicatorOrder() == Qt.SortOrder.DescendingOrder
+            return (a is None and b is not None) if descending else (a is not None and b is None)
+        return a < b
 
 
 class _Table(QTableWidget):
@@ -61,6 +79,8 @@ class CohortWidget(Container):
         super().__init__(widgets=[self.source, self.info])
         wrapping(self.info)
         self.table = row_table(_Table(0, len(_COLUMNS), step=self.step), _COLUMNS)
+        self.table.horizontalHeader().setSortIndicatorShown(True)
+        self.table.horizontalHeader().setToolTip("click a column to sort by it; click again to reverse")
         self.table.setMinimumHeight(220)
         self.native.layout().addWidget(self.table, 1)
         self.entries: list[CohortEntry] = []
@@ -93,41 +113,54 @@ class CohortWidget(Container):
                            f"{f'; {failed} without a result (failed), listed last' if failed else ''}. "
                            f"{NEXT_KEY} / {PREVIOUS_KEY}: next / previous slide.")
         self.table.blockSignals(True)
+        self.table.setSortingEnabled(False)  # rows stay where they are put while the table fills
         self.table.setRowCount(len(self.entries))
         for r, e in enumerate(self.entries):
             n = e.numbers
-            values = (str(r + 1) if e.has_result else "-", Path(e.slide).name, _fmt(n["n_significant"], ".0f"),
-                      _fmt(n["max_z"], ".3g"), _fmt(n["p_slide"], ".3g"), _fmt(n["max_eroded"], ".3g"),
-                      e.status if not e.error else f"{e.status}: {e.error}")
-            for c, v in enumerate(values):
-                item = QTableWidgetItem(v)
+            status = e.status if not e.error else f"{e.status}: {e.error}"
+            cells = ((str(r + 1) if e.has_result else "-", r), (Path(e.slide).name, Path(e.slide).name.lower()),
+                     (_fmt(n["n_significant"], ".0f"), n["n_significant"]), (_fmt(n["max_z"], ".3g"), n["max_z"]),
+                     (_fmt(n["p_slide"], ".3g"), n["p_slide"]), (_fmt(n["max_eroded"], ".3g"), n["max_eroded"]),
+                     (status, status))
+            for c, (text, key) in enumerate(cells):
+                item = _Item(text, key if e.has_result or c in (0, 1) else None)
                 item.setToolTip(e.error or e.slide)
                 if not e.has_result:
                     item.setForeground(QColor("#ff6060"))
+                if c == 0:
+                    item.setData(Qt.ItemDataRole.UserRole, r)  # the entry, wherever sorting moves its row
                 self.table.setItem(r, c, item)
+        self.table.setSortingEnabled(True)
+        self.table.sortByColumn(0, Qt.SortOrder.AscendingOrder)  # the cohort's own ranking first
         self.table.resizeColumnsToContents()
         self.table.blockSignals(False)
         self.current = None
 
+    def entry_at(self, row: int) -> int:
+        """The index in ``entries`` of the slide shown in table row ``row`` (rows move when the table is sorted)."""
+        return int(self.table.item(row, 0).data(Qt.ItemDataRole.UserRole))
+
+    def row_of(self, entry: int) -> int:
+        """The table row that shows ``entries[entry]``."""
+        return next(r for r in range(self.table.rowCount()) if self.entry_at(r) == entry)
+
     def _on_row(self) -> None:
         rows = sorted({i.row() for i in self.table.selectedItems()})
-        if rows and rows[0] != self.current:
-            self.open_row(rows[0])
+        if rows and self.entry_at(rows[0]) != self.current:
+            self.open_entry(self.entry_at(rows[0]))
 
     def step(self, by: int) -> None:
-        """Show the next (``by`` = 1) or previous (-1) slide that has a result."""
-        if not self.entries:
-            return
-        order = [i for i, e in enumerate(self.entries) if e.has_result]
+        """Show the next (``by`` = 1) or previous (-1) slide that has a result, in the order the table shows."""
+        order = [i for i in map(self.entry_at, range(self.table.rowCount())) if self.entries[i].has_result]
         if not order:
             return
         here = order.index(self.current) if self.current in order else -1 if by > 0 else len(order)
-        self.table.selectRow(order[max(0, min(len(order) - 1, here + by))])
+        self.table.selectRow(self.row_of(order[max(0, min(len(order) - 1, here + by))]))
 
-    def open_row(self, row: int):
-        """Open (once) and show slide ``row`` with its saved results; the cohort's other slides are hidden."""
-        e = self.entries[row]
-        self.current = row
+    def open_entry(self, index: int):
+        """Open (once) and show ``entries[index]`` with its saved results; the cohort's other slides are hidden."""
+        e = self.entries[index]
+        self.current = index
         if not e.has_result:
             self.info.value = f"{Path(e.slide).name}: no result ({e.status}{f': {e.error}' if e.error else ''})"
             return None
