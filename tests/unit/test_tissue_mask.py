@@ -97,11 +97,13 @@ def test_mask_reads_a_low_level_without_resampling(tmp_path):
     assert tm.mask.mean() == pytest.approx((low.min(axis=-1) < 225).mean(), abs=0.1)
 
 
-def test_closing_and_percentile_equal_scipy_and_numpy():
-    """The fast closing (sliding OR by doubling) and histogram percentile give scipy's and numpy's own results."""
+def test_closing_histogram_percentile_and_otsu_equal_scipy_numpy_and_skimage():
+    """The fast closing (sliding OR by doubling), the PIL histogram with its mask, the histogram percentile and the
+    histogram Otsu give scipy's, numpy's and skimage's own results."""
     from scipy import ndimage
+    from skimage.filters import threshold_otsu
 
-    from napari_anonavila.grid.tissue import _close, _percentile_u8
+    from napari_anonavila.grid.tissue import _close, _hist_u8, _otsu, _percentile_u8
 
     rng = np.random.default_rng(0)
     for _ in range(40):
@@ -114,4 +116,51 @@ def test_closing_and_percentile_equal_scipy_and_numpy():
     for _ in range(100):
         v = rng.integers(0, 256, int(rng.integers(1, 400))).astype(np.uint8)
         for q in (99, 50, 1, 37.5):
-            assert _percentile_u8(v, q) == float(np.percentile(v, q))
+            assert _percentile_u8(_hist_u8(v[None]), q) == float(np.percentile(v, q))
+    for _ in range(100):
+        shape = tuple(int(n) for n in rng.integers(1, 90, 2))
+        lo, hi = sorted(int(x) for x in rng.integers(0, 256, 2))
+        v = rng.integers(lo, hi + 1, shape).astype(np.uint8)
+        where = rng.random(shape) < rng.random()
+        counts = _hist_u8(v, where)
+        np.testing.assert_array_equal(counts, np.bincount(v[where], minlength=256))
+        np.testing.assert_array_equal(_hist_u8(v[:, ::2]), np.bincount(v[:, ::2].ravel(), minlength=256))  # a view
+        if where.sum() > 16 and v[where].min() < v[where].max():
+            assert _otsu(counts, -1.0) == float(threshold_otsu(v[where]))
+        else:
+            assert _otsu(counts, -1.0) == -1.0
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_dropping_small_pieces_equals_whole_mask_labelling(monkeypatch, split):
+    """Specks and holes are dropped by their size in the whole mask, also when a large mask is labelled in two
+    halves at once: pieces joined across the seam (even through a winding path that crosses it many times) count
+    as one."""
+    from scipy import ndimage
+
+    from napari_anonavila.grid import tissue
+
+    def reference(mask, min_px):
+        labels, n = ndimage.label(mask)
+        keep = np.bincount(labels.ravel(), minlength=n + 1) >= min_px
+        keep[0] = False
+        return keep[labels]
+
+    monkeypatch.setattr(tissue, "_SPLIT_PX", 0 if split else 1 << 40)
+    rng = np.random.default_rng(1)
+    masks = []
+    for _ in range(60):
+        shape = tuple(int(n) for n in rng.integers(2, 80, 2))
+        masks.append(ndimage.uniform_filter(rng.random(shape), int(rng.integers(1, 6))) < rng.uniform(0.3, 0.7))
+    serpent = np.zeros((40, 41), bool)  # one path that crosses the middle row 11 times
+    serpent[:, ::4] = True
+    serpent[0, 1::8] = serpent[0, 2::8] = serpent[0, 3::8] = True
+    serpent[-1, 5::8] = serpent[-1, 6::8] = serpent[-1, 7::8] = True
+    masks += [serpent, ~serpent, np.zeros((9, 9), bool), np.ones((9, 9), bool)]
+    for mask in masks:
+        for min_px in (1, 4, 30, 200, mask.size + 1):
+            np.testing.assert_array_equal(tissue._drop_small(mask, min_px), reference(mask, min_px))
+    # and the default: a mask over the threshold is split, one under it is not
+    big = ndimage.uniform_filter(rng.random((700, 500)), 3) < 0.5
+    monkeypatch.setattr(tissue, "_SPLIT_PX", 1 << 18)
+    np.testing.assert_array_equal(tissue._drop_small(big, 50), reference(big, 50))

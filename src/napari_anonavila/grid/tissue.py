@@ -9,6 +9,8 @@ stained nuclei are closed, so the section is covered, not just its nuclei.
 
 from __future__ import annotations
 
+import os
+import threading
 import warnings
 from dataclasses import dataclass
 
@@ -25,6 +27,7 @@ _BLUE_INK = 90  # blue above red by more than this (with red dark): blue marker
 _GREEN_INK = 25  # green above red by more than this, and above blue: green marker
 _BLACK = 90  # black marker: every channel below this, with little colour (85% ink over glass is about 65)
 _MIN_INK_UM2 = 100.0**2  # a pen stroke is wider than 0.1 mm; smaller dark or blue pieces are stain
+_SPLIT_PX = 1 << 18  # masks of this many pixels or more are labelled in two halves at once
 
 
 class TissueMaskWarning(UserWarning):
@@ -44,46 +47,62 @@ class TissueMask:
 
     @property
     def fraction(self) -> float:
-        return float(self.mask.mean()) if self.mask.size else 0.0
+        return _share(self.mask)
 
 
-def _otsu(values: np.ndarray, fallback: float) -> float:
-    if values.size <= 16 or values.min() == values.max():
+def _otsu(counts: np.ndarray, fallback: float) -> float:
+    """skimage's Otsu threshold of the uint8 values counted in ``counts`` (as it computes it from the values)."""
+    seen = np.flatnonzero(counts)
+    if counts.sum() <= 16 or seen.size < 2:  # too few values, or a single one: no split
         return fallback
-    try:
-        return float(filters.threshold_otsu(values))
-    except ValueError:  # a constant image has no threshold
-        return fallback
+    lo, hi = int(seen[0]), int(seen[-1])
+    return float(filters.threshold_otsu(hist=(counts[lo : hi + 1], np.arange(lo, hi + 1))))
 
 
-def _bright_field(rgb: np.ndarray, min_ink_px: int) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
-    """(tissue, ink, chroma threshold, signal) of a bright-field thumbnail (uint8 RGB).
+def _bright_field(planes: np.ndarray, mx: np.ndarray, min_ink_px: int) -> tuple[np.ndarray, np.ndarray, float,
+                                                                              np.ndarray]:
+    """(tissue, ink, chroma threshold, signal) of a bright-field thumbnail: its (3, rows, cols) uint8 planes and
+    their maximum ``mx``.
 
     Ink is a pen stroke: pieces smaller than ``min_ink_px`` are stain (dark DAB nuclei look like black ink).
     """
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]  # uint8 throughout: no wider copies of the thumbnail
-    mx, mn = np.maximum(np.maximum(r, g), b), np.minimum(np.minimum(r, g), b)
-    chroma = mx - mn  # never negative
-    glass = mn >= _GLASS
-    # a - b > t for uint8 a, b: (a > b) guards the wrapped differences of a < b
-    blue_ink = (b > r) & (b - r > _BLUE_INK) & (r < 110)  # IHC haematoxylin is blue too, but paler: b - r ~60-75
-    green_ink = (g > r) & (g - r > _GREEN_INK) & (g > b)  # no stain leaves green the brightest channel
-    black_ink = (mx < _BLACK) & (chroma < 30)
-    ink = _drop_small(blue_ink | green_ink | black_ink, min_ink_px)
+    mn, chroma = np.empty(mx.shape, np.uint8), np.empty(mx.shape, np.uint8)  # uint8 throughout
+    glass, inkish = np.empty(mx.shape, bool), np.empty(mx.shape, bool)
+
+    def pixels(rows: slice) -> None:  # each pixel on its own: the rows can be split
+        r, g, b = planes[:, rows]
+        hi, lo = mx[rows], mn[rows]
+        np.minimum(np.minimum(r, g), b, out=lo)
+        np.subtract(hi, lo, out=chroma[rows])  # never negative
+        np.greater_equal(lo, np.uint8(_GLASS), out=glass[rows])
+        # b - r > t without wrapping: r + t cannot wrap where r < 110 (elsewhere the pixel is not blue ink); IHC
+        # haematoxylin is blue too, but paler: b - r ~60-75
+        blue = (r < np.uint8(110)) & (b > r + np.uint8(_BLUE_INK))
+        # a - b > t for uint8 a, b: (a > b) guards the wrapped differences of a < b; no stain leaves green the
+        # brightest channel
+        green = (g > r) & (g - r > np.uint8(_GREEN_INK)) & (g > b)
+        black = (hi < np.uint8(_BLACK)) & (chroma[rows] < np.uint8(30))
+        np.bitwise_or(blue | green, black, out=inkish[rows])
+
+    _by_rows(pixels, mx.shape)
+    ink = _drop_small(inkish, min_ink_px)
     candidates = ~glass & ~ink
     # Otsu splits stained tissue from what is left; a pale section sits below that split but well above the
     # glass's own colour noise, so the threshold never exceeds the glass's 99th percentile plus a margin
-    glass_chroma = _percentile_u8(chroma[glass], 99) if glass.sum() > 100 else 255.0
-    thr = max(min(_otsu(chroma[candidates], 255.0), glass_chroma + _MIN_CHROMA), _MIN_CHROMA)
-    dark = mn < _otsu(mn[candidates].astype(np.uint8), 0.0)
+    (on_glass, chroma_counts), dark_counts = _on_two_threads(
+        lambda job: job(), lambda: (_hist_u8(chroma, glass), _hist_u8(chroma, candidates)),
+        lambda: _hist_u8(mn, candidates))
+    glass_chroma = _percentile_u8(on_glass, 99) if on_glass.sum() > 100 else 255.0
+    thr = max(min(_otsu(chroma_counts, 255.0), glass_chroma + _MIN_CHROMA), _MIN_CHROMA)
+    dark = mn < _otsu(dark_counts, 0.0)
     tissue = ((chroma > thr) | dark) & candidates
     signal = ~glass
     return tissue, ink, thr, signal
 
 
-def _dark_field(rgb: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
-    """(tissue, threshold, signal) of a dark-field thumbnail: brighter than the background in any channel."""
-    sig = _channel_max(rgb)
+def _dark_field(sig: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
+    """(tissue, threshold, signal) of a dark-field thumbnail from its brightest channel ``sig``: brighter than the
+    background in any channel."""
     background = float(np.percentile(sig, 10))
     thr = max(filters.threshold_triangle(sig) if sig.min() < sig.max() else 255.0, background + 4.0)
     return sig > thr, thr, sig > background + 4.0
@@ -112,21 +131,23 @@ def tissue_mask(slide: Slide, *, mask_um: float = 8.0, min_object_um2: float = 5
     px_um = ds * slide.mpp if slide.mpp else None
     min_px = max(4, int(min_object_um2 / px_um**2)) if px_um else 64
     ink = np.zeros(thumb.shape[:2], bool)
-    if _median_u8(_channel_max(thumb)) < 60:
+    planes = np.moveaxis(thumb, -1, 0).copy()  # contiguous channels: every test on them runs several times faster
+    mx = _channel_max(planes)
+    if _median_u8(mx) < 60:
         kind = "dark-field"
-        mask, thr, signal = _dark_field(thumb)
+        mask, thr, signal = _dark_field(mx)
         gap = max(2, round(24 / px_um)) if px_um else 4  # close the gaps between nuclei (about 24 um)
     else:
         kind = "bright-field"
-        mask, ink, thr, signal = _bright_field(thumb, max(4, int(_MIN_INK_UM2 / px_um**2)) if px_um else 16)
+        mask, ink, thr, signal = _bright_field(planes, mx, max(4, int(_MIN_INK_UM2 / px_um**2)) if px_um else 16)
         gap = max(1, round(32 / px_um)) if px_um else 4  # close gaps of about 32 um
     mask = _close(mask, gap)
     if kind == "bright-field":
         mask &= ~ink  # closing must not bridge back over a pen stroke
     mask = ~_drop_small(~_drop_small(mask, min_px), min_px)  # specks out, then small holes filled
     origin = (int(box_xy_l0[0]), int(box_xy_l0[1])) if box_xy_l0 is not None else (0, 0)
-    tm = TissueMask(mask, ds, float(thr), kind, float(ink.mean()), origin)
-    sig = float(signal.mean())
+    tm = TissueMask(mask, ds, float(thr), kind, _share(ink), origin)
+    sig = _share(signal)
     if sig > 0.1 and tm.fraction < 0.3 * sig:
         warnings.warn(f"{slide.path.name}: the tissue mask covers {tm.fraction:.0%} of the slide, but {sig:.0%} of it "
                       f"has signal ({kind}); most patches may be skipped. Check the heatmap's coverage; pass "
@@ -134,20 +155,36 @@ def tissue_mask(slide: Slide, *, mask_um: float = 8.0, min_object_um2: float = 5
     return tm
 
 
-def _channel_max(rgb: np.ndarray) -> np.ndarray:
-    """The brightest channel of each pixel (several times faster than ``max(axis=-1)`` on 3 channels)."""
-    return np.maximum(np.maximum(rgb[..., 0], rgb[..., 1]), rgb[..., 2])
+def _channel_max(planes: np.ndarray) -> np.ndarray:
+    """The brightest channel of each pixel of (3, rows, cols) planes."""
+    return np.maximum(np.maximum(planes[0], planes[1]), planes[2])
+
+
+def _share(mask: np.ndarray) -> float:
+    """The fraction of ``mask`` that is true (``mask.mean()`` without its float64 copy)."""
+    return np.count_nonzero(mask) / mask.size if mask.size else 0.0
+
+
+def _hist_u8(values: np.ndarray, where: np.ndarray | None = None) -> np.ndarray:
+    """How many of the uint8 ``values`` (2-D; only where ``where`` is true) take each of the 256 values.
+
+    PIL's histogram, in C over the bytes: several times ``np.bincount``, which widens every value to 64 bits.
+    """
+    from PIL import Image
+
+    mask = None if where is None else Image.fromarray(np.ascontiguousarray(where).view(np.uint8))
+    return np.asarray(Image.fromarray(np.ascontiguousarray(values)).histogram(mask=mask), dtype=np.int64)
 
 
 def _median_u8(values: np.ndarray) -> int:
-    """The median of uint8 values from their histogram (no sort)."""
-    counts = np.cumsum(np.bincount(values.ravel(), minlength=256))
+    """The median of uint8 values (2-D) from their histogram (no sort)."""
+    counts = np.cumsum(_hist_u8(values))
     return int(np.searchsorted(counts, (counts[-1] + 1) // 2))
 
 
-def _percentile_u8(values: np.ndarray, q: float) -> float:
-    """``np.percentile(values, q)`` (linear) of uint8 values, from their histogram (no sort); the same number."""
-    counts = np.cumsum(np.bincount(values.ravel(), minlength=256))
+def _percentile_u8(counts: np.ndarray, q: float) -> float:
+    """``np.percentile(values, q)`` (linear) of the uint8 values counted in ``counts``; the same number."""
+    counts = np.cumsum(counts)
     h = (int(counts[-1]) - 1) * (q / 100.0)  # numpy's virtual index for the linear method, as it computes it
     lo = int(np.searchsorted(counts, np.floor(h), side="right"))
     hi = int(np.searchsorted(counts, np.ceil(h), side="right"))
@@ -190,14 +227,78 @@ def _or_window(mask: np.ndarray, gap: int, axis: int) -> np.ndarray:
 
 
 def _drop_small(mask: np.ndarray, min_px: int) -> np.ndarray:
-    """``mask`` without its connected components smaller than ``min_px`` pixels."""
+    """``mask`` without its connected components (4-connected) smaller than ``min_px`` pixels.
+
+    A large mask is labelled in two halves at once (scipy's labelling and numpy's gathers release the GIL); pieces
+    that touch across the seam are joined before their sizes are compared, so the result is the whole mask's.
+    """
     from scipy import ndimage  # imported when used: the napari menus and readers do not wait for scipy
 
-    labels, n = ndimage.label(mask)
-    if n == 0:
+    def sizes(m):
+        labels, n = ndimage.label(m)
+        return labels, np.bincount(labels[m], minlength=n + 1)  # sizes from the mask's own pixels only
+
+    if mask.size < _SPLIT_PX or mask.shape[0] < 2 or (os.cpu_count() or 1) < 2:
+        labels, size = sizes(mask)
+        keep = size >= min_px
+        if keep[1:].all():  # nothing small (or nothing at all): the mask as it is
+            return mask
+        keep[0] = False
+        return np.take(keep, labels)
+    mid = mask.shape[0] // 2
+    (la, sa), (lb, sb) = _on_two_threads(sizes, mask[:mid], mask[mid:])
+    na = sa.size  # node i < na: label i of the top half; node na + j: label j of the bottom half
+    seam = (la[-1] > 0) & (lb[0] > 0)
+    root = _joined(na + sb.size, la[-1][seam], na + lb[0][seam])
+    size = np.bincount(root, weights=np.concatenate([sa, sb]), minlength=root.size)[root]
+    keep = size >= min_px
+    keep[0] = keep[na] = False  # the background of each half
+    if keep[1:na].all() and keep[na + 1 :].all():
         return mask
-    keep = np.bincount(labels.ravel()) >= min_px
-    if keep[1:].all():  # nothing small: the mask as it is
-        return mask
-    keep[0] = False
-    return np.take(keep, labels)
+    top, bottom = _on_two_threads(lambda half: np.take(*half), (keep[:na], la), (keep[na:], lb))
+    return np.concatenate([top, bottom])
+
+
+def _joined(n: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """For each of ``n`` nodes, one node of its component once the pairs (``u``, ``v``) are joined: the smallest.
+
+    Each pair takes the smaller of its two values until every pair agrees; values only fall and always name a node
+    of the same component, so at that point each component carries one value, its own.
+    """
+    root = np.arange(n)
+    while True:
+        m = np.minimum(root[u], root[v])
+        if (root[u] == m).all() and (root[v] == m).all():
+            return root
+        np.minimum.at(root, u, m)
+        np.minimum.at(root, v, m)
+
+
+def _by_rows(fn, shape: tuple[int, int]) -> None:
+    """``fn(rows)`` over all rows of an image of ``shape``: a large one in two halves at once."""
+    if shape[0] * shape[1] < _SPLIT_PX or shape[0] < 2 or (os.cpu_count() or 1) < 2:
+        fn(slice(None))
+    else:
+        _on_two_threads(fn, slice(0, shape[0] // 2), slice(shape[0] // 2, None))
+
+
+def _on_two_threads(fn, a, b):
+    """``(fn(a), fn(b))``, ``fn(b)`` on a helper thread; an error on either side is raised here."""
+    out: list = []
+
+    def run() -> None:
+        try:
+            out.append((True, fn(b)))
+        except BaseException as err:  # handed to the calling thread
+            out.append((False, err))
+
+    helper = threading.Thread(target=run, name="anonavila-tissue", daemon=True)
+    helper.start()
+    try:
+        first = fn(a)
+    finally:
+        helper.join()
+    ok, second = out[0]
+    if not ok:
+        raise second
+    return first, second
