@@ -109,6 +109,7 @@ def _forget_pool() -> None:
 
 
 _CORES = max(1, min(8, os.cpu_count() or 1))
+_WILLNEED = getattr(os, "POSIX_FADV_WILLNEED", None)  # not on macOS or Windows
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
 os.register_at_fork(after_in_child=_forget_pool)
@@ -166,6 +167,11 @@ class _TiffLevel:
         todo = [i for i, seg in enumerate(segs) if seg is None]
         if not todo:
             return segs
+        if _WILLNEED is not None and len(todo) > 1:  # ask for every tile's bytes at once: cold reads overlap
+            for i in todo:
+                index = wanted[i][0] * self.across + wanted[i][1]
+                if self.counts[index]:
+                    os.posix_fadvise(self.fd, int(self.offsets[index]), int(self.counts[index]), _WILLNEED)
         # one share per core, this thread taking the first: on 2 cores, 4 tiles are 2 + 2, not 1 + 3 contending
         shares = [todo[k :: _CORES] for k in range(min(len(todo), _CORES))]
         futures = [_decode_pool().submit(self._decode_all, [wanted[i] for i in share]) for share in shares[1:]]
