@@ -89,9 +89,9 @@ def _bright_field(planes: np.ndarray, mx: np.ndarray, min_ink_px: int) -> tuple[
     candidates = ~glass & ~ink
     # Otsu splits stained tissue from what is left; a pale section sits below that split but well above the
     # glass's own colour noise, so the threshold never exceeds the glass's 99th percentile plus a margin
-    (on_glass, chroma_counts), dark_counts = _on_two_threads(
-        lambda job: job(), lambda: (_hist_u8(chroma, glass), _hist_u8(chroma, candidates)),
-        lambda: _hist_u8(mn, candidates))
+    jobs = (lambda: (_hist_u8(chroma, glass), _hist_u8(chroma, candidates)), lambda: _hist_u8(mn, candidates))
+    (on_glass, chroma_counts), dark_counts = _on_two_threads(lambda job: job(), *jobs) if _split(mx.shape) else \
+        [job() for job in jobs]
     glass_chroma = _percentile_u8(on_glass, 99) if on_glass.sum() > 100 else 255.0
     thr = max(min(_otsu(chroma_counts, 255.0), glass_chroma + _MIN_CHROMA), _MIN_CHROMA)
     dark = mn < _otsu(dark_counts, 0.0)
@@ -238,7 +238,7 @@ def _drop_small(mask: np.ndarray, min_px: int) -> np.ndarray:
         labels, n = ndimage.label(m)
         return labels, np.bincount(labels[m], minlength=n + 1)  # sizes from the mask's own pixels only
 
-    if mask.size < _SPLIT_PX or mask.shape[0] < 2 or (os.cpu_count() or 1) < 2:
+    if not _split(mask.shape):
         labels, size = sizes(mask)
         keep = size >= min_px
         if keep[1:].all():  # nothing small (or nothing at all): the mask as it is
@@ -274,12 +274,17 @@ def _joined(n: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
         np.minimum.at(root, v, m)
 
 
+def _split(shape: tuple[int, int]) -> bool:
+    """Whether an image of ``shape`` is worth two threads (large, and this machine has a second core)."""
+    return shape[0] * shape[1] >= _SPLIT_PX and shape[0] >= 2 and (os.cpu_count() or 1) >= 2
+
+
 def _by_rows(fn, shape: tuple[int, int]) -> None:
     """``fn(rows)`` over all rows of an image of ``shape``: a large one in two halves at once."""
-    if shape[0] * shape[1] < _SPLIT_PX or shape[0] < 2 or (os.cpu_count() or 1) < 2:
-        fn(slice(None))
-    else:
+    if _split(shape):
         _on_two_threads(fn, slice(0, shape[0] // 2), slice(shape[0] // 2, None))
+    else:
+        fn(slice(None))
 
 
 def _on_two_threads(fn, a, b):
