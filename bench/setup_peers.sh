@@ -14,9 +14,10 @@ pip ".[all]"
 pip tiffslide==3.0.1 fastslide==0.8.1
 pip --no-deps tiatoolbox==2.1.3 lazyslide==0.13.0
 # their imports (without the torch pins): TIAToolbox's readers, models and masks; lazyslide's wsidata stack
-pip opencv-python-headless SimpleITK defusedxml universal-pathlib wsidata spatialdata umap-learn transformers
+pip opencv-python-headless SimpleITK defusedxml universal-pathlib wsidata spatialdata umap-learn transformers \
+  lazyslide-models
 .bench-venv/bin/python - <<'PY'
-import fastslide, lazyslide, openslide, tiffslide, torch  # noqa: F401
+import fastslide, lazyslide, lazyslide_models, openslide, tiffslide, torch  # noqa: F401
 import tiatoolbox.models, tiatoolbox.wsicore.wsireader  # noqa: F401
 assert torch.__version__.startswith("2.14.1"), torch.__version__
 print(f"[bench] .bench-venv ready: torch {torch.__version__}, tiffslide {tiffslide.__version__}, "
