@@ -148,9 +148,13 @@ class _TiffLevel:
     def chunks(self) -> tuple[int, int]:
         return tile_chunks((self.th, self.tw) if self.tiled else (None, None))
 
+    def _index(self, rc: tuple[int, int]) -> int:
+        """The page's segment number of tile (or strip) ``rc``."""
+        return rc[0] * self.across + rc[1]
+
     def _decode(self, rc: tuple[int, int]) -> np.ndarray:
         """Read and decode one tile (or strip); both outside the GIL."""
-        index = rc[0] * self.across + rc[1]
+        index = self._index(rc)
         count = int(self.counts[index])
         if count == 0:  # a sparse (unwritten) tile: nothing was scanned there
             return np.full((self.th, self.tw, self.spp), 255, np.uint8)
@@ -168,8 +172,7 @@ class _TiffLevel:
         if not todo:
             return segs
         if _WILLNEED is not None and len(todo) > 1:  # ask for every tile's bytes at once: cold reads overlap
-            for i in todo:
-                index = wanted[i][0] * self.across + wanted[i][1]
+            for index in map(self._index, (wanted[i] for i in todo)):
                 if self.counts[index]:
                     os.posix_fadvise(self.fd, int(self.offsets[index]), int(self.counts[index]), _WILLNEED)
         # one share per core, this thread taking the first: on 2 cores, 4 tiles are 2 + 2, not 1 + 3 contending
