@@ -137,7 +137,11 @@ def _iter_fit(detector, *, slide=None, roi=None, patch_um=None, folder=None, con
 
 
 def _detector_class():
-    """The Detector class; its first import loads torch and the models (seconds, tens of seconds on a cold disk)."""
+    """The Detector class; its first import loads torch and the models (seconds, tens of seconds on a cold disk).
+    torch's libraries are loaded first with the GIL released, so the window is not held while they map."""
+    from .._torch_libs import preload_torch_libraries
+
+    preload_torch_libraries()
     from ..detector import Detector
 
     return Detector
