@@ -4,7 +4,8 @@ exact float32 one on real slides.
 Speed: a ViT-B/16 (224 px, open_clip) and CONCH's architecture (ViT-B/16 at 448 px, if the [conch] extra is
 installed), both with seeded random weights loaded through our backends; the same batch of real tissue patches
 for every path; 5 alternating rounds after one warm-up batch; CPU time (all threads) and wall time per patch.
-Paths: float32 eager, a batch of 32 in forward passes of 8 (the default on a CPU) and in one pass; float32
+Paths: float32 eager, a batch of 32 in forward passes of 8 side by side on one thread each (the default on a
+CPU), the same passes one after another with the threads sharing each, and one pass; float32
 with ``torch.compile`` (inductor, weight freezing; its compile time apart); int8 dynamic quantisation of the
 linear layers (bench only); bfloat16 weights (``--precision bfloat16`` on a CPU); bfloat16 CPU autocast (what
 ``--precision bfloat16`` did before).
@@ -82,7 +83,14 @@ def paths(spec: str, conch: bool):
         b.micro_batch = 0  # the batch of 32 in one forward pass, as before
         return b
 
-    out = {"float32 (default: passes of 8)": (f32, 32), "float32, one pass of 32 (before)": (one_pass, 32),
+    def shared_threads():
+        b = f32()
+        b.cpu_streams = False  # passes of 8 one after another, the threads sharing each (as before)
+        return b
+
+    out = {"float32 (default: passes of 8)": (f32, 32),
+           "float32, passes of 8 one after another on all threads (before)": (shared_threads, 32),
+           "float32, one pass of 32 (before)": (one_pass, 32),
            "int8 dynamic (bench only)": (int8, 32),
            "bfloat16 weights (--precision bfloat16)": (lambda: get_backend(spec, device="cpu", precision="bfloat16"),
                                                        32),

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 PLUGIN = "napari-anonavila"
 PROBES = {
     "napari_first_layer": "napari alone: its first layer (an empty Points layer; baseline)",
+    "napari_second_layer": "napari alone: a second empty Points layer, after the first has drawn (baseline)",
     "open_slide": "File > Open of a slide",
     "open_sample": "File > Open Sample (not yet written)",
     "score_panel_and_run": "Plugins > Score, then Run (checkpoint)",
@@ -65,8 +66,23 @@ def _time_plugin_calls() -> list[float]:
 
 
 # -- the child: one probe in a fresh window --------------------------------------------------------------------
+def _before_the_clock(v, probe: str, slide: str, model: str):
+    """What a probe needs in place before its clock starts: (the slide layer, the Score panel), or Nones."""
+    import numpy as np
+
+    layer = v.open(slide, plugin=PLUGIN)[0] if probe in ("score_panel_and_run", "cancel_while_loading") else None
+    w = None
+    if probe == "cancel_while_loading":
+        _dock, w = v.window.add_plugin_dock_widget(PLUGIN, "Score")
+        w.slide_layer.value, w.model.value, w.patch_um.value = layer, Path(model), 64.0
+    if probe == "napari_second_layer":  # napari's first layer, drawn before the clock starts
+        v.add_points(np.zeros((0, 2)))
+    return layer, w
+
+
 def _child(probe: str, slide: str, model: str) -> dict:
     import napari
+    import numpy as np
     from qtpy.QtCore import QTimer
     from qtpy.QtWidgets import QApplication
 
@@ -81,10 +97,7 @@ def _child(probe: str, slide: str, model: str) -> dict:
 
     ours = _time_plugin_calls()
     pump(1.0)
-    layer = v.open(slide, plugin=PLUGIN)[0] if probe in ("score_panel_and_run", "cancel_while_loading") else None
-    if probe == "cancel_while_loading":
-        _dock, w = v.window.add_plugin_dock_widget(PLUGIN, "Score")
-        w.slide_layer.value, w.model.value, w.patch_um.value = layer, Path(model), 64.0
+    layer, w = _before_the_clock(v, probe, slide, model)
     pump(0.5)
     ticks: list[float] = []
     timer = QTimer()
@@ -95,9 +108,7 @@ def _child(probe: str, slide: str, model: str) -> dict:
     ours.clear()
     t0 = time.perf_counter()
     extra: dict = {}
-    if probe == "napari_first_layer":
-        import numpy as np
-
+    if probe in ("napari_first_layer", "napari_second_layer"):
         v.add_points(np.zeros((0, 2)))
         pump(0.5)
     elif probe == "open_slide":
