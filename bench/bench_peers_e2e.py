@@ -187,6 +187,8 @@ def measure(path: Path, rounds: int = 2) -> dict:
            "range": {k: [min(x["tiles"] / x["seconds"] for x in v), max(x["tiles"] / x["seconds"] for x in v)]
                      for k, v in ok.items()},
            "cpu_s_per_tile": {k: statistics.median(x["cpu_s"] / x["tiles"] for x in v) for k, v in ok.items()},
+           "cpu_range": {k: [min(x["cpu_s"] / x["tiles"] for x in v), max(x["cpu_s"] / x["tiles"] for x in v)]
+                         for k, v in ok.items()},
            "rounds": rounds, "encoder": ENCODER}
     for k in ok:
         if k != "ours":
@@ -236,8 +238,8 @@ def report_cpu(rows: list[dict], m: dict) -> str:
           + "; TIAToolbox's mask holds exactly our patches' cells. Ours runs float32 (the default) and "
           "`--precision bfloat16`. Reproduce: `.bench-venv/bin/python bench/bench_peers_e2e.py --encoder vit-b16 "
           f"--n {N} --rounds {rows[0]['rounds']} --peers-forward {PEERS_FORWARD} SLIDE`.", "",
-          "| slide | tool | tiles | patches/s (median, range) | CPU s/patch | ours float32 vs it (CPU) | "
-          "ours bfloat16 vs it (CPU) |", "|---|---|---|---|---|---|---|"]
+          "| slide | tool | tiles | patches/s (median, range) | CPU s/patch (median, range) | ours float32 vs it "
+          "(CPU) | ours bfloat16 vs it (CPU) |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         c = r["cpu_s_per_tile"]
         for t in tools:
@@ -248,8 +250,9 @@ def report_cpu(rows: list[dict], m: dict) -> str:
             f32 = "" if t == "ours" else f"**{c[t] / c['ours']:.2f}x**"
             bf16 = c.get("ours (bfloat16)")
             bf = "" if t == "ours (bfloat16)" or bf16 is None else f"**{c[t] / bf16:.2f}x**"
-            md.append(f"| {r['slide']} | {t} | {r['tiles'][t]} | {r[t]:.2f} ({lo:.2f}-{hi:.2f}) | {c[t]:.3f} | {f32} "
-                      f"| {bf} |")
+            spread = "({:.3f}-{:.3f})".format(*r["cpu_range"][t]) if t in r.get("cpu_range", {}) else ""
+            md.append(f"| {r['slide']} | {t} | {r['tiles'][t]} | {r[t]:.2f} ({lo:.2f}-{hi:.2f}) | "
+                      f"{c[t]:.3f} {spread} | {f32} | {bf} |")
     return "\n".join(md)
 
 
