@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -36,10 +37,8 @@ def preload_torch_libraries() -> list[str]:
     folder, loaded = Path(spec.origin).parent / "lib", []
     for name in _LIBRARIES:
         path = folder / name
-        if not path.is_file() or not dlopen(str(path).encode(), ctypes.RTLD_LOCAL | _RTLD_NOW):
+        if not path.is_file() or not dlopen(str(path).encode(), os.RTLD_LOCAL | os.RTLD_NOW):
             break
         loaded.append(name)
     return loaded
 
-
-_RTLD_NOW = 2  # <dlfcn.h> on Linux (ctypes exposes RTLD_LOCAL and RTLD_GLOBAL only)
