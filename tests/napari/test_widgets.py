@@ -44,6 +44,39 @@ def test_score_layers_and_features(scored):
     assert hi < 1  # scores are tiny: no 0..1 assumption
 
 
+def test_result_layers_are_added_on_separate_event_loop_turns(viewer, qtbot, sample_slides, fitted_on_sample,
+                                                               tmp_path):
+    """napari takes ~0.2 s per new layer here: the window must get a turn between the result layers, and a click on
+    another slide in that turn must not move them (the run is busy until its last layer is drawn)."""
+    from qtpy.QtCore import QTimer
+
+    other = open_slide(viewer, sample_slides.normal)
+    layer = open_slide(viewer, sample_slides.anomalous)
+    w = open_widget(viewer, "Score")
+    w.slide_layer.value, w.patch_um.value = layer, 64.0
+    w.model.value = fitted_on_sample.save(tmp_path / "model.safetensors")
+    turns, seen = [0], []
+
+    def on_inserted(event):
+        kind = event.value.metadata.get("anonavila_result")
+        seen.append((kind, turns[0], w.worker is None, w.run_button.text))
+        if kind == TOPK:  # a user's click lands in the next turn
+            QTimer.singleShot(0, lambda: (turns.__setitem__(0, turns[0] + 1),
+                                          setattr(viewer.layers.selection, "active", other)))
+
+    viewer.layers.events.inserted.connect(on_inserted)
+    click(w.run_button)
+    wait_worker(qtbot, w)
+    kinds = [k for k, *_ in seen]
+    assert kinds == [HEATMAP, TOPK, "significant patches (FDR 5%)"]
+    assert seen[2][1] == seen[1][1] + 1  # the window had a turn between the two points layers
+    assert all(not done and text == "Cancel" for _k, _t, done, text in seen)  # the run lasts until its last layer
+    assert w.session.slide_layer is layer and w.run_button.text == "Run"
+    for kind in (HEATMAP, TOPK, "significant patches (FDR 5%)"):  # all drawn for the scored slide, above it
+        assert layer.name in layer_of(viewer, kind, layer).name
+    assert w.session.result_of(layer) is w.session.result and w.session.result_of(other) is None
+
+
 def test_low_scores_are_visible_and_unscored_cells_transparent(scored):
     viewer, _w, _ = scored
     heat = layer_of(viewer, HEATMAP)

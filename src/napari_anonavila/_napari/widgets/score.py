@@ -19,6 +19,7 @@ from magicgui.widgets import (
     SpinBox,
 )
 from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import QTimer
 
 from ...errors import AnonavilaError
 from ...options import PRECISIONS, ScoreMode
@@ -85,6 +86,8 @@ class ScoreWidget(Container):
         for label in (self.model_info, self.scores_label):
             wrapping(label)
         self.worker = None
+        self._drawing: list = []  # result layers still to draw, one per event-loop turn (see _on_result)
+        self._worker_done = False
         self._heat: np.ndarray | None = None
         self._grid = None
         self._scored = 0
@@ -250,6 +253,7 @@ class ScoreWidget(Container):
         self.scores_label.value = "scoring..."
         self.session.result_changed.emit(None)
         self._heat, self._grid, self._scored = None, None, 0
+        self._drawing, self._worker_done = [], False
         worker = score_worker(plan)
         self.worker = worker
         self.run_button.text = "Cancel"
@@ -270,6 +274,11 @@ class ScoreWidget(Container):
                              mode=self.mode.value, grid=res.grid, detector=det), slide_layer=layer)
 
     def _on_finished(self):
+        self._worker_done = True
+        if not self._drawing:  # else the last result layer's turn ends the run
+            self._end_run()
+
+    def _end_run(self):
         self.worker = None
         self.session.busy = None
         self.run_button.text = "Run"
@@ -356,17 +365,42 @@ class ScoreWidget(Container):
                                    f"eroded: max {sc['max_eroded']:.3g}, top-1% {sc['top1_eroded']:.3g}")
 
     def _on_result(self, result):
+        """The finished run's result: its scores and heatmap at once, then its points layers one per event-loop turn.
+
+        napari takes 0.2-0.3 s to add a layer under software OpenGL; the two points layers in one call held the window
+        for half a second. Until the last is drawn the run still counts as running (the session busy, Run still
+        Cancel), so no other slide can be selected in between and every layer is drawn for this run's slide.
+        """
         s = self.session
         s.result = result
         self._grid, self._heat, self._scored = result.grid, result.heatmap(), len(result.scores)
-        self._refresh_heatmap()
-        draw_points(self.viewer, s)
-        self.viewer.layers.selection.active = self.session.slide_layer
-        draw_significant(self.viewer, s)
         self._show_scores(result)
-        _on, aside = s.marks().on_grid(result.grid)
+        self._refresh_heatmap()
+        self._drawing = [lambda: draw_points(self.viewer, s), self._draw_significant, self._announce]
+        QTimer.singleShot(0, self._draw_next)
+
+    def _draw_next(self) -> None:
+        """Draw the next pending result layer; the last ends the run once its worker has finished."""
+        if not self._drawing:
+            return
+        step = self._drawing.pop(0)
+        try:
+            step()
+        finally:
+            if self._drawing:
+                QTimer.singleShot(0, self._draw_next)
+            elif self._worker_done:
+                self._end_run()
+
+    def _draw_significant(self) -> None:
+        self.viewer.layers.selection.active = self.session.slide_layer
+        draw_significant(self.viewer, self.session)
+
+    def _announce(self) -> None:
+        s = self.session
+        _on, aside = s.marks().on_grid(s.result.grid)
         if aside:
             show_warning(f"{len(aside)} review mark(s) were made on patches of another grid (patch size "
                          f"{sorted({k.size_l0 for k in aside})} px); they are kept and come back when you score "
                          "with that patch size again")
-        s.result_changed.emit(result)
+        s.result_changed.emit(s.result)
