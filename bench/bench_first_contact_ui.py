@@ -170,8 +170,8 @@ def main(rounds: int = 5) -> None:
                 env = {**os.environ, "ANONAVILA_CACHE": str(work / f"cache-{regime}-{probe}-{i}")}
                 if regime == "cold":
                     drop_caches()
-                out = subprocess.run([sys.executable, "-X", "faulthandler", __file__, "--child", probe, slide, model], env=env,
-                                     capture_output=True, text=True, timeout=900)
+                out = subprocess.run([sys.executable, "-X", "faulthandler", __file__, "--child", probe, slide, model],
+                                     env=env, capture_output=True, text=True, timeout=900)
                 if out.returncode != 0:
                     raise RuntimeError(f"{probe}: exit {out.returncode}: {out.stderr[-2000:]}")
                 runs[regime][probe].append(json.loads(out.stdout.strip().splitlines()[-1]))
