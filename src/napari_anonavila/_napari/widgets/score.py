@@ -87,6 +87,10 @@ class ScoreWidget(Container):
             wrapping(label)
         self.worker = None
         self._drawing: list = []  # result layers still to draw, one per event-loop turn (see _on_result)
+        self._draw_timer = QTimer(self.native)  # the panel's own: it goes with the panel, never fires on a dead one
+        self._draw_timer.setSingleShot(True)
+        self._draw_timer.setInterval(0)
+        self._draw_timer.timeout.connect(self._draw_next)
         self._worker_done = False
         self._heat: np.ndarray | None = None
         self._grid = None
@@ -377,7 +381,7 @@ class ScoreWidget(Container):
         self._show_scores(result)
         self._refresh_heatmap()
         self._drawing = [lambda: draw_points(self.viewer, s), self._draw_significant, self._announce]
-        QTimer.singleShot(0, self._draw_next)
+        self._draw_timer.start()
 
     def _draw_next(self) -> None:
         """Draw the next pending result layer; the last ends the run once its worker has finished."""
@@ -388,7 +392,7 @@ class ScoreWidget(Container):
             step()
         finally:
             if self._drawing:
-                QTimer.singleShot(0, self._draw_next)
+                self._draw_timer.start()
             elif self._worker_done:
                 self._end_run()
 
