@@ -42,3 +42,13 @@ def test_the_plugins_menus_reader_and_sample_do_not_load_torch_scipy_or_dask_arr
                           "open_slide(p).level_arrays[-1][:8, :8]")
     for heavy in ("torch", "scipy.ndimage", "dask.array", "matplotlib.pyplot"):
         assert heavy not in mods, f"the plugin's first contact (menus, File > Open) imports {heavy} on the UI thread"
+
+
+def test_the_score_workers_start_loads_what_the_first_result_layers_import():
+    """napari imports pandas on the UI thread for the first points layer with features (0.3 s here); the Score
+    worker imports it while it loads torch, so drawing the first top-k does not."""
+    pytest.importorskip("napari")
+    before = _modules_after("import napari, napari_anonavila._napari.workers")
+    after = _modules_after("import napari_anonavila._napari.workers as w\nw._detector_class()")
+    assert "pandas" not in before and "torch" not in before
+    assert {"pandas", "torch"} <= after

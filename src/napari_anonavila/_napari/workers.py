@@ -138,12 +138,19 @@ def _iter_fit(detector, *, slide=None, roi=None, patch_um=None, folder=None, con
 
 def _detector_class():
     """The Detector class; its first import loads torch and the models (seconds, tens of seconds on a cold disk).
-    torch's libraries are loaded first with the GIL released, so the window is not held while they map."""
+    torch's libraries are loaded first with the GIL released, so the window is not held while they map.
+
+    pandas is imported here too: napari imports it on the UI thread for the first points layer with features (the
+    top-k), which held the window 0.3 s when the first result was drawn.
+    """
+    import importlib
+
     from .._torch_libs import preload_torch_libraries
 
     preload_torch_libraries()
     from ..detector import Detector
 
+    importlib.import_module("pandas")
     return Detector
 
 
