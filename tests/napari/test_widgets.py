@@ -77,6 +77,45 @@ def test_result_layers_are_added_on_separate_event_loop_turns(viewer, qtbot, sam
     assert w.session.result_of(layer) is w.session.result and w.session.result_of(other) is None
 
 
+def test_progress_is_painted_with_the_next_frame_not_inside_its_handler(viewer, qtbot, sample_slides,
+                                                                       fitted_on_sample, tmp_path):
+    """QProgressBar.setValue repaints at once, and in napari's window that paint draws the OpenGL canvas (0.35 s here
+    after a layer is added): a worker's progress event must only schedule the bar's paint."""
+    from qtpy.QtCore import QEvent, QObject
+
+    viewer.window.show()  # a hidden window paints nothing
+    layer = open_slide(viewer, sample_slides.anomalous)
+    w = open_widget(viewer, "Score")
+    w.slide_layer.value, w.patch_um.value = layer, 64.0
+    w.model.value = fitted_on_sample.save(tmp_path / "model.safetensors")
+    inside, paints = [False], {"inside": 0, "after": 0}
+
+    class Paints(QObject):
+        def eventFilter(self, obj, event):
+            if event.type() == QEvent.Type.Paint:
+                paints["inside" if inside[0] else "after"] += 1
+            return False
+
+    counter = Paints()
+    w.progress.native.installEventFilter(counter)
+    handler = w._on_yield
+
+    def on_yield(event):  # the run connects the instance's handler, so this wraps the worker's every event
+        inside[0] = True
+        try:
+            handler(event)
+        finally:
+            inside[0] = False
+
+    w._on_yield = on_yield
+    click(w.run_button)
+    wait_worker(qtbot, w)
+    qtbot.wait(50)
+    assert w.session.result is not None and w.progress.value == w.progress.max
+    assert paints["after"] > 0  # the bar was drawn, in turns of its own
+    assert paints["inside"] == 0
+
+
 def test_low_scores_are_visible_and_unscored_cells_transparent(scored):
     viewer, _w, _ = scored
     heat = layer_of(viewer, HEATMAP)

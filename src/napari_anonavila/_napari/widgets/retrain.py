@@ -12,7 +12,7 @@ from ...errors import AnonavilaError, OutputExistsError
 from ...options import TrainConfig
 from ...slide import slide_stem
 from ..session import chosen_path, session_for, shapes_to_polygons_xy_l0, slide_of
-from . import follow_layers, scroll_form, tabify_when_docked, wrapping
+from . import follow_layers, scroll_form, set_progress, tabify_when_docked, wrapping
 
 __all__ = ["RetrainWidget", "versioned_checkpoint"]
 
@@ -183,9 +183,7 @@ class RetrainWidget(Container):
         return self.worker
 
     def _on_progress(self, event):
-        self.progress.label = event.stage
-        self.progress.max = max(1, event.total)
-        self.progress.value = event.done
+        set_progress(self.progress, event.done, max(1, event.total), event.stage)
         if "loss" in event.info:
             self.plot.add(event.info["loss"])
 

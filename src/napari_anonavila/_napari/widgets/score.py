@@ -29,7 +29,7 @@ from ..layers import Z_RANGE
 from ..results import HEATMAP, TOPK, clear_results, draw_heatmap, draw_points, draw_significant
 from ..session import chosen_path, session_for, shapes_to_polygons_xy_l0, slide_of, unwrap
 from ..workers import DetectorReady, GridReady, ScorePlan, score_worker
-from . import follow_layers, scroll_form, tabify_when_docked, wrapping
+from . import follow_layers, scroll_form, set_progress, tabify_when_docked, wrapping
 
 __all__ = ["HEATMAP", "TOPK", "ScoreWidget"]
 
@@ -313,12 +313,10 @@ class ScoreWidget(Container):
             self._refresh_heatmap()
         elif isinstance(event, Progress):
             if event.total == 0:  # no known end (a model being built or loaded): a busy bar and the seconds so far
-                self.progress.label = f"{event.stage} ({event.info.get('seconds', 0):.0f} s; Cancel stops at once)"
-                self.progress.max, self.progress.value = 0, 0
+                seconds = event.info.get("seconds", 0)
+                set_progress(self.progress, 0, 0, f"{event.stage} ({seconds:.0f} s; Cancel stops at once)")
                 return
-            self.progress.label = event.stage
-            self.progress.max = max(1, event.total)
-            self.progress.value = event.done
+            set_progress(self.progress, event.done, max(1, event.total), event.stage)
             scores = event.info.get("scores")
             if scores is None or self._heat is None or "start" not in event.info:
                 return
