@@ -66,6 +66,26 @@ def _time_plugin_calls() -> list[tuple[str, float]]:
     return ours
 
 
+def _time_garbage_collections() -> list[float]:
+    """Record the duration of each full (oldest-generation) collection of Python's garbage collector, on any
+    thread: a collection holds the GIL, so one in a worker stops the UI thread too."""
+    import gc
+
+    full: list[float] = []
+    started = [0.0]
+
+    def on_gc(phase: str, info: dict) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            full.append(time.perf_counter() - started[0])
+
+    gc.callbacks.append(on_gc)
+    return full
+
+
 # -- the child: one probe in a fresh window --------------------------------------------------------------------
 def _before_the_clock(v, probe: str, slide: str, model: str):
     """What a probe needs in place before its clock starts: (the slide layer, the Score panel), or Nones."""
@@ -97,6 +117,7 @@ def _child(probe: str, slide: str, model: str) -> dict:
             time.sleep(0.002)
 
     ours = _time_plugin_calls()
+    collections = _time_garbage_collections()
     pump(1.0)
     layer, w = _before_the_clock(v, probe, slide, model)
     pump(0.5)
@@ -107,6 +128,7 @@ def _child(probe: str, slide: str, model: str) -> dict:
     timer.start()
     pump(0.1)
     ours.clear()
+    collections.clear()
     t0 = time.perf_counter()
     extra: dict = {}
     if probe in ("napari_first_layer", "napari_second_layer"):
@@ -145,7 +167,7 @@ def _child(probe: str, slide: str, model: str) -> dict:
     gaps = [b - a for a, b in itertools.pairwise(ticks)] or [seconds]
     name, longest = max(ours, key=lambda c: c[1], default=("", 0.0))
     return {"stall_ms": max(gaps) * 1e3, "seconds": seconds, "plugin_ms": longest * 1e3, "plugin_call": name,
-            **extra}
+            "gc_ms": max(collections, default=0.0) * 1e3, **extra}
 
 
 # -- the parent: rounds, regimes, the table ----------------------------------------------------------------------
@@ -189,10 +211,11 @@ def main(rounds: int = 5) -> None:
                 extra = f"Cancel to idle {cell([r['cancel_ms'] for r in rs], 'ms', '.0f')}"
             took = cell([r["seconds"] for r in rs], "s", ".2f")
             plugin = [r["plugin_ms"] for r in rs]
+            collect = cell([r.get("gc_ms", 0.0) for r in rs], "ms", ".0f")
             calls = sorted({r.get("plugin_call", "") for r in rs if r["plugin_ms"] >= 1} - {""})
             which = f" `{'`, `'.join(calls)}`" if calls else ""
             lines.append(f"| {what} | {regime} | {cell(stall, 'ms', '.0f')} | {cell(plugin, 'ms', '.0f')}{which} | "
-                         f"{took} | {extra} |")
+                         f"{collect} | {took} | {extra} |")
     md = f"""## First contact in a window (issue 22)
 
 `bench/bench_first_contact_ui.py`: each a fresh napari process under Xvfb (Mesa software OpenGL), {rounds}
@@ -202,10 +225,12 @@ respond), *time* the whole action. *Plugin's longest call* is the longest single
 thread (the reader, the sample command, the Score panel's handlers and the result layers it draws one per
 event-loop turn: a layer they create counts, napari's work around them does not), with the calls that were longest
 in some round. napari's own start is not counted; the plugin's first imports are. The slide is
-the demo's 4096 px synthetic slide, the model the demo checkpoint (64 um patches). Target: no stall over 100 ms.
+the demo's 4096 px synthetic slide, the model the demo checkpoint (64 um patches). *Longest full GC* is the longest
+pass of Python's garbage collector over its oldest generation, on any thread (it holds the GIL, so one in a worker
+stops the window too). Target: no stall over 100 ms.
 
-| action | regime | longest stall | plugin's longest call | time | |
-|---|---|---|---|---|---|
+| action | regime | longest stall | plugin's longest call | longest full GC | time | |
+|---|---|---|---|---|---|---|
 {chr(10).join(lines)}"""
     save("first_contact_ui", {"machine": machine(), "rounds": rounds, "runs": runs}, md)
 
