@@ -166,10 +166,11 @@ def _child(probe: str, slide: str, model: str) -> dict:
     ticks = [t for t in ticks if t >= t0 - 0.01]
     gaps = [b - a for a, b in itertools.pairwise(ticks)] or [seconds]
     name, longest = max(ours, key=lambda c: c[1], default=("", 0.0))
+    out = {"stall_ms": max(gaps) * 1e3, "seconds": seconds, "plugin_ms": longest * 1e3, "plugin_call": name,
+           "gc_ms": max(collections, default=0.0) * 1e3, **extra}
     v.close()  # as napari's own exit does: the window goes before the interpreter
     pump(0.2)
-    return {"stall_ms": max(gaps) * 1e3, "seconds": seconds, "plugin_ms": longest * 1e3, "plugin_call": name,
-            "gc_ms": max(collections, default=0.0) * 1e3, **extra}
+    return out
 
 
 # -- the parent: rounds, regimes, the table ----------------------------------------------------------------------
