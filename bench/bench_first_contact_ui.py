@@ -214,7 +214,7 @@ def main(rounds: int = 5) -> None:
                 extra = f"Cancel to idle {cell([r['cancel_ms'] for r in rs], 'ms', '.0f')}"
             took = cell([r["seconds"] for r in rs], "s", ".2f")
             plugin = [r["plugin_ms"] for r in rs]
-            collect = cell([r.get("gc_ms", 0.0) for r in rs], "ms", ".0f")
+            collect = cell([r["gc_ms"] for r in rs], "ms", ".0f")
             calls = sorted({r.get("plugin_call", "") for r in rs if r["plugin_ms"] >= 1} - {""})
             which = f" `{'`, `'.join(calls)}`" if calls else ""
             lines.append(f"| {what} | {regime} | {cell(stall, 'ms', '.0f')} | {cell(plugin, 'ms', '.0f')}{which} | "

@@ -261,7 +261,7 @@ class ScoreWidget(Container):
         worker = score_worker(plan)
         self.worker = worker
         self.run_button.text = "Cancel"
-        self.progress.value = 0
+        set_progress(self.progress, 0)
         worker.yielded.connect(self._on_yield)
         worker.returned.connect(self._on_result)
         worker.errored.connect(self._on_error)
