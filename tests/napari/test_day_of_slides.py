@@ -70,7 +70,9 @@ def test_a_day_of_slides(make_napari_viewer, qtbot, sample_slides, calibrated_mo
     names = [ly.name for ly in viewer.layers]
     for layer in (normal, anomalous):
         i = names.index(layer.name)
-        assert names[i + 1] == f"{HEATMAP} [{layer.name}]" and layer_of(viewer, HEATMAP, layer).visible
+        assert names[i + 1 : i + 4] == [f"{kind} [{layer.name}]" for kind in (HEATMAP, SIGNIFICANT, TOPK)]
+        assert layer_of(viewer, HEATMAP, layer).visible
+    assert viewer.layers.selection.active is normal  # the slide just scored is current, not its newest layer
     first = layer_of(viewer, HEATMAP, anomalous)
     np.testing.assert_allclose(np.nanmax(first.metadata["raw"]), results[anomalous.name].z.max(), rtol=1e-6)
 

@@ -9,6 +9,7 @@ the tissue.
 from __future__ import annotations
 
 import numpy as np
+from napari.layers import Image, Points
 
 from .layers import heatmap_kwargs, review_points, significant_points
 from .session import Session
@@ -72,12 +73,26 @@ def _tag(kwargs: dict, slide_layer, kind: str) -> dict:
     return tag(kwargs, slide_layer.name, link_of(slide_layer), kind)
 
 
-def _place(viewer, layer, slide_layer) -> None:
-    """Put ``layer`` directly above its slide, among the slide's result layers in their order."""
-    target = viewer.layers.index(slide_layer) + 1 + result_layers(viewer, slide_layer).index(layer)
-    here = viewer.layers.index(layer)
-    if here != target:
-        viewer.layers.move(here, target)  # napari inserts before ``target``: the slide's next layer up
+def _add_above(viewer, layer, slide_layer, kind: str):
+    """Insert the new ``kind`` layer directly above its slide, among the slide's result layers in their order,
+    leaving the user's layer selection as it is.
+
+    napari selects every layer it inserts, and showing a new layer's controls lays them out and repaints the canvas
+    at once (~0.1 s here, on top of adding the layer). A run's layers arrive one by one while the user may be working
+    in another layer; the run makes its slide current once, at its end. LayerList has no public way to insert
+    without selecting: the flag is napari's own (``SelectableEventedList._activate_on_insert``); without it the
+    layer is merely selected.
+    """
+    ahead = {ly.metadata["anonavila_result"] for ly in result_layers(viewer, slide_layer)}
+    below = sum(k in ahead for k in _KINDS[: _KINDS.index(kind)])
+    layers = viewer.layers
+    activate = getattr(layers, "_activate_on_insert", True)
+    layers._activate_on_insert = False
+    try:
+        layers.insert(layers.index(slide_layer) + 1 + below, layer)
+    finally:
+        layers._activate_on_insert = activate
+    return layer
 
 
 def _set(layer, kwargs: dict, keys) -> None:
@@ -99,23 +114,27 @@ def _set(layer, kwargs: dict, keys) -> None:
 def draw_heatmap(viewer, slide_layer, heat: np.ndarray, patch_size_l0: int, origin_xy_l0=(0, 0),
                  *, label: str = "anomaly score", fixed: tuple[float, float] | None = None):
     """Show ``heat`` (NaN where unscored) over ``slide_layer`` in that slide's own heatmap layer, on the ``fixed``
-    range (calibrated z) or the slide's own; return the layer."""
+    range (calibrated z) or the slide's own; return the layer.
+
+    The colour bar appears from the layer's second update on (a run updates it as batches arrive and at its end):
+    napari takes 0.1-0.2 s to build a bar and as long to add a layer, and each alone is one pause of the window.
+    """
     data, kw = heatmap_kwargs(heat, slide_layer, patch_size_l0, origin_xy_l0, name=HEATMAP, label=label,
                               fixed=fixed)
     kw = _tag(kw, slide_layer, HEATMAP)
     layer = result_layer(viewer, slide_layer, HEATMAP)
-    if layer is not None:
+    new = layer is None
+    if not new:
         _set(layer, kw, _TRANSFORM)
         if not np.allclose(layer.contrast_limits, kw["contrast_limits"], rtol=0.02):
             layer.contrast_limits = kw["contrast_limits"]
         layer.data = data
         layer.metadata.update(kw["metadata"])
     else:
-        layer = viewer.add_image(data, **kw)
-        _place(viewer, layer, slide_layer)
+        layer = _add_above(viewer, Image(data, **kw), slide_layer, HEATMAP)
     for other in viewer.layers:  # one colour bar: the current slide's
         if other.metadata.get("anonavila_result") == HEATMAP:
-            other.colorbar.visible = other is layer and layer.visible
+            other.colorbar.visible = other is layer and layer.visible and not new
     return layer
 
 
@@ -138,8 +157,7 @@ def draw_points(viewer, session: Session):
         layer.text = kw["text"]
         layer.metadata.update(kw["metadata"])
     else:
-        layer = viewer.add_points(data, **kw)
-        _place(viewer, layer, slide_layer)
+        layer = _add_above(viewer, Points(data, **kw), slide_layer, TOPK)
     return layer
 
 
@@ -158,8 +176,7 @@ def draw_significant(viewer, session: Session):
         layer.size = kw["size"]
         layer.features = kw["features"]
     else:  # made even when empty: every scored slide has the same three result layers
-        layer = viewer.add_points(data, **kw)
-        _place(viewer, layer, slide_layer)
+        layer = _add_above(viewer, Points(data, **kw), slide_layer, SIGNIFICANT)
     return layer
 
 

@@ -356,7 +356,7 @@ class ScoreWidget(Container):
         layer = draw_heatmap(self.viewer, self.session.slide_layer, heat, self._grid.patch_size_l0,
                              self._grid.origin_xy_l0, label=label, fixed=fixed)
         self.viewer.text_overlay.text = label  # the colour bar's title
-        self.viewer.text_overlay.visible = layer.visible
+        self.viewer.text_overlay.visible = layer.colorbar.visible  # with its bar (a new layer's comes next update)
 
     def _show_scores(self, result) -> None:
         sc = result.slide_scores()
@@ -378,7 +378,7 @@ class ScoreWidget(Container):
         self._grid, self._heat, self._scored = result.grid, result.heatmap(), len(result.scores)
         self._show_scores(result)
         self._refresh_heatmap()
-        self._drawing = [lambda: draw_points(self.viewer, s), self._draw_significant, self._announce]
+        self._drawing = [lambda: draw_points(self.viewer, s), lambda: draw_significant(self.viewer, s), self._announce]
         self._draw_timer.start()
 
     def _draw_next(self) -> None:
@@ -394,12 +394,9 @@ class ScoreWidget(Container):
             elif self._worker_done:
                 self._end_run()
 
-    def _draw_significant(self) -> None:
-        self.viewer.layers.selection.active = self.session.slide_layer
-        draw_significant(self.viewer, self.session)
-
     def _announce(self) -> None:
         s = self.session
+        self.viewer.layers.selection.active = s.slide_layer  # the scored slide is current, as the widgets show
         _on, aside = s.marks().on_grid(s.result.grid)
         if aside:
             show_warning(f"{len(aside)} review mark(s) were made on patches of another grid (patch size "
