@@ -61,7 +61,8 @@ def test_a_day_of_slides(make_napari_viewer, qtbot, sample_slides, calibrated_mo
     normal, anomalous = open_slide(viewer, sample_slides.normal), open_slide(viewer, sample_slides.anomalous)
     score = open_widget(viewer, "Score")
     score.model.value, score.patch_um.value = calibrated_model, 64.0
-    results = {}
+    results, made_active = {}, []
+    viewer.layers.selection.events.active.connect(lambda e: made_active.append(e.value))
     for layer in (anomalous, normal):
         score.slide_layer.value = layer
         click(score.run_button)
@@ -73,6 +74,8 @@ def test_a_day_of_slides(make_napari_viewer, qtbot, sample_slides, calibrated_mo
         assert names[i + 1 : i + 4] == [f"{kind} [{layer.name}]" for kind in (HEATMAP, SIGNIFICANT, TOPK)]
         assert layer_of(viewer, HEATMAP, layer).visible
     assert viewer.layers.selection.active is normal  # the slide just scored is current, not its newest layer
+    # a run's new layers never took the selection (napari rebuilds its layer controls for each change)
+    assert not [ly.name for ly in made_active if ly is not None and "anonavila_result" in ly.metadata]
     first = layer_of(viewer, HEATMAP, anomalous)
     np.testing.assert_allclose(np.nanmax(first.metadata["raw"]), results[anomalous.name].z.max(), rtol=1e-6)
 
