@@ -73,9 +73,9 @@ def _tag(kwargs: dict, slide_layer, kind: str) -> dict:
     return tag(kwargs, slide_layer.name, link_of(slide_layer), kind)
 
 
-def _add_above(viewer, layer, slide_layer, kind: str):
-    """Insert the new ``kind`` layer directly above its slide, among the slide's result layers in their order,
-    leaving the user's layer selection as it is.
+def _add_above(viewer, layer, slide_layer):
+    """Insert a new result layer (tagged with its kind) directly above its slide, among the slide's result layers in
+    their order, leaving the user's layer selection as it is.
 
     napari selects every layer it inserts, and showing a new layer's controls lays them out and repaints the canvas
     at once (~0.1 s here, on top of adding the layer). A run's layers arrive one by one while the user may be working
@@ -84,7 +84,7 @@ def _add_above(viewer, layer, slide_layer, kind: str):
     layer is merely selected.
     """
     ahead = {ly.metadata["anonavila_result"] for ly in result_layers(viewer, slide_layer)}
-    below = sum(k in ahead for k in _KINDS[: _KINDS.index(kind)])
+    below = sum(k in ahead for k in _KINDS[: _KINDS.index(layer.metadata["anonavila_result"])])
     layers = viewer.layers
     activate = getattr(layers, "_activate_on_insert", True)
     layers._activate_on_insert = False
@@ -131,7 +131,7 @@ def draw_heatmap(viewer, slide_layer, heat: np.ndarray, patch_size_l0: int, orig
         layer.data = data
         layer.metadata.update(kw["metadata"])
     else:
-        layer = _add_above(viewer, Image(data, **kw), slide_layer, HEATMAP)
+        layer = _add_above(viewer, Image(data, **kw), slide_layer)
     for other in viewer.layers:  # one colour bar: the current slide's
         if other.metadata.get("anonavila_result") == HEATMAP:
             other.colorbar.visible = other is layer and layer.visible and not new
@@ -157,7 +157,7 @@ def draw_points(viewer, session: Session):
         layer.text = kw["text"]
         layer.metadata.update(kw["metadata"])
     else:
-        layer = _add_above(viewer, Points(data, **kw), slide_layer, TOPK)
+        layer = _add_above(viewer, Points(data, **kw), slide_layer)
     return layer
 
 
@@ -176,7 +176,7 @@ def draw_significant(viewer, session: Session):
         layer.size = kw["size"]
         layer.features = kw["features"]
     else:  # made even when empty: every scored slide has the same three result layers
-        layer = _add_above(viewer, Points(data, **kw), slide_layer, SIGNIFICANT)
+        layer = _add_above(viewer, Points(data, **kw), slide_layer)
     return layer
 
 
