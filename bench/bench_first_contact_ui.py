@@ -27,6 +27,8 @@ PLUGIN = "napari-anonavila"
 PROBES = {
     "napari_first_layer": "napari alone: its first layer (an empty Points layer; baseline)",
     "napari_second_layer": "napari alone: a second empty Points layer, after the first has drawn (baseline)",
+    "napari_result_layers": "napari alone: a heatmap Image layer, its colour bar and two Points layers inserted "
+                            "above a drawn slide as the plugin inserts them, one per event-loop turn (baseline)",
     "open_slide": "File > Open of a slide",
     "open_sample": "File > Open Sample (not yet written)",
     "score_panel_and_run": "Plugins > Score, then Run (checkpoint)",
@@ -91,14 +93,52 @@ def _before_the_clock(v, probe: str, slide: str, model: str):
     """What a probe needs in place before its clock starts: (the slide layer, the Score panel), or Nones."""
     import numpy as np
 
-    layer = v.open(slide, plugin=PLUGIN)[0] if probe in ("score_panel_and_run", "cancel_while_loading") else None
+    needs_slide = ("score_panel_and_run", "cancel_while_loading", "napari_result_layers")
+    layer = v.open(slide, plugin=PLUGIN)[0] if probe in needs_slide else None
     w = None
     if probe == "cancel_while_loading":
         _dock, w = v.window.add_plugin_dock_widget(PLUGIN, "Score")
         w.slide_layer.value, w.model.value, w.patch_um.value = layer, Path(model), 64.0
+    if probe == "napari_result_layers":  # as the plugin's worker does before the first points layer
+        import pandas  # noqa: F401
     if probe == "napari_second_layer":  # napari's first layer, drawn before the clock starts
         v.add_points(np.zeros((0, 2)))
     return layer, w
+
+
+def _insert_like_the_plugin(v, slide_layer, pump) -> list[tuple[str, float]]:
+    """napari's own cost of what Score draws, without the plugin: the layers are built first (pure models; the
+    plugin builds them from a worker's results), then each is inserted directly above the slide without taking the
+    selection, in its own event-loop turn, and the colour bar is switched on in a later turn. Returns each napari
+    call and its duration (s)."""
+    import numpy as np
+    from napari.layers import Image, Points
+
+    rng = np.random.default_rng(0)
+    scale = tuple(np.asarray(slide_layer.scale[-2:]) * 64)
+    heat = Image(rng.random((64, 64), dtype=np.float32), colormap="inferno", opacity=0.5, scale=scale, name="heat")
+    points = [Points(rng.random((n, 2)) * 4096 * np.asarray(slide_layer.scale[-2:]), name=f"points {n}")
+              for n in (20, 60)]
+    calls = []
+
+    def timed(name: str, action) -> None:
+        t = time.perf_counter()
+        action()
+        calls.append((name, time.perf_counter() - t))
+        pump(0.3)
+
+    def insert(new) -> None:
+        v.layers._activate_on_insert = False  # as `_napari/results.py` inserts a result layer
+        try:
+            v.layers.insert(v.layers.index(slide_layer) + 1, new)
+        finally:
+            v.layers._activate_on_insert = True
+
+    timed("insert Image", lambda: insert(heat))
+    timed("colour bar", lambda: setattr(heat.colorbar, "visible", True))
+    for i, layer in enumerate(points):
+        timed("insert first Points" if i == 0 else "insert Points", lambda layer=layer: insert(layer))
+    return calls
 
 
 def _child(probe: str, slide: str, model: str) -> dict:
@@ -134,6 +174,8 @@ def _child(probe: str, slide: str, model: str) -> dict:
     if probe in ("napari_first_layer", "napari_second_layer"):
         v.add_points(np.zeros((0, 2)))
         pump(0.5)
+    elif probe == "napari_result_layers":
+        extra["napari_calls"] = _insert_like_the_plugin(v, layer, pump)
     elif probe == "open_slide":
         v.open(slide, plugin=PLUGIN)
         pump(0.5)  # the first draw
@@ -212,6 +254,11 @@ def main(rounds: int = 5) -> None:
             extra = ""
             if probe == "cancel_while_loading":
                 extra = f"Cancel to idle {cell([r['cancel_ms'] for r in rs], 'ms', '.0f')}"
+            if probe == "napari_result_layers":
+                names = [n for n, _ in rs[0]["napari_calls"]]
+                extra = "napari's calls: " + ", ".join(
+                    f"{n} {cell([r['napari_calls'][k][1] * 1e3 for r in rs], 'ms', '.0f')}"
+                    for k, n in enumerate(names))
             took = cell([r["seconds"] for r in rs], "s", ".2f")
             plugin = [r["plugin_ms"] for r in rs]
             collect = cell([r["gc_ms"] for r in rs], "ms", ".0f")
