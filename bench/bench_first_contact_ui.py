@@ -28,7 +28,7 @@ PROBES = {
     "napari_first_layer": "napari alone: its first layer (an empty Points layer; baseline)",
     "napari_second_layer": "napari alone: a second empty Points layer, after the first has drawn (baseline)",
     "napari_result_layers": "napari alone: a heatmap Image layer, its colour bar and two Points layers inserted "
-                            "above a drawn slide as the plugin inserts them, one per event-loop turn (baseline)",
+                            "above a drawn slide by the plugin's insert, one per event-loop turn (baseline)",
     "open_slide": "File > Open of a slide",
     "open_sample": "File > Open Sample (not yet written)",
     "score_panel_and_run": "Plugins > Score, then Run (checkpoint)",
@@ -107,18 +107,23 @@ def _before_the_clock(v, probe: str, slide: str, model: str):
 
 
 def _insert_like_the_plugin(v, slide_layer, pump) -> list[tuple[str, float]]:
-    """napari's own cost of what Score draws, without the plugin: the layers are built first (pure models; the
-    plugin builds them from a worker's results), then each is inserted directly above the slide without taking the
-    selection, in its own event-loop turn, and the colour bar is switched on in a later turn. Returns each napari
-    call and its duration (s)."""
+    """napari's own cost of what Score draws, without the rest of the plugin: the layers are built first (pure
+    models; the plugin builds them from a worker's results), then each goes in through the plugin's own insert
+    (`results._add_above`: directly above the slide, without taking the selection), in its own event-loop turn, and
+    the colour bar is switched on in a later turn. Returns each napari call and its duration (s)."""
     import numpy as np
     from napari.layers import Image, Points
 
+    from napari_anonavila._napari.results import HEATMAP, SIGNIFICANT, TOPK, _add_above, link_of, tag
+
+    def tagged(kind: str, **kw) -> dict:
+        return tag(kw, slide_layer.name, link_of(slide_layer), kind)
+
     rng = np.random.default_rng(0)
-    scale = tuple(np.asarray(slide_layer.scale[-2:]) * 64)
-    heat = Image(rng.random((64, 64), dtype=np.float32), colormap="inferno", opacity=0.5, scale=scale, name="heat")
-    points = [Points(rng.random((n, 2)) * 4096 * np.asarray(slide_layer.scale[-2:]), name=f"points {n}")
-              for n in (20, 60)]
+    um = np.asarray(slide_layer.scale[-2:])
+    heat = Image(rng.random((64, 64), dtype=np.float32), **tagged(HEATMAP, colormap="inferno", opacity=0.5,
+                                                                  scale=tuple(um * 64)))
+    points = [Points(rng.random((n, 2)) * 4096 * um, **tagged(kind)) for n, kind in ((60, SIGNIFICANT), (20, TOPK))]
     calls = []
 
     def timed(name: str, action) -> None:
@@ -127,17 +132,11 @@ def _insert_like_the_plugin(v, slide_layer, pump) -> list[tuple[str, float]]:
         calls.append((name, time.perf_counter() - t))
         pump(0.3)
 
-    def insert(new) -> None:
-        v.layers._activate_on_insert = False  # as `_napari/results.py` inserts a result layer
-        try:
-            v.layers.insert(v.layers.index(slide_layer) + 1, new)
-        finally:
-            v.layers._activate_on_insert = True
-
-    timed("insert Image", lambda: insert(heat))
+    timed("insert Image", lambda: _add_above(v, heat, slide_layer))
     timed("colour bar", lambda: setattr(heat.colorbar, "visible", True))
     for i, layer in enumerate(points):
-        timed("insert first Points" if i == 0 else "insert Points", lambda layer=layer: insert(layer))
+        name = "insert first Points" if i == 0 else "insert Points"
+        timed(name, lambda layer=layer: _add_above(v, layer, slide_layer))
     return calls
 
 
