@@ -30,19 +30,46 @@ def drop_caches() -> bool:
 def machine() -> dict:
     import torch
 
-    from napari_anonavila.export.provenance import package_versions
+    from napari_anonavila.provenance import package_versions
 
-    cpu = platform.processor() or platform.machine()
+    return {"date": dt.date.today().isoformat(), **cpu_identity(), "cores": os.cpu_count(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "torch_threads": torch.get_num_threads(), "torch_cpu_capability": _torch_capability(),
+            "load_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None, "versions": package_versions()}
+
+
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_tile",
+             "amx_bf16", "amx_int8")
+
+
+def cpu_identity() -> dict:
+    """The CPU by model string, family/model/stepping and the ISA flags that decide the precisions' speed: hosts
+    with one model string differ in these (Ice Lake has VNNI but no AVX512-BF16 or AMX)."""
+    out = {"cpu": platform.processor() or platform.machine(), "cpu_family_model": None, "isa_flags": []}
     try:
+        info: dict[str, str] = {}
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+            if ":" in line:
+                k, v = (t.strip() for t in line.split(":", 1))
+                info.setdefault(k, v)
+            elif info:
+                break  # the first processor's block
+        out["cpu"] = info.get("model name", out["cpu"])
+        out["cpu_family_model"] = f"{info.get('cpu family')}/{info.get('model')}/{info.get('stepping')}"
+        flags = set(info.get("flags", "").split())
+        out["isa_flags"] = [f for f in ISA_FLAGS if f in flags]
     except OSError:
         pass
-    return {"date": dt.date.today().isoformat(), "cpu": cpu, "cores": os.cpu_count(),
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "torch_threads": torch.get_num_threads(), "versions": package_versions()}
+    return out
+
+
+def _torch_capability() -> str | None:
+    import torch
+
+    try:
+        return str(torch.backends.cpu.get_cpu_capability())
+    except (AttributeError, RuntimeError):
+        return None
 
 
 def peak_rss_mib() -> float:

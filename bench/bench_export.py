@@ -15,7 +15,8 @@ from _common import machine, save
 CHILD = r"""
 import json, sys, time
 import numpy as np
-from napari_anonavila.export.records import PatchTable
+from napari_anonavila.grid import PatchGrid
+from napari_anonavila.result import PatchTerms, SlideResult
 from napari_anonavila.export.geojson import write_geojson, read_geojson
 def peak():
     for line in open('/proc/self/status'):
@@ -23,9 +24,12 @@ def peak():
 n = int(sys.argv[1]); side = int(np.ceil(np.sqrt(n)))
 rng = np.random.default_rng(0)
 cells = np.argwhere(np.ones((side, side), bool))[:n]
-t = PatchTable(cells[:, 1] * 512, cells[:, 0] * 512, 512, cells[:, 0], cells[:, 1], rng.random(n) * 1e-3,
-               rng.random(n) * 1e-3, rng.random(n) * 2e-3, ["lymphocytes:0.31|sinus:0.12"] * n,
-               ["tumor cells:0.40|necrosis:0.10"] * n, (side, side), {"path": "synthetic.svs"}, {})
+k = np.zeros((n, 2), np.int32) + [0, 1]
+terms = PatchTerms(("lymphocytes", "sinus"), ("tumor cells", "necrosis"), k, np.tile(np.float32([0.31, 0.12]), (n, 1)),
+                   k, np.tile(np.float32([0.40, 0.10]), (n, 1)))
+nan = np.full(n, np.nan)
+t = SlideResult({"path": "synthetic.svs"}, PatchGrid(512, (side, side), cells, np.ones(n)), rng.random(n) * 1e-3,
+                rng.random(n) * 1e-3, rng.random(n) * 2e-3, terms, "sum", nan, nan, {"calibrated": False})
 base = peak()
 t0 = time.perf_counter(); write_geojson(sys.argv[2], t, top_k=100); t1 = time.perf_counter()
 import os

@@ -30,7 +30,8 @@ from bench_head import run as head_run
 from napari_anonavila.backends import get_backend
 from napari_anonavila.detector import Detector
 from napari_anonavila.grid import make_grid
-from napari_anonavila.pipeline import SlideResult, _read_patches, iter_embed_patches
+from napari_anonavila.pipeline import _read_patches, iter_embed_patches
+from napari_anonavila.result import SlideResult
 from napari_anonavila.scoring import PatchScores
 from napari_anonavila.slide import open_slide
 from napari_anonavila.training import TrainConfig
@@ -125,11 +126,12 @@ def accuracy(spec: str, device: str, slides: list[Path], quick: bool) -> list[di
         det = Detector.create(b)
         det.fit(embs["float32"], config=TrainConfig(batch_size=64, accumulate=1, epochs=2 if quick else 10))
         ref = det.score_embeddings(embs["float32"])
-        ref_slide = SlideResult({}, grid, ref, "ab").slide_scores()
+        names = det.term_names("normal"), det.term_names("abnormal")
+        ref_slide = SlideResult.from_run({}, grid, ref, *names, "sum", None).slide_scores()
         top_ref = set(np.argsort(-ref.score)[:10].tolist())
         for precision in PRECISIONS[1:]:
             s: PatchScores = det.score_embeddings(embs[precision])
-            sl = SlideResult({}, grid, s, "ab").slide_scores()
+            sl = SlideResult.from_run({}, grid, s, *names, "sum", None).slide_scores()
             rows.append({"slide": path.name, "patches": len(grid), "precision": precision,
                          "spearman": float(spearmanr(ref.score, s.score)[0]),
                          "top10_overlap": len(top_ref & set(np.argsort(-s.score)[:10].tolist())) / 10,

@@ -54,7 +54,7 @@ def _median(fn, n=3) -> float:
 
 def main() -> None:
     from napari_anonavila.embcache import EmbeddingCache
-    from napari_anonavila.slide.base import content_digest
+    from napari_anonavila.slide.fingerprint import content_digest
 
     tmp = Path(tempfile.mkdtemp(prefix="anonavila-integrity-"))
     big = tmp / "slide-2GB.bin"

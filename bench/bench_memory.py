@@ -27,7 +27,7 @@ det = Detector.load(sys.argv[2])
 base = rss_mb()
 t0 = time.perf_counter()
 res = score_slide(det, sys.argv[1], out_dir=sys.argv[3], patch_px=32, min_tissue=0, batch_size=64)
-print(json.dumps({"patches": len(res.scores), "baseline_peak_mb": base, "peak_mb": rss_mb(),
+print(json.dumps({"patches": len(res), "baseline_peak_mb": base, "peak_mb": rss_mb(),
                   "seconds": time.perf_counter() - t0}))
 """
 

@@ -59,7 +59,7 @@ def _run(kind: str, model, folder) -> list[dict]:
         gaps = [b - a for a, b in itertools.pairwise(ticks)]
         if w.session.result is None:
             raise RuntimeError(f"the {kind} run failed: {w.scores_label.value}")
-        rows.append({"kind": kind, "attempt": attempt, "patches": len(w.session.result.scores), "seconds": seconds,
+        rows.append({"kind": kind, "attempt": attempt, "patches": len(w.session.result), "seconds": seconds,
                      "click_ms": click_ms, "longest_stall_ms": max(gaps) * 1e3,
                      "p99_gap_ms": sorted(gaps)[int(0.99 * len(gaps))] * 1e3, "ticks": len(ticks)})
         if kind == "demo fit":

@@ -60,7 +60,7 @@ def main() -> None:
             raw = res.heatmap()
             panel(axes[0, col], thumb, tds, raw, p, contrast_limits(raw),
                   f"{name}: raw score, stretched per slide\nmax {np.nanmax(raw):.2g}", "raw distance (D^N + D^A)")
-            sig = res.grid.cells_rc[: len(res.scores)][res.significant()]
+            sig = res.grid.cells_rc[res.significant()]
             panel(axes[1, col], thumb, tds, res.heatmap(values="z"), p, Z_RANGE,
                   f"{name}: z on the fixed scale\n{cal['n_significant']} patches significant (FDR 5%), "
                   f"max z {cal['max_z']:.1f}", "z: robust SD above normal tissue", sig)

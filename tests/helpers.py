@@ -158,3 +158,23 @@ def hold_folder(folder: Path):
     assert proc.stdout.readline().strip() == "held"
     proc.stdout.close()  # nothing more comes
     return proc
+
+
+def result_of_scores(rows, cols, size_l0: int, shape_rc, score, *, marks=None, path: str = "s.svs"):
+    """A SlideResult from bare score columns, for property tests of the writers (the same type a scoring run
+    returns; one term per pool: 'a' and 'b')."""
+    import numpy as np
+
+    from napari_anonavila.grid import PatchGrid
+    from napari_anonavila.result import PatchTerms, SlideResult
+    from napari_anonavila.reviews import ReviewMarks
+
+    score = np.asarray(score, float)
+    n = len(score)
+    cells = np.stack([np.asarray(rows), np.asarray(cols)], axis=1).astype(np.int64)
+    grid = PatchGrid(size_l0, tuple(shape_rc), cells, np.ones(n, np.float32))
+    terms = PatchTerms(("a",), ("b",), np.zeros((n, 1), np.int32), np.full((n, 1), 0.5, np.float32),
+                       np.zeros((n, 1), np.int32), np.full((n, 1), 0.25, np.float32))
+    nan = np.full(n, np.nan)
+    return SlideResult({"path": path}, grid, score / 2, score / 2, score, terms, "sum", nan, nan,
+                       {"calibrated": False}, marks=marks or ReviewMarks())

@@ -20,12 +20,15 @@ import importlib
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["Detector", "PatchScores", "ScoreMode", "TermPools", "TrainConfig", "__version__", "open_slide"]
+__all__ = ["Detector", "PatchScores", "ScoreMode", "SlideResult", "TermPools", "TrainConfig", "__version__",
+           "open_result", "open_slide"]
 
 _LAZY = {
     "Detector": "napari_anonavila.detector",
     "PatchScores": "napari_anonavila.scoring",
     "ScoreMode": "napari_anonavila.scoring",
+    "SlideResult": "napari_anonavila.result",
+    "open_result": "napari_anonavila.export.result_folder",
     "TermPools": "napari_anonavila.terms",
     "TrainConfig": "napari_anonavila.training",
     "open_slide": "napari_anonavila.slide",

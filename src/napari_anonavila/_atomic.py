@@ -14,7 +14,7 @@ from typing import IO
 from .errors import OutputExistsError
 
 __all__ = ["atomic_dir", "atomic_path", "atomic_write", "check_writable", "claimed_dir", "commit_dir",
-           "exchange_dirs", "partial_prefix", "sweep_partials"]
+           "exchange_dirs", "lock_path", "partial_prefix", "real_dir", "staging_dir", "sweep_partials"]
 
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
@@ -73,6 +73,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def staging_dir(target: Path) -> Path:
+    """A new hidden folder beside ``target`` (same file system), with the permissions a new folder gets under the
+    user's umask (``mkdtemp`` alone makes it 0700, and it becomes the result folder)."""
+    tmp = Path(tempfile.mkdtemp(prefix=partial_prefix(target), suffix=".partial", dir=target.parent))
+    os.chmod(tmp, 0o777 & ~_UMASK)
+    return tmp
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a hidden temporary folder beside ``path``; on success it takes the place of ``path`` (a folder) at once.
@@ -80,10 +88,9 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     With an existing ``path`` the two are exchanged in one step (:func:`exchange_dirs`) and the old one is removed;
     on any failure the temporary folder is removed and ``path`` is untouched.
     """
-    path = Path(path)
+    path = real_dir(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=partial_prefix(path), suffix=".partial", dir=path.parent))
-    os.chmod(tmp, 0o777 & ~_UMASK)
+    tmp = staging_dir(path)
     try:
         yield tmp
         if path.exists():
@@ -139,7 +146,7 @@ def exchange_dirs(a: Path, b: Path) -> None:
 def commit_dir(target: Path, staged: Path, outputs: tuple[str, ...]) -> None:
     """Make the ``outputs`` written in ``staged`` the outputs of ``target`` in one step.
 
-    Everything else in ``target`` (caches, the run's lock file) moves into ``staged`` first; then the two folders
+    Everything else in ``target`` (caches, files of the user) moves into ``staged`` first; then the two folders
     are exchanged, so ``target`` holds either all the old outputs or all the new ones, never a mix; the old ones
     are removed last. A failure before the exchange moves everything back and re-raises.
     """
@@ -167,7 +174,20 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator
         os.fsync(fh.fileno())
 
 
-LOCK_NAME = ".anonavila.lock"
+LOCK_SUFFIX = ".anonavila.lock"
+
+
+def lock_path(folder: str | os.PathLike) -> Path:
+    """The lock file of a result folder: beside it (``.<name>.anonavila.lock`` in its parent), never inside, so that
+    exchanging the folder with a staged one never moves the lock a run holds."""
+    folder = Path(folder)
+    return folder.parent / f".{folder.name}{LOCK_SUFFIX}"
+
+
+def real_dir(folder: str | os.PathLike) -> Path:
+    """A result folder as the path it really is: a symbolic link is followed to its target (outputs are committed
+    there, in the target's own file system), relative paths are made absolute."""
+    return Path(os.path.realpath(folder))
 
 
 def _alive(pid: int) -> bool:
@@ -187,16 +207,17 @@ def _alive(pid: int) -> bool:
 
 @contextlib.contextmanager
 def claimed_dir(folder: str | os.PathLike) -> Iterator[Path]:
-    """Hold ``folder`` for this process while writing into it.
+    """Hold ``folder`` (a symbolic link: its target) for this process while writing into it; yield its real path.
 
-    The lock is the kernel's: an exclusive ``flock`` on ``.anonavila.lock``, held for the whole block, so exactly
-    one process can hold a folder, however many start at once, and a killed holder (a zombie included) releases it
-    the moment it dies: there is nothing stale to take over. A second run fails at once, naming the holder. Where
-    ``fcntl`` is missing (Windows) a create-exclusive file with a liveness check stands in.
+    The lock is the kernel's: an exclusive ``flock`` on the folder's :func:`lock_path`, held for the whole block, so
+    exactly one process can hold a folder, however many start at once, and a killed holder (a zombie included)
+    releases it the moment it dies: there is nothing stale to take over. The lock file sits beside the folder and
+    never moves while held (a folder exchange cannot take it away). A second run fails at once, naming the holder.
+    Where ``fcntl`` is missing (Windows) a create-exclusive file with a liveness check stands in.
     """
-    folder = Path(folder)
+    folder = real_dir(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    lock = folder / LOCK_NAME
+    lock = lock_path(folder)
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows

@@ -16,9 +16,12 @@ without itself, so it is not in-sample) or normal tissue given to ``anonavila ca
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: a saved result's z and p reopen without it
+    import torch
 
 __all__ = ["FDR", "MIN_CALIBRATION", "MODES", "Calibration", "benjamini_hochberg", "loo_distances", "mode_scores",
            "slide_calibration"]
@@ -52,6 +55,8 @@ class Calibration:
         if not np.isfinite(ref).all():
             raise ValueError("the calibration reference holds NaN or infinite scores")
         object.__setattr__(self, "patch_scores", ref)
+        for mode in MODES[:3]:  # the head's modes share the distances: a degenerate reference is refused here,
+            self.centre_scale(mode)  # before anything is saved with it (zero-shot is checked where it is used)
         if self.slide_scores is not None:
             sl = np.asarray(self.slide_scores, dtype=np.float64).reshape(-1, 3)
             if not np.isfinite(sl).all():
@@ -69,18 +74,16 @@ class Calibration:
         return self._sorted[mode]
 
     def centre_scale(self, mode: str) -> tuple[float, float]:
-        """(median, 1.4826 MAD) of the reference; the scale falls back to the IQR / 1.349, then the standard
-        deviation, where more than half the reference ties."""
+        """(median, 1.4826 MAD) of the reference; a reference whose MAD is zero (more than half its scores tie) has
+        no robust spread and is refused."""
         ref = self.reference(mode)
         med = float(np.median(ref))
         scale = _MAD_TO_SD * float(np.median(np.abs(ref - med)))
         if not scale > 0:
-            q1, q3 = np.percentile(ref, [25, 75])
-            scale = float(q3 - q1) / 1.349
-        if not scale > 0:
-            scale = float(np.std(ref))
-        if not scale > 0:
-            raise ValueError("the calibration reference has no spread (all its scores are equal)")
+            ties = int(np.sum(ref == med))
+            raise ValueError(f"the normal reference is degenerate: {ties} of its {ref.size} {mode} scores are equal "
+                             "(more than half), so it has no robust spread for z; calibrate on more varied normal "
+                             "tissue (more slides or regions)")
         return med, scale
 
     def z(self, scores: np.ndarray, mode: str) -> np.ndarray:
@@ -112,6 +115,8 @@ class Calibration:
                 "centre_scale": {m: list(self.centre_scale(m)) for m in MODES}}
 
     def tensors(self) -> dict[str, torch.Tensor]:
+        import torch
+
         out = {"calibration.patches": torch.from_numpy(self.patch_scores.copy())}
         if self.slide_scores is not None:
             out["calibration.slides"] = torch.from_numpy(self.slide_scores.copy())
@@ -129,6 +134,8 @@ class Calibration:
 def loo_distances(h: torch.Tensor, centroid: torch.Tensor) -> np.ndarray:
     """1 - cos(h_i, c_-i) for every row, where c_-i is the mean of the other rows: each reference patch scored
     against the centroid it did not help to make (exactly ``(n c - h_i) / (n - 1)``, in float64)."""
+    import torch
+
     h64 = h.double()
     n = h64.shape[0]
     loo = (centroid.double().reshape(1, -1) * n - h64) / (n - 1)

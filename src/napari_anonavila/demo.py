@@ -57,7 +57,7 @@ def run_demo(out: str | os.PathLike, *, backend: str = "demo", device: str | Non
     res = score_slide(det, sample.anomalous, out_dir=out / "anomalous", patch_um=PATCH_UM, overwrite=True,
                       on_progress=on_progress)
     labels = cell_labels(sample.mask, sample.mask_downsample, res.grid.cells_rc, res.grid.patch_size_l0)
-    metrics = bootstrap_metrics(labels, res.scores.score, n_boot=500, seed=0)
+    metrics = bootstrap_metrics(labels, res.score, n_boot=500, seed=0)
     report = {"out": str(out / "anomalous"), "localisation_auroc": metrics["auroc"].value,
               "localisation_auroc_ci95": [metrics["auroc"].ci_low, metrics["auroc"].ci_high],
               "localisation_aupr": metrics["aupr"].value, "n_patches": len(labels),

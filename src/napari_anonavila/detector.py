@@ -14,7 +14,15 @@ import torch
 
 from .backends import VLMBackend, get_backend
 from .calibration import MIN_CALIBRATION, Calibration, loo_distances, mode_scores
-from .checkpoint import checkpoint_kind, import_authors, load_detector, save_detector
+from .checkpoint import (
+    DetectorState,
+    authors_backend,
+    authors_state,
+    checkpoint_kind,
+    read_official,
+    read_state,
+    write_state,
+)
 from .errors import CheckpointError, NonFiniteError, TermPoolError
 from .head import MLP
 from .patches import iter_image_batches, list_images
@@ -234,8 +242,11 @@ class Detector:
             d_n, d_a = loo_distances(h_n, self.centroids[0]), loo_distances(h_a, self.centroids[1])
             zero_shot = self.score_embeddings(ref[keep], mode=ScoreMode.ZERO_SHOT, top_k=1).score
             table = mode_scores(d_n[keep.numpy()], d_a[keep.numpy()], zero_shot)
-            self.calibration = Calibration(table, f"{len(ref)} held-out normal patches, each against the centroids "
-                                                  "made without it")
+            try:
+                self.calibration = Calibration(table, f"{len(ref)} held-out normal patches, each against the "
+                                                      "centroids made without it")
+            except ValueError as err:  # a degenerate reference: the model is fitted, but uncalibrated
+                warnings.warn(f"no calibration from the held-out patches: {err}", UserWarning, stacklevel=3)
         self.reference = ref[keep]
 
     def _rows_per_chunk(self, rows: int) -> int:
@@ -311,10 +322,32 @@ class Detector:
         """Display names of a pool's terms ('normal' or 'abnormal')."""
         return self.pools.terms(kind)
 
-    # -- persistence (checkpoint/) ----------------------------------------------------------------------
+    # -- persistence: checkpoint/ reads and writes plain data; the Detector builds itself from it --------------
+    def state(self) -> DetectorState:
+        """This fitted detector as plain data (what a checkpoint holds)."""
+        if not self.is_fitted:
+            raise ValueError("only a fitted detector can be saved; call fit() first")
+        return DetectorState(self.backend_spec, self.backend_id, self.pools, self.normal_text, self.abnormal_text,
+                             self.logit_scale_exp, self.mlp.state_dict(), self.centroids, self.reference,
+                             self.mode.value, self.calibration, dict(self.info))
+
+    @classmethod
+    def from_state(cls, state: DetectorState, backend: VLMBackend | None = None, *, path=None) -> Detector:
+        """A detector from plain data, with ``backend`` attached (or none); ``path`` names the file in errors."""
+        mlp = MLP(state.embed_dim)
+        try:
+            mlp.load_state_dict(state.mlp)
+        except RuntimeError as err:
+            raise CheckpointError(f"{path}: MLP weights do not fit a {state.embed_dim}-d model ({err})") from err
+        return cls(backend=backend, backend_spec=state.backend_spec or (str(backend.spec) if backend else ""),
+                   backend_id=state.backend_id, pools=state.pools, normal_text=state.normal_text,
+                   abnormal_text=state.abnormal_text, logit_scale_exp=state.logit_scale_exp, mlp=mlp,
+                   centroids=state.centroids, reference=state.reference, mode=state.mode, info=state.info,
+                   calibration=state.calibration)
+
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Write a self-describing, pickle-free checkpoint (``.safetensors``)."""
-        return save_detector(self, path, overwrite=overwrite)
+        return write_state(path, self.state(), overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, backend: str | VLMBackend | None = None, device: str | None = None,
@@ -322,13 +355,22 @@ class Detector:
         """Load a checkpoint: ours (``.safetensors``) or the authors' (``.pth``), told apart by content.
 
         The backend comes from ``backend`` or the stored spec (for an authors' file that holds CONCH under
-        ``VLM.*``, CONCH is built from the file itself), and must match the weights.
+        ``VLM.*``, CONCH is built from the file itself), and must match the weights. A checkpoint made from a
+        head-only file names no backend: it attaches one only when ``backend`` is given.
         """
         if checkpoint_kind(path) == "authors":
-            return import_authors(cls, path, backend=backend, device=device, precision=precision,
-                                  attach_backend=attach_backend)
-        return load_detector(cls, path, backend=backend, device=device, attach_backend=attach_backend,
-                             precision=precision, allow_download=allow_download)
+            return cls._from_authors(path, backend=backend, device=device, precision=precision,
+                                     attach_backend=attach_backend)
+        state = read_state(path)
+        vlm = None
+        if backend is not None or (attach_backend and state.backend_spec):
+            vlm = backend if isinstance(backend, VLMBackend) else get_backend(
+                backend or state.backend_spec, device, precision=precision, allow_download=allow_download)
+            if (state.backend_spec and vlm.id != state.backend_id) or vlm.embed_dim != state.embed_dim:
+                raise CheckpointError(f"{path}: trained with backend {state.backend_id} ({state.embed_dim}-d), but "
+                                      f"the given backend is {vlm.id} ({vlm.embed_dim}-d); pass the backend it was "
+                                      "trained with")
+        return cls.from_state(state, vlm, path=path)
 
     @classmethod
     def from_official_checkpoint(cls, path: str | os.PathLike, *, backend: str | VLMBackend | None = None,
@@ -343,5 +385,13 @@ class Detector:
         matching each embedding to the shipped prompts encoded by the model, and the rest are named
         ``normal term 17`` (with a warning). ``pools`` gives the names instead (its counts must match).
         """
-        return import_authors(cls, path, backend=backend, pools=pools, device=device, precision=precision,
+        return cls._from_authors(path, backend=backend, pools=pools, device=device, precision=precision,
+                                 attach_backend=attach_backend)
+
+    @classmethod
+    def _from_authors(cls, path, *, backend=None, pools=None, device=None, precision="float32",
+                      attach_backend=True) -> Detector:
+        parts = read_official(path)
+        vlm = authors_backend(path, parts, backend=backend, device=device, precision=precision,
                               attach_backend=attach_backend)
+        return cls.from_state(authors_state(path, parts, vlm, pools), vlm, path=path)

@@ -12,85 +12,22 @@ import time
 from collections import deque
 from collections.abc import Callable, Generator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from .backends import VLMBackend
-from .calibration import FDR, Calibration, benjamini_hochberg, slide_calibration
 from .embcache import CHUNK_ROWS, EmbeddingCache
 from .errors import NonFiniteError
 from .grid import PatchGrid
-from .maps import HeatmapGeometry, cells_to_heatmap, erode, slide_scores
 from .progress import Progress
+from .provenance import provenance, slide_record
+from .result import SlideResult
 from .scoring import PatchScores
 from .slide import Slide
 
-__all__ = ["SlideResult", "cache_key", "iter_embed_patches", "iter_grid_embeddings", "iter_score_slide",
+__all__ = ["cache_key", "iter_embed_patches", "iter_grid_embeddings", "iter_score_slide",
            "iter_slide_embeddings", "score_slide"]
-
-
-@dataclass
-class SlideResult:
-    """Scores of one slide's patch grid, in grid order, with the slide's description and timings."""
-
-    slide: dict
-    grid: PatchGrid
-    scores: PatchScores
-    mode: str
-    timings: dict = field(default_factory=dict)
-    from_cache: bool = False
-    n_from_cache: int = 0  # patches whose embeddings came from the cache (a resumed run: some, not all)
-    calibration: Calibration | None = None  # the detector's normal reference at scoring time
-
-    @property
-    def geometry(self) -> HeatmapGeometry:
-        return HeatmapGeometry(self.grid.patch_size_l0, self.grid.origin_xy_l0)
-
-    @property
-    def z(self) -> np.ndarray:
-        """Robust standard deviations above the normal reference (NaN when uncalibrated)."""
-        if self.calibration is None:
-            return np.full(len(self.scores), np.nan)
-        return self.calibration.z(self.scores.score, self.mode)
-
-    @property
-    def p_normal(self) -> np.ndarray:
-        """Conformal p-values against the normal reference (NaN when uncalibrated)."""
-        if self.calibration is None:
-            return np.full(len(self.scores), np.nan)
-        return self.calibration.p(self.scores.score, self.mode)
-
-    def significant(self, fdr: float = FDR) -> np.ndarray:
-        """Patches significant at false-discovery rate ``fdr`` (none when uncalibrated)."""
-        if self.calibration is None:
-            return np.zeros(len(self.scores), bool)
-        return benjamini_hochberg(self.p_normal, fdr)
-
-    def heatmap(self, *, eroded: bool = False, values: str = "score") -> np.ndarray:
-        """(rows, cols) grid of ``values`` (score, d_normal, d_abnormal, z or p_normal), NaN where nothing was
-        scored."""
-        n = len(self.scores)
-        cells = self.grid.cells_rc[:n]
-        v = getattr(self, values) if values in ("z", "p_normal") else getattr(self.scores, values)
-        h = cells_to_heatmap(cells[:, 0], cells[:, 1], v, self.grid.shape_rc)
-        return erode(h) if eroded else h
-
-    def slide_scores(self) -> dict[str, float]:
-        return slide_scores(self.heatmap(), self.scores.score)
-
-    def calibrated_summary(self, fdr: float = FDR) -> dict:
-        """Significant patches at ``fdr`` with their area, max z, and the slide p-value (see calibration.py)."""
-        um = self.grid.patch_size_um
-        area = None if um is None else (um / 1000.0) ** 2
-        return slide_calibration(self.scores.score, self.slide_scores()["max_eroded"], self.mode, self.calibration,
-                                 patch_area_mm2=area, fdr=fdr)
-
-    def top_k(self, k: int = 10) -> np.ndarray:
-        """Indices of the ``k`` highest-scoring patches, best first."""
-        order = np.argsort(-self.scores.score, kind="stable")
-        return order[:k]
 
 
 def cache_key(slide: Slide, grid: PatchGrid, backend_id: str, embed_dim: int, backend: VLMBackend | None) -> dict:
@@ -211,9 +148,11 @@ def iter_grid_embeddings(slide: Slide, grid: PatchGrid, backend: VLMBackend | No
 
 
 def iter_score_slide(slide: Slide, grid: PatchGrid, detector, *, batch_size: int = 32, workers: int | None = None,
-                     prefetch: int = 2, cache: EmbeddingCache | None = None, mode: str | None = None, top_k: int = 3
-                     ) -> Generator[Progress, None, SlideResult]:
-    """Score every grid patch; yield Progress per batch (``info``: ``start`` and the batch's ``scores``).
+                     prefetch: int = 2, cache: EmbeddingCache | None = None, mode: str | None = None, top_k: int = 3,
+                     checkpoint: dict | None = None) -> Generator[Progress, None, SlideResult]:
+    """Score every grid patch; yield Progress per batch (``info``: ``start`` and the batch's ``scores``); return
+    the :class:`~napari_anonavila.result.SlideResult` with its provenance (``checkpoint``: the model file's
+    ``{path, sha256}``).
 
     With ``cache``, verified cached embeddings are scored without reading a pixel, and new ones are committed in
     chunks as they are made (an interrupted run resumes). Closing the generator stops the readers.
@@ -242,8 +181,11 @@ def iter_score_slide(slide: Slide, grid: PatchGrid, detector, *, batch_size: int
     if done != total:  # never a result with patches missing (a cache that lied about its layout, say)
         raise NonFiniteError(f"{done} of {total} patches were scored; the embedding cache or the run is inconsistent: "
                              "score again (--overwrite)")
-    return SlideResult(slide.describe(), grid, PatchScores.concat(parts, top_k), mode, timing,
-                       all_cached and total > 0, n_cached, detector.calibration)
+    record, cal = slide_record(slide), detector.calibration
+    return SlideResult.from_run(record, grid, PatchScores.concat(parts, top_k), detector.term_names("normal"),
+                                detector.term_names("abnormal"), mode, cal,
+                                provenance=provenance(record, grid, mode, cal, detector, checkpoint=checkpoint),
+                                timings=timing, from_cache=all_cached and total > 0, n_from_cache=n_cached)
 
 
 def score_slide(detector, slide: Slide | str | os.PathLike, *, out_dir: str | os.PathLike | None = None,
@@ -252,7 +194,8 @@ def score_slide(detector, slide: Slide | str | os.PathLike, *, out_dir: str | os
                 prefetch: int = 2, mode: str | None = None, top_k: int = 3, overwrite: bool = False,
                 checkpoint: dict | None = None, extra: dict | None = None, on_progress=None, cancel=None
                 ) -> SlideResult:
-    """Open (if needed), grid, score and (with ``out_dir``) write outputs and the embedding cache.
+    """Open (if needed), grid, score and (with ``out_dir``) write outputs and the embedding cache. ``extra`` goes
+    into the result's provenance (a batch run's settings, say).
 
     The output folder is claimed for the run (a second run into it fails at once); its embedding cache is
     committed in chunks, so a killed or cancelled run resumes, and the outputs are replaced only when complete.
@@ -260,7 +203,7 @@ def score_slide(detector, slide: Slide | str | os.PathLike, *, out_dir: str | os
     import contextlib
 
     from ._atomic import check_writable, claimed_dir, sweep_partials
-    from .export.slide_outputs import write_slide_outputs
+    from .export.result_folder import write_result_folder
     from .grid import make_grid, patch_size_l0
     from .progress import drain
     from .slide import open_slide
@@ -268,7 +211,8 @@ def score_slide(detector, slide: Slide | str | os.PathLike, *, out_dir: str | os
     own = not isinstance(slide, Slide)
     sl = open_slide(slide, mpp=mpp) if own else slide
     try:
-        with claimed_dir(out_dir) if out_dir is not None else contextlib.nullcontext():
+        with claimed_dir(out_dir) if out_dir is not None else contextlib.nullcontext() as held:
+            out_dir = held  # a symbolic link's target, absolute: where the outputs and caches are committed
             if out_dir is not None:
                 check_writable(os.path.join(out_dir, "summary.json"), overwrite=overwrite)
                 sweep_partials(out_dir, recursive=True)  # temporary files of killed runs, caches included
@@ -284,12 +228,12 @@ def score_slide(detector, slide: Slide | str | os.PathLike, *, out_dir: str | os
                 if cache:
                     cache.save_grid(grid_key, grid)
             gen = iter_score_slide(sl, grid, detector, batch_size=batch_size, workers=workers, prefetch=prefetch,
-                                   cache=cache, mode=mode, top_k=top_k)
+                                   cache=cache, mode=mode, top_k=top_k, checkpoint=checkpoint)
             result = drain(gen, on_progress, cancel)
+            result.provenance.update(extra or {})
             if out_dir is not None:
-                write_slide_outputs(out_dir, result, detector, sl,
-                                    thumbnail=cache.thumbnail(sl) if sl.cheap_thumbnail else None,
-                                    overwrite=overwrite, checkpoint=checkpoint, extra=extra)
+                write_result_folder(out_dir, result, sl, thumbnail=cache.thumbnail(sl) if sl.cheap_thumbnail else None,
+                                    overwrite=overwrite)
                 cache.prune(cache_key(sl, grid, detector.backend_id, detector.embed_dim, detector.backend), grid_key)
         return result
     finally:

@@ -11,6 +11,7 @@ from importlib import resources
 from pathlib import Path
 
 from ._atomic import atomic_write, check_writable
+from ._cells import safe_cell
 from .errors import TermPoolError
 
 __all__ = ["DEFAULT_DOMAIN", "DEFAULT_TEMPLATE", "TermPools", "check_template", "dedupe", "load_pool", "save_pool",
@@ -92,7 +93,12 @@ def _parse_csv(text: str, path: Path, kind: str | None = None) -> list[str]:
     bad = [i + 2 for i, r in enumerate(rows[1:]) if len([c for c in r if c.strip()]) > 1]
     if bad:
         raise TermPoolError(f"{path}: rows {bad[:5]} have more than one column; quote prompts that hold commas")
-    return [r[0] for r in rows[1:]]
+    return [_unprotected(r[0]) for r in rows[1:]]
+
+
+def _unprotected(cell: str) -> str:
+    """A cell as written before spreadsheet protection (``safe_cell``): the apostrophe before = + - @ comes off."""
+    return cell[1:] if len(cell) > 1 and cell[0] == "'" and cell[1] in "=+-@\t\r" else cell
 
 
 def load_pool(path: str | os.PathLike, *, template: str = DEFAULT_TEMPLATE, kind: str | None = None) -> list[str]:
@@ -129,7 +135,7 @@ def save_pool(
         with atomic_write(path, newline="", encoding="utf-8") as fh:
             w = csv.writer(fh, lineterminator="\n")
             w.writerow([kind.capitalize()])
-            w.writerows([p] for p in prompts)
+            w.writerows([safe_cell(p)] for p in prompts)  # a prompt never becomes a spreadsheet formula
         return path
     lines = [strip_template(p, template) for p in prompts]
     bad = [p for p, ln in zip(prompts, lines, strict=True) if ln is None]

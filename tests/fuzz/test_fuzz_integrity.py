@@ -27,7 +27,7 @@ def small(tmp_path_factory, fitted_on_sample):
 
     root = tmp_path_factory.mktemp("fz-cache")
     slide = write_pyramid_tiff(root / "s.tif", make_tissue(512, 4)[0], 0.5)
-    fresh = score_slide(fitted_on_sample, slide, patch_px=64, min_tissue=0).scores.score
+    fresh = score_slide(fitted_on_sample, slide, patch_px=64, min_tissue=0).score
     return slide, fresh, root
 
 
@@ -50,7 +50,7 @@ def test_damaged_cache_never_gives_stale_scores(small, fitted_on_sample, target,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = score_slide(fitted_on_sample, slide, out_dir=out, patch_px=64, min_tissue=0, overwrite=True)
-    np.testing.assert_allclose(res.scores.score, fresh, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(res.score, fresh, rtol=0, atol=1e-6)
 
 
 @settings(max_examples=25)

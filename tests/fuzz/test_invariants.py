@@ -68,14 +68,16 @@ def test_heatmap_cell_maps_back_to_its_patch(p, ox, oy, r, c, dx, dy):
 @given(n=st.integers(1, 30), seed=st.integers(0, 2**31), k=st.integers(1, 10))
 def test_geojson_export_import_inverse(tmp_path_factory, n, seed, k):
     from napari_anonavila.export.geojson import read_geojson, write_geojson
-    from napari_anonavila.export.records import PatchTable
+    from napari_anonavila.reviews import ReviewMarks
+
+    from ..helpers import result_of_scores
 
     rng = np.random.default_rng(seed)
     cells = rng.choice(400, n, replace=False)
     rows, cols = cells // 20, cells % 20
-    t = PatchTable(cols * 64, rows * 64, 64, rows, cols, rng.random(n) * 1e-3, rng.random(n) * 1e-3,
-                   rng.random(n) * 1e-3, ["a:0.5"] * n, ["b:0.25|c:0.1"] * n, (20, 20), {"path": "s.svs"}, {},
-                   review={int(i): "rejected" for i in rng.choice(n, min(n, 2), replace=False)})
+    t = result_of_scores(rows, cols, 64, (20, 20), rng.random(n) * 1e-3)
+    rejected = ReviewMarks.keys_of(t.grid, rng.choice(n, min(n, 2), replace=False))
+    t.marks = ReviewMarks(dict.fromkeys(rejected, "rejected"))
     path = tmp_path_factory.mktemp("gj") / "t.geojson"
     write_geojson(path, t, top_k=k)
     feats = read_geojson(path)
@@ -84,7 +86,7 @@ def test_geojson_export_import_inverse(tmp_path_factory, n, seed, k):
     back = {(int(f.polygons_xy[0][0][0]), int(f.polygons_xy[0][0][1])): f.measurements["anomaly_score"]
             for f in tiles}
     for i in range(n):
-        assert back[(int(t.x_l0[i]), int(t.y_l0[i]))] == t.score[i]
+        assert back[tuple(int(v) for v in t.xy_l0[i])] == t.score[i]
     marks = {int(f.metadata["patch_index"]): f.metadata["review"] for f in feats if "review" in f.metadata}
-    assert {i: s for i, s in marks.items() if s != "unreviewed"} == {i: s for i, s in t.review.items()
+    assert {i: s for i, s in marks.items() if s != "unreviewed"} == {i: s for i, s in t.review_states().items()
                                                                      if i in marks}

@@ -7,6 +7,7 @@ import os
 import pickle
 import re
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -198,8 +199,10 @@ def _cases(tmp: Path) -> dict:
 
         for d in ("ra", "rb"):
             (tmp / d).mkdir(exist_ok=True)
-            (tmp / d / "summary.json").write_text(json.dumps({"heatmap": {"shape_rc": [1, 1], "cell_size_l0": 8},
-                                                              "provenance": {"slide": {"path": f"/{d}/case.svs"}}}))
+            slide = {"path": f"/{d}/case.svs", "fingerprint_sha256": d * 32}
+            (tmp / d / "summary.json").write_text(json.dumps({
+                "heatmap": {"shape_rc": [1, 1], "cell_size_l0": 8}, "provenance": {"slide": slide},
+                "slide_scores": {"max": 0.2, "top1": 0.2, "max_eroded": 0.2, "top1_eroded": 0.2}}))
             (tmp / d / "patches.csv").write_text("x_l0,y_l0,size_l0,row,col,d_normal,d_abnormal,score,top_normal,"
                                                  "top_abnormal\n0,0,8,0,0,0.1,0.1,0.2,a:1,b:1\n")
         return _cli_error(main, ["export", str(tmp / "ra"), str(tmp / "rb"), "--out", str(tmp / "qa")])
@@ -327,19 +330,46 @@ def _cases(tmp: Path) -> dict:
 
     def export_no_overlay():
         from napari_anonavila.export.bundle import export_all
-        from napari_anonavila.export.records import read_result_dir
+        from napari_anonavila.export.result_folder import open_result
 
         export_clash()
-        return _error(lambda: export_all(tmp / "qa3", read_result_dir(tmp / "ra"), formats=["html"]))
+        return _error(lambda: export_all(tmp / "qa3", open_result(tmp / "ra"), formats=["html"]))
+
+    def result_folder(name: str, **slide) -> Path:
+        export_clash()
+        folder = tmp / name
+        shutil.copytree(tmp / "ra", folder, dirs_exist_ok=True)
+        summary = json.loads((folder / "summary.json").read_text())
+        summary["provenance"]["slide"].update(slide)
+        (folder / "summary.json").write_text(json.dumps(summary))
+        return folder
+
+    def result_changed():
+        from napari_anonavila.export.result_folder import open_result
+
+        folder = result_folder("changed")
+        summary = json.loads((folder / "summary.json").read_text())
+        summary["outputs"] = {"patches.csv": {"bytes": 1, "sha256": "0" * 64}}
+        (folder / "summary.json").write_text(json.dumps(summary))
+        return _error(lambda: open_result(folder))
+
+    def result_slide(content: bool):
+        from napari_anonavila.export.result_folder import open_result
+        from napari_anonavila.slide.locate import find_slide, result_neighbourhood
+
+        path = sample_slide("scored.tif") if content else tmp / "gone" / "scored.tif"
+        folder = result_folder("moved", path=str(path))
+        res = open_result(folder)
+        return _error(lambda: find_slide(res.slide, where=str(folder), near=result_neighbourhood(folder)))
 
     def export_damaged():
-        from napari_anonavila.export.records import read_result_dir
+        from napari_anonavila.export.result_folder import open_result
 
         (tmp / "dmg").mkdir(exist_ok=True)
         (tmp / "dmg" / "summary.json").write_text('{"heatmap": {"shape_rc": "x"}}')
         (tmp / "dmg" / "patches.csv").write_text("x_l0,y_l0,size_l0,row,col,d_normal,d_abnormal,score,top_normal,"
                                                  "top_abnormal\n0,0,8,0,0,0.1,0.1,0.2,a,b\n")
-        return _error(lambda: read_result_dir(tmp / "dmg"))
+        return _error(lambda: open_result(tmp / "dmg"))
 
     def device_unavailable():
         from napari_anonavila.backends import resolve_device
@@ -385,6 +415,12 @@ def _cases(tmp: Path) -> dict:
         "too-few-reference": too_few,
         "export-no-overlay": export_no_overlay,
         "export-damaged": export_damaged,
+        "result-no-fingerprint": lambda: _error(lambda: __import__("napari_anonavila").open_result(
+            result_folder("nofp", fingerprint_sha256=""))),
+        "result-changed": result_changed,
+        "result-slide-moved": lambda: result_slide(False),
+        "result-other-slide": lambda: result_slide(True),
+        "reference-degenerate": lambda: _error(lambda: Calibration(np.r_[np.zeros((19, 4)), np.ones((1, 4))], "x")),
         "device-unknown": lambda: _error(lambda: get_backend("demo", "banana")),
         "device-unavailable": device_unavailable,
         "template": lambda: _error(lambda: load_pool(write("tt.txt", "a\n"), template="{organ} {}")),

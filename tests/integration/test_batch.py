@@ -98,7 +98,7 @@ def test_results_equal_a_single_process_run(cohort, model, cluster, tmp_path):
     with open(out / "case1" / "patches.csv", newline="") as fh:
         batch_scores = np.array([float(r["score"]) for r in csv.DictReader(fh)])
     # same device, same threads: equal up to the CSV's 8 significant digits
-    np.testing.assert_allclose(batch_scores, local.scores.score, rtol=1e-7)
+    np.testing.assert_allclose(batch_scores, local.score, rtol=1e-7)
 
 
 def test_a_killed_worker_loses_and_doubles_nothing(cohort, model, tmp_path):

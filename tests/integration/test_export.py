@@ -13,7 +13,7 @@ from napari_anonavila.cli import main
 from napari_anonavila.errors import InputFileError
 from napari_anonavila.export.bundle import check_provenance, export_all
 from napari_anonavila.export.geojson import feature_to_geojson, read_geojson, region_feature, write_features
-from napari_anonavila.export.records import from_result, read_result_dir
+from napari_anonavila.export.result_folder import open_result
 from napari_anonavila.pipeline import score_slide
 
 from ..conftest import shared_path
@@ -32,8 +32,9 @@ def result_dir(tmp_path_factory, fitted_on_sample):
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, result_dir):
     out, _ = result_dir
-    table = read_result_dir(out)
-    table.review = {int(table.top_k(3)[0]): "confirmed", int(table.top_k(3)[1]): "rejected"}
+    table = open_result(out)
+    table.marks.set(table.marks.keys_of(table.grid, table.top_k(1)), "confirmed")
+    table.marks.set(table.marks.keys_of(table.grid, table.top_k(2)[1:]), "rejected")
     regions = [region_feature(np.array([[10, 20], [400, 20], [400, 300]]), "Normal", metadata={"by": "reviewer"})]
     folder = tmp_path_factory.mktemp("export")
     written = export_all(folder, table, top_k=5, regions=regions, overlay_png=(out / "overlay.png").read_bytes())
@@ -105,14 +106,15 @@ def test_x_y_orientation_on_a_non_square_slide(exported, result_dir, fitted_on_s
     by_rank = {f["properties"]["measurements"]["rank"]: f for f in tiles}
     i = int(table.top_k(1)[0])
     corner = by_rank[1]["geometry"]["coordinates"][0][0]
-    assert corner == [int(table.x_l0[i]), int(table.y_l0[i])]  # CSV (x, y) -> GeoJSON [x, y]
+    x, y = (int(v) for v in table.xy_l0[i])
+    assert corner == [x, y]  # CSV (x, y) -> GeoJSON [x, y]
     assert max(f["geometry"]["coordinates"][0][2][1] for f in tiles) > 2220  # y runs along the long side
     with open_slide(res.slide["path"]) as slide:
         data, kwargs, _ = slide_layer_data(slide)
         layer = Image(data, **kwargs)
-        coords, pkw = review_points(res, fitted_on_sample, 1, ReviewMarks(), layer)
-    p = table.size_l0
-    assert tuple(coords[0]) == (table.y_l0[i] + (p - 1) / 2, table.x_l0[i] + (p - 1) / 2)  # napari (row=y, col=x)
+        coords, pkw = review_points(res, 1, ReviewMarks(), layer)
+    p = table.patch_size_l0
+    assert tuple(coords[0]) == (y + (p - 1) / 2, x + (p - 1) / 2)  # napari (row=y, col=x)
     assert pkw["scale"] == pytest.approx(tuple(layer.scale))  # the points share the slide's transform
 
 
@@ -134,7 +136,7 @@ def test_review_state_round_trips(exported):
     table, written = exported
     feats = read_geojson(written["geojson"])
     states = {int(f.metadata["patch_index"]): f.metadata["review"] for f in feats if "review" in f.metadata}
-    assert {k: v for k, v in states.items() if v != "unreviewed"} == table.review
+    assert {k: v for k, v in states.items() if v != "unreviewed"} == table.review_states()
 
 
 def test_other_layouts_are_read(tmp_path):
@@ -181,12 +183,12 @@ def test_ome_tiff_heatmap_is_aligned(exported):
     k = base.shape[0] // heat.shape[0]
     assert base.shape == (heat.shape[0] * k, heat.shape[1] * k)
     i = int(table.top_k(1)[0])
-    r, c = int(table.row[i]), int(table.col[i])
+    r, c = (int(v) for v in table.grid.cells_rc[i])
     assert base[r * k + k // 2, c * k + k // 2] == pytest.approx(table.score[i], rel=1e-6)
     assert np.isnan(base[np.isnan(np.repeat(np.repeat(heat, k, 0), k, 1))]).all()
     # physical size: one heatmap pixel = patch / k level-0 pixels = that many times mpp microns
     size_x = float(ome.split('PhysicalSizeX="')[1].split('"')[0])
-    assert size_x * base.shape[1] == pytest.approx(0.499 * table.size_l0 * heat.shape[1], rel=1e-6)
+    assert size_x * base.shape[1] == pytest.approx(0.499 * table.patch_size_l0 * heat.shape[1], rel=1e-6)
 
 
 def test_report_and_provenance(exported):
@@ -230,21 +232,20 @@ def test_cli_export(result_dir, tmp_path, capsys):
     assert main(["export", str(out), "--out", str(tmp_path), "--formats", "pdf"]) == 2
 
 
-def test_from_result_matches_result_dir(result_dir, fitted_on_sample):
-    out, res = result_dir
-    a = from_result(res, fitted_on_sample)
-    b = read_result_dir(out)
-    np.testing.assert_allclose(a.score, b.score, rtol=1e-7)
-    assert a.top_abnormal == b.top_abnormal and (a.x_l0 == b.x_l0).all()
-
-
-def test_review_state_survives_the_patch_csv(exported, tmp_path):
+def test_review_state_survives_the_patch_csv(exported, result_dir, tmp_path):
+    """A result folder of the oldest layout (patches.csv with its review column, no patches.npz, no reviews.json)
+    reads back with its marks on the same patches."""
     import shutil
 
     table, written = exported
+    out, _ = result_dir
     folder = tmp_path / "res"
     folder.mkdir()
     shutil.copy(written["csv"], folder / "patches.csv")
-    (folder / "summary.json").write_text(json.dumps({"heatmap": {"shape_rc": list(table.shape_rc),
-                                                                 "cell_size_l0": table.size_l0}}))
-    assert read_result_dir(folder).review == table.review
+    summary = json.loads((out / "summary.json").read_text())
+    del summary["outputs"]
+    (folder / "summary.json").write_text(json.dumps(summary))
+    old = open_result(folder)
+    assert old.review_states() == table.review_states() and len(old.review_states()) == 2
+    np.testing.assert_allclose(old.score, table.score, rtol=1e-7)
+    assert [old.explain(i) for i in range(len(old))] == [table.explain(i) for i in range(len(table))]

@@ -138,7 +138,7 @@ def test_exports_of_results_with_one_name_are_refused(tmp_path, model, sample_sl
 def test_a_second_run_into_a_claimed_folder_fails_at_once(tmp_path, model, sample_slides):
     """Two runs on one --out: the second is refused while the first holds the folder, never both 'succeed'; a
     holder killed and not yet reaped (a zombie, like a dask worker just after SIGKILL) holds nothing."""
-    from napari_anonavila._atomic import LOCK_NAME
+    from napari_anonavila._atomic import lock_path
 
     from ..helpers import hold_folder
 
@@ -154,7 +154,7 @@ def test_a_second_run_into_a_claimed_folder_fails_at_once(tmp_path, model, sampl
         res = anonavila("score-slide", sample_slides.anomalous, "--model", model, "--out", tmp_path / "out",
                         "--patch-px", "256")
         assert res.returncode == 0, res.stderr
-        assert not (out / LOCK_NAME).exists()
+        assert not lock_path(out).exists()
     finally:
         holder.kill()
         holder.wait()
@@ -184,7 +184,7 @@ def test_a_hundred_lock_races_have_one_holder_at_a_time(tmp_path):
     import itertools
     import multiprocessing as mp
 
-    from napari_anonavila._atomic import _HOST, LOCK_NAME
+    from napari_anonavila._atomic import _HOST, lock_path
 
     ctx = mp.get_context("fork")
     gone = ctx.Process(target=int)
@@ -195,7 +195,7 @@ def test_a_hundred_lock_races_have_one_holder_at_a_time(tmp_path):
         folder, log = tmp_path / f"r{race}", tmp_path / f"r{race}.log"
         folder.mkdir()
         leftover = ["", json.dumps({"host": _HOST, "pid": dead, "since": "?"}), "{damaged"][race % 3]
-        (folder / LOCK_NAME).write_text(leftover)
+        lock_path(folder).write_text(leftover)
         barrier = ctx.Barrier(8)
         procs = [ctx.Process(target=_race, args=(str(folder), barrier, str(log))) for _ in range(8)]
         for p in procs:
@@ -338,7 +338,7 @@ def test_a_damaged_embedding_cache_is_rebuilt_with_one_warning(tmp_path, sample_
     assert len([r for r in rec if issubclass(r.category, CacheWarning)]) == 1
     assert str(out) in str(rec[0].message)
     assert not again.from_cache
-    np.testing.assert_allclose(again.scores.score, fresh.scores.score, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(again.score, fresh.score, rtol=0, atol=1e-6)
     third = score_slide(fitted_on_sample, sample_slides.anomalous, out_dir=out, patch_px=256, overwrite=True)
     assert third.from_cache  # rebuilt and verified
 
@@ -468,10 +468,12 @@ def test_a_failed_export_leaves_nothing_and_a_rerun_works(tmp_path, model, sampl
     out = tmp_path / "res"
     assert anonavila("score-slide", sample_slides.anomalous, "--model", model, "--out", out,
                      "--patch-px", "256").returncode == 0
-    (out / "anomalous" / "overlay.png").unlink()  # the overlay is missing: the HTML report cannot be made
+    (out / "anomalous" / "overlay.png").unlink()  # an output is missing: the result is incomplete
     res = anonavila("export", out / "anomalous", "--out", tmp_path / "qa")
-    one_line_error(res, "overlay")
+    one_line_error(res, "overlay.png: missing")
     assert not (tmp_path / "qa").exists() or not list((tmp_path / "qa").iterdir())
+    assert anonavila("score-slide", sample_slides.anomalous, "--model", model, "--out", out, "--patch-px", "256",
+                     "--overwrite").returncode == 0  # scored again (from the embedding cache): whole again
     res = anonavila("export", out / "anomalous", "--out", tmp_path / "qa", "--formats", "geojson,csv,ome-tiff")
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "qa" / "anomalous" / "anomalous.provenance.json").is_file()
@@ -579,7 +581,7 @@ def test_an_error_at_any_rename_of_a_result_leaves_the_old_result_or_the_new(tmp
     import copy
 
     from napari_anonavila import _atomic
-    from napari_anonavila.export.records import read_result_dir
+    from napari_anonavila.export.result_folder import open_result
 
     out = tmp_path / "res"
     old_det = fitted_on_sample
@@ -606,7 +608,7 @@ def test_an_error_at_any_rename_of_a_result_leaves_the_old_result_or_the_new(tmp
     assert new["patches.csv"] != old["patches.csv"]
     steps = calls["n"]
     assert steps >= 3  # the caches moved across, then the exchange
-    names = ("patches.csv", "summary.json", "heatmap.npy", "overlay.png")
+    names = ("patches.csv", "patches.npz", "summary.json", "heatmap.npy", "overlay.png")
     for k in range(1, steps + 1):
         calls["fail_at"] = None
         old_det.score_slide(sample_slides.anomalous, overwrite=True, **kw)  # back to an old result
@@ -619,7 +621,7 @@ def test_an_error_at_any_rename_of_a_result_leaves_the_old_result_or_the_new(tmp
         now = {n: (out / "anomalous" / n).read_bytes() for n in names}
         # every step before the exchange is undone, and the exchange is one step: the old result, byte for byte
         assert now == before, f"not the old result after a fault at step {k} of {steps}"
-        read_result_dir(out / "anomalous")  # and it reads as a whole result
+        open_result(out / "anomalous")  # and it reads as a whole result
         assert not list(out.glob(".*.partial")), "the staged folder was left behind"
         assert (out / "anomalous" / "embeddings").is_dir()  # the caches moved back
     new_det.score_slide(sample_slides.anomalous, overwrite=True, **kw)

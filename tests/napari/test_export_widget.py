@@ -53,7 +53,7 @@ def test_mark_export_and_import_back(qa, qtbot, tmp_path, errors):
     assert set(record["review_state"].values()) == {"confirmed", "rejected"}
     layers = qa_widget.import_geojson(written["geojson"])
     tiles = next(ly for ly in layers if ly.name.endswith("tiles"))
-    assert len(tiles.data) == len(w.session.result.scores)
+    assert len(tiles.data) == len(w.session.result)
     # an imported tile lies on its patch: its first corner is the patch's top-left corner in world coordinates
     xy = w.session.result.grid.xy_l0()
     corners = {tuple(np.round(slide_layer.data_to_world((y - 0.5, x - 0.5)), 6)) for x, y in xy}

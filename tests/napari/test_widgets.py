@@ -148,7 +148,7 @@ def test_erosion_toggle_and_mode_rescore_from_cache(scored, qtbot):
 def test_term_edit_rescores_from_cache_without_pixel_reads(scored, qtbot, errors):
     viewer, w, _ = scored
     terms = open_widget(viewer, "Term pools")
-    before = w.session.result.scores.score.copy()
+    before = w.session.result.score.copy()
     slide = w.session.slide
     slide.reads = 0
     terms.abnormal.list.takeItem(0)
@@ -159,7 +159,7 @@ def test_term_edit_rescores_from_cache_without_pixel_reads(scored, qtbot, errors
     wait_worker(qtbot, w)
     assert slide.reads == 0
     assert w.session.result.from_cache
-    assert not np.allclose(w.session.result.scores.score, before)
+    assert not np.allclose(w.session.result.score, before)
     assert "retraining is advisable" in terms.status.text()
     assert "(edited)" in w.model_info.value
     assert not errors
@@ -212,13 +212,13 @@ def test_retrain_changes_scores_and_saves_versioned_checkpoints(scored, qtbot, t
     r.regions.value = viewer.layers[normal.name]
     r.epochs.value = 3
     r.batch_size.value = 8
-    before = w.session.result.scores.score.copy()
+    before = w.session.result.score.copy()
     click(r.train_button)
     qtbot.waitUntil(lambda: r.worker is None, timeout=60_000)
     wait_worker(qtbot, w)
     assert not errors
     assert len(r.plot.losses) >= 3
-    assert not np.allclose(w.session.result.scores.score, before)
+    assert not np.allclose(w.session.result.score, before)
     # the default name is versioned, next to the checkpoint in use
     assert r.out.value.name == "model-v1.safetensors" and r.out.value.parent == tmp_path
     path = r.save()
@@ -276,14 +276,14 @@ def test_current_view_region_scores_only_what_is_visible(viewer, qtbot, sample_s
     click(w.run_button)
     wait_worker(qtbot, w)
     res = w.session.result
-    assert 0 < len(res.scores) < (2048 // 128) ** 2
+    assert 0 < len(res) < (2048 // 128) ** 2
     x0, y0 = res.grid.xy_l0().min(axis=0)
     assert x0 < 1024 and y0 < 1024
 
 
 def test_retrain_on_another_normal_slide(scored, qtbot, sample_slides):
     viewer, w, slide_layer = scored
-    before = w.session.result.scores.score.copy()
+    before = w.session.result.score.copy()
     normal = open_slide(viewer, sample_slides.normal)  # selected: the widgets now show this slide (no result yet)
     assert w.session.result is None
     r = open_widget(viewer, "Retrain")
@@ -297,7 +297,7 @@ def test_retrain_on_another_normal_slide(scored, qtbot, sample_slides):
     viewer.layers.selection.active = slide_layer  # re-scored from the cache, never shown stale
     wait_worker(qtbot, w)
     assert slide is not w.session.slide_layer and w.session.result_is_current()
-    assert not np.allclose(w.session.result.scores.score, before)
+    assert not np.allclose(w.session.result.score, before)
 
 
 def test_cancel_then_run_again_resumes_to_the_uninterrupted_result(viewer, qtbot, fitted_on_sample, tmp_path):
@@ -321,9 +321,9 @@ def test_cancel_then_run_again_resumes_to_the_uninterrupted_result(viewer, qtbot
     wait_worker(qtbot, w)
     res = w.session.result
     ref = score_slide(fitted_on_sample, wsi.path, patch_px=64)  # no cache: a plain uninterrupted run
-    assert 2048 <= res.n_from_cache < len(ref.scores)
+    assert 2048 <= res.n_from_cache < len(ref)
     np.testing.assert_array_equal(res.grid.cells_rc, ref.grid.cells_rc)
-    np.testing.assert_array_equal(res.scores.score, ref.scores.score)
+    np.testing.assert_array_equal(res.score, ref.score)
 
 
 def test_a_renamed_shapes_layer_is_listed_by_its_new_name(viewer, sample_slides):

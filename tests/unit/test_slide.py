@@ -203,9 +203,9 @@ def _read_in_child(xy, size):
 
 @pytest.mark.parametrize("f", [2, 3, 16, 17])
 def test_thumbnail_block_means_are_rounded_means(f):
-    from napari_anonavila.slide.base import _block_mean
+    from napari_anonavila.slide.pixels import block_mean
 
     img = np.random.default_rng(f).integers(0, 256, (5 * f + 3, 7 * f + 1, 3), dtype=np.uint8)
     padded = np.pad(img, ((0, -img.shape[0] % f), (0, -img.shape[1] % f), (0, 0)), mode="edge").astype(float)
     ref = padded.reshape(padded.shape[0] // f, f, padded.shape[1] // f, f, 3).mean(axis=(1, 3))
-    np.testing.assert_array_equal(_block_mean(img, f), np.floor(ref + 0.5).astype(np.uint8))
+    np.testing.assert_array_equal(block_mean(img, f), np.floor(ref + 0.5).astype(np.uint8))

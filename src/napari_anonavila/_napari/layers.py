@@ -84,24 +84,21 @@ def heatmap_kwargs(heat: np.ndarray, slide_layer, patch_size_l0: int, origin_xy_
     return shown, kwargs
 
 
-def review_points(result, detector, k: int, marks: ReviewMarks, slide_layer) -> tuple[np.ndarray, dict]:
-    """(data, kwargs) of the points layer: the top-k patches plus every reviewed patch of the grid.
+def review_points(result, k: int, marks: ReviewMarks, slide_layer) -> tuple[np.ndarray, dict]:
+    """(data, kwargs) of the points layer of a :class:`~napari_anonavila.result.SlideResult`: the top-k patches plus
+    every patch with a review mark in ``marks``.
 
     Points sit at patch centres in the slide's level-0 pixel indices (row, col); the square marker outlines the
     patch, its border colour is the review state, and its label is the rank (the terms are in the features).
-    A saved result (a reopened output folder) explains its patches with the terms it saved; ``detector`` may then
-    be None.
     """
-    order = np.argsort(-result.scores.score, kind="stable")
-    rank = np.empty(len(order), np.int64)
-    rank[order] = np.arange(1, len(order) + 1)
+    rank = result.rank
     reviewed, _aside = marks.on_grid(result.grid)
-    idx = sorted(set(order[:k].tolist()) | set(reviewed), key=lambda i: rank[i])
-    s, g = result.scores, result.grid
-    p = g.patch_size_l0
-    xy = g.xy_l0()[idx] if idx else np.zeros((0, 2), np.int64)
+    idx = sorted(set(result.top_k(k).tolist()) | set(reviewed), key=lambda i: rank[i])
+    s = result
+    p = result.patch_size_l0
+    xy = result.xy_l0[idx] if idx else np.zeros((0, 2), np.int64)
     data = np.stack([xy[:, 1] + (p - 1) / 2, xy[:, 0] + (p - 1) / 2], axis=1) if idx else np.zeros((0, 2))
-    expl = explanations(result, detector, idx)
+    expl = [result.explain(i) for i in idx]
 
     def pretty(cell: str) -> str:
         return "; ".join(f"{t.rsplit(':', 1)[0]} ({float(t.rsplit(':', 1)[1]):.2f})" for t in cell.split("|") if t)
@@ -127,25 +124,15 @@ def review_points(result, detector, k: int, marks: ReviewMarks, slide_layer) -> 
     return data, kwargs
 
 
-def explanations(result, detector, idx) -> list[tuple[str, str]]:
-    """(normal, abnormal) 'term:weight|...' strings of patches ``idx``: a saved result's own, else from the detector's
-    term names."""
-    if hasattr(result, "explain"):
-        return [result.explain(i) for i in idx]
-    from ..export.tables import explain_columns
-
-    names_n, names_a = detector.term_names("normal"), detector.term_names("abnormal")
-    return [tuple(explain_columns(result.scores, i, names_n, names_a)) for i in idx]
-
-
 def significant_points(result, slide_layer) -> tuple[np.ndarray, dict]:
     """(data, kwargs) of the outlines of the patches significant at the calibrated false-discovery rate."""
     sig = np.nonzero(result.significant())[0]
-    p = result.grid.patch_size_l0
-    xy = result.grid.xy_l0()[sig] if sig.size else np.zeros((0, 2), np.int64)
+    p = result.patch_size_l0
+    xy = result.xy_l0[sig] if sig.size else np.zeros((0, 2), np.int64)
     data = np.stack([xy[:, 1] + (p - 1) / 2, xy[:, 0] + (p - 1) / 2], axis=1) if sig.size else np.zeros((0, 2))
-    kwargs = {"name": "significant patches (FDR 5%)", "size": p, "symbol": "square", "face_color": "transparent",
-              "border_color": "white", "border_width": 0.06, "border_width_is_relative": True,
+    kwargs = {"name": f"significant patches (FDR {result.fdr:.0%})", "size": p, "symbol": "square",
+              "face_color": "transparent", "border_color": "white", "border_width": 0.06,
+              "border_width_is_relative": True,
               "features": {"index": sig.astype(int).tolist()}, "metadata": {"patch_size_l0": p},
               **cells_layer_transform(slide_layer)}
     return data, kwargs

@@ -95,11 +95,11 @@ def read_results(path: str | os.PathLike) -> list[tuple]:
 
     Review marks made in napari on this slide are saved back to ``reviews.json`` in the folder.
     """
-    from ..export.saved_result import open_result_dir
+    from ..export.result_folder import open_result
 
     folder = Path(path)
     try:
-        saved = open_result_dir(folder)
+        saved = open_result(folder)
         slide = _slide_of(saved)
     except AnonavilaError as err:
         raise _shown(err) from None
@@ -114,7 +114,7 @@ def read_results(path: str | os.PathLike) -> list[tuple]:
         heat, fixed, label = saved.heatmap(), None, f"raw anomaly score ({saved.mode}; uncalibrated; saved)"
     hdata, hkw = heatmap_kwargs(heat, where, p, origin, label=label, fixed=fixed)
     sdata, skw = significant_points(saved, where)
-    tdata, tkw = review_points(saved, None, TOP_K, saved.marks, where)
+    tdata, tkw = review_points(saved, TOP_K, saved.marks, where)
     return [(data, kwargs, kind),
             (hdata, tag(hkw, name, link, HEATMAP), "image"),
             (sdata, tag(skw, name, link, SIGNIFICANT), "points"),
@@ -122,21 +122,17 @@ def read_results(path: str | os.PathLike) -> list[tuple]:
 
 
 def _slide_of(saved):
-    """Open the slide a saved result was made on; refuse another file's or changed content (the heatmap would be
+    """Open the slide a saved result was made on, found by content: at its recorded path, beside the result folder,
+    or beside a slide already open in the viewer; another file's or changed content is refused (the heatmap would be
     drawn on the wrong tissue)."""
-    from ..errors import InputFileError
+    import napari
 
-    recorded = saved.slide.get("path")
-    if not recorded:
-        raise InputFileError(f"{saved.folder}: summary.json does not say which slide was scored")
-    path = Path(recorded)
-    if not path.is_file() and not path.is_dir():
-        raise InputFileError(f"{saved.folder}: its slide {path} is not there (moved or renamed?); put it back to "
-                             "open the result")
-    slide = open_slide(path)
-    want = saved.slide_fingerprint
-    if want and slide.fingerprint() != want:
-        slide.close()
-        raise InputFileError(f"{saved.folder}: {path} is not the slide this result was made on (its content changed "
-                             "since: fingerprint differs); score it again")
-    return slide
+    from ..slide.locate import find_slide, result_neighbourhood
+    from .session import slide_of
+
+    viewer = napari.current_viewer()
+    open_dirs = [] if viewer is None else list(dict.fromkeys(
+        s.path.resolve().parent for ly in viewer.layers if (s := slide_of(ly)) is not None))
+    given = saved.slide.get("mpp") if saved.slide.get("mpp_source") not in (None, "file") else None
+    return find_slide(saved.slide, where=str(saved.folder), near=result_neighbourhood(saved.folder),
+                      search=open_dirs, mpp=given if isinstance(given, (int, float)) else None)

@@ -12,7 +12,6 @@ import numpy as np
 from napari.layers import Image, Points
 
 from .layers import heatmap_kwargs, review_points, significant_points
-from .session import Session
 
 __all__ = ["HEATMAP", "SIGNIFICANT", "TOPK", "clear_results", "draw_heatmap", "draw_points", "draw_significant",
            "layer_named", "link_of", "result_layer", "result_layers", "slide_of_result", "tag"]
@@ -138,13 +137,13 @@ def draw_heatmap(viewer, slide_layer, heat: np.ndarray, patch_size_l0: int, orig
     return layer
 
 
-def draw_points(viewer, session: Session):
-    """Show the top-k patches of the session's result plus every reviewed patch, in the slide's own points layer;
-    return the layer (or None)."""
-    res, det, slide_layer = session.result, session.detector, session.slide_layer
-    if res is None or slide_layer is None or (det is None and not getattr(res, "saved", False)):
+def draw_points(viewer, slide_layer, result, top_k: int, marks):
+    """Show the ``top_k`` patches of ``result`` plus every patch marked in ``marks``, in ``slide_layer``'s own points
+    layer; return the layer (or None without a result)."""
+    res = result
+    if res is None or slide_layer is None:
         return None
-    data, kw = review_points(res, det, session.top_k, session.marks(), slide_layer)
+    data, kw = review_points(res, top_k, marks, slide_layer)
     kw = _tag(kw, slide_layer, TOPK)
     layer = result_layer(viewer, slide_layer, TOPK)
     if layer is not None:
@@ -161,10 +160,10 @@ def draw_points(viewer, session: Session):
     return layer
 
 
-def draw_significant(viewer, session: Session):
-    """Outline the patches significant at the calibrated false-discovery rate in the slide's own layer (empty when
-    there are none, or the model is uncalibrated); return the layer."""
-    res, slide_layer = session.result, session.slide_layer
+def draw_significant(viewer, slide_layer, result):
+    """Outline the patches of ``result`` significant at its false-discovery rate in ``slide_layer``'s own layer (empty
+    when there are none, or the model is uncalibrated); return the layer."""
+    res = result
     if res is None or slide_layer is None:
         return None
     data, kw = significant_points(res, slide_layer)

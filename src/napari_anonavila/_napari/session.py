@@ -79,8 +79,12 @@ class Session:
         """Whether the shown slide's result was made by the detector as it is now (a reopened result is a record of
         its own model: it is shown as it was saved, never re-scored on its own)."""
         res = self.result
-        return res is not None and (getattr(res, "saved", False)
+        return res is not None and (self.is_reopened(res)
                                     or self._made_with.get(self.slide_layer) == self.model_version)
+
+    def is_reopened(self, result) -> bool:
+        """Whether ``result`` is the one the shown slide was opened with from its result folder (not scored here)."""
+        return result is not None and result is saved_result_of(self.slide_layer)
 
     @property
     def result(self):
@@ -145,7 +149,7 @@ def session_for(viewer) -> Session:
 
 
 def saved_result_of(layer):
-    """The SavedResult a slide layer was opened with (a result folder), else None."""
+    """The result a slide layer was opened with from its result folder, else None."""
     return layer.metadata.get("anonavila_saved") if layer is not None and hasattr(layer, "metadata") else None
 
 

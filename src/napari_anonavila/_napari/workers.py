@@ -53,6 +53,7 @@ class ScorePlan:
     grid: PatchGrid | None = None  # score this grid again (a re-score): no tissue mask, no pixel reads if cached
     detector: object | None = None  # use as is
     model_path: Path | None = None  # else load this checkpoint
+    checkpoint: Path | None = None  # the file ``detector`` was loaded from, for the result's provenance
     device: str = "auto"
     precision: str = "float32"
     demo_regions: list[np.ndarray] | None = None  # else build the demo model and fit it on these normal regions
@@ -181,9 +182,13 @@ def score_worker(plan: ScorePlan):
                              roi_polygons_xy_l0=plan.roi)
         yield GridReady(grid)
         from ..pipeline import iter_score_slide
+        from ..userfiles import sha256_file
 
+        ck = plan.model_path or plan.checkpoint
+        record = {"path": str(Path(ck).resolve()), "sha256": sha256_file(ck)} if ck and Path(ck).is_file() else None
         result = yield from iter_score_slide(plan.slide, grid, det, batch_size=plan.batch_size,
-                                             cache=session_cache(plan.slide, grid), mode=plan.mode)
+                                             cache=session_cache(plan.slide, grid), mode=plan.mode,
+                                             checkpoint=record)
     return result
 
 
@@ -216,13 +221,13 @@ def pools_worker(detector, pools):
 
 
 @thread_worker(ignore_errors=True)
-def export_worker(folder: Path, table, *, formats, top_k: int, regions, slide, result):
-    """Render the overlay and write the chosen formats; return the written paths."""
+def export_worker(folder: Path, result, *, formats, top_k: int, regions, slide):
+    """Render the overlay and write the chosen formats of ``result``; return the written paths."""
     from ..export.bundle import export_all
-    from ..export.slide_outputs import overlay_png
+    from ..export.overlay import overlay_png
 
     yield Progress("rendering the overlay", 0, 2)
     picture = overlay_png(result, slide) if "html" in formats else None
     yield Progress("writing", 1, 2)
-    return export_all(folder, table, formats=formats, top_k=top_k, regions=regions, slide=slide,
+    return export_all(folder, result, formats=formats, top_k=top_k, regions=regions, slide=slide,
                       overlay_png=picture, overwrite=True)

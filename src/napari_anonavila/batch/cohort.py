@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import glob
-import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -12,11 +11,11 @@ from ..errors import InputFileError
 from ..maps import SLIDE_SCORE_NAMES
 
 __all__ = ["CALIBRATED_COLUMNS", "COHORT_COLUMNS", "BatchSettings", "CohortEntry", "cohort_row", "expand_inputs",
-           "finished", "read_cohort", "slide_out_dirs"]
+           "finished", "merge_cohort", "read_cohort", "slide_out_dirs"]
 
 CALIBRATED_COLUMNS = ["n_significant", "area_significant_mm2", "max_z", "p_slide"]
 COHORT_COLUMNS = ["slide", "status", "error", "n_patches", *SLIDE_SCORE_NAMES, *CALIBRATED_COLUMNS, "seconds",
-                  "out_dir"]
+                  "out_dir", "fingerprint_sha256"]
 
 
 @dataclass(frozen=True)
@@ -85,27 +84,54 @@ def slide_out_dirs(out: Path, slides: list[Path]) -> dict[Path, Path]:
     return {p: out / s for s, p in stems.items()}
 
 
-def finished(out_dir: Path, *, slide_fingerprint: str, checkpoint_sha: str, settings: BatchSettings) -> bool:
-    """True when ``out_dir`` holds a complete result for this slide content, model and settings."""
+def finished(out_dir: Path, *, slide_fingerprint: str, checkpoint_sha: str, settings: BatchSettings):
+    """The complete result in ``out_dir`` for this slide content, model and settings, every output verified against
+    the record in its ``summary.json``; else None (nothing there, another slide, model or settings, or a damaged or
+    partly deleted folder: scored again)."""
+    from ..errors import InputFileError
+    from ..export.result_folder import open_result
+
+    if not (out_dir / "summary.json").is_file():
+        return None
     try:
-        summary = json.loads((out_dir / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return False
-    prov = summary.get("provenance") or {}
-    return ((prov.get("slide") or {}).get("fingerprint_sha256") == slide_fingerprint
-            and (prov.get("checkpoint") or {}).get("sha256") == checkpoint_sha
-            and summary.get("batch_settings") == settings.to_dict())
+        result = open_result(out_dir, verify=True)
+    except InputFileError:
+        return None
+    prov = result.provenance
+    same = (result.slide_fingerprint == slide_fingerprint and (prov.get("checkpoint") or {}).get("sha256") ==
+            checkpoint_sha and prov.get("batch_settings") == settings.to_dict())
+    return result if same else None
 
 
-def cohort_row(slide: Path, status: str, *, error: str = "", summary: dict | None = None, seconds: float = 0.0,
-               out_dir: Path | None = None) -> dict:
-    scores = (summary or {}).get("slide_scores") or {}
-    cal = (summary or {}).get("calibrated") or {}
-    return {"slide": str(slide), "status": status, "error": error.replace("\n", " ")[:500],
-            "n_patches": (summary or {}).get("n_patches", ""),
-            **{k: "" if scores.get(k) is None else scores[k] for k in SLIDE_SCORE_NAMES},
-            **{k: "" if cal.get(k) is None else cal[k] for k in CALIBRATED_COLUMNS},
-            "seconds": round(seconds, 2), "out_dir": str(out_dir or "")}
+def cohort_row(slide: Path, status: str, *, error: str = "", result=None, seconds: float = 0.0,
+               out_dir: Path | None = None, fingerprint: str = "") -> dict:
+    """A row of ``cohort.csv``: the slide (absolute path), what became of it, and its numbers from ``result``
+    (a :class:`~napari_anonavila.result.SlideResult`)."""
+    scores = result.slide_scores() if result is not None else {}
+    cal = result.calibrated_summary() if result is not None else {}
+
+    def cell(v):
+        return "" if v is None or (isinstance(v, float) and v != v) else v
+
+    return {"slide": os.path.abspath(slide), "status": status, "error": error.replace("\n", " ")[:500],
+            "n_patches": len(result) if result is not None else "",
+            **{k: cell(scores.get(k)) for k in SLIDE_SCORE_NAMES},
+            **{k: cell(cal.get(k)) for k in CALIBRATED_COLUMNS},
+            "seconds": round(seconds, 2), "out_dir": os.path.abspath(out_dir) if out_dir else "",
+            "fingerprint_sha256": (result.slide_fingerprint if result is not None else fingerprint) or ""}
+
+
+def merge_cohort(previous: list[dict], rows: list[dict]) -> list[dict]:
+    """Rows of an earlier run into the same folder, followed by this run's: a slide of this run (by content
+    fingerprint, else by path) replaces its earlier row; earlier rows of other slides stay unless their result
+    folder is gone."""
+    def key(r: dict) -> str:
+        return r.get("fingerprint_sha256") or os.path.realpath(r["slide"])
+
+    now = {key(r) for r in rows}
+    kept = [r for r in previous if key(r) not in now and (r.get("status") == "failed" or (
+        r.get("out_dir") and (Path(r["out_dir"]) / "summary.json").is_file()))]
+    return [{c: r.get(c, "") for c in COHORT_COLUMNS} for r in kept] + rows
 
 
 @dataclass(frozen=True)

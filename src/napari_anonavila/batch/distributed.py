@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .._atomic import atomic_write
 from ..errors import AnonavilaError, BackendUnavailableError, OutputExistsError
-from .cohort import COHORT_COLUMNS, BatchSettings, cohort_row, finished, slide_out_dirs
+from .cohort import COHORT_COLUMNS, BatchSettings, cohort_row, finished, merge_cohort, slide_out_dirs
 
 __all__ = ["WORK_LOG", "run_batch", "score_one"]
 
@@ -61,14 +61,16 @@ def score_one(slide: str, fingerprint: str, model: str, model_sha: str, out_dir:
         for attempt in range(2):
             # a rescheduled task whose outputs were already complete (its worker died after writing them), or a
             # slide another run into the same --out has just finished
-            if finished(Path(out_dir), slide_fingerprint=fingerprint, checkpoint_sha=model_sha, settings=settings):
-                return cohort_row(Path(slide), "ok", summary=_summary(Path(out_dir)), out_dir=Path(out_dir))
+            done = finished(Path(out_dir), slide_fingerprint=fingerprint, checkpoint_sha=model_sha, settings=settings)
+            if done is not None:
+                return cohort_row(Path(slide), "ok", result=done, out_dir=Path(out_dir))
             det = _detector(model, model_sha, _device(), settings.precision)
             try:
-                score_slide(det, slide, out_dir=out_dir, patch_um=settings.patch_um, patch_px=settings.patch_px,
-                            min_tissue=settings.min_tissue, mode=settings.mode, batch_size=settings.batch_size,
-                            mpp=settings.mpp, overwrite=True, checkpoint={"path": model, "sha256": model_sha},
-                            extra={"batch_settings": settings.to_dict()})
+                result = score_slide(det, slide, out_dir=out_dir, patch_um=settings.patch_um,
+                                     patch_px=settings.patch_px, min_tissue=settings.min_tissue, mode=settings.mode,
+                                     batch_size=settings.batch_size, mpp=settings.mpp, overwrite=True,
+                                     checkpoint={"path": model, "sha256": model_sha},
+                                     extra={"batch_settings": settings.to_dict()})
                 break
             except OutputExistsError:
                 if attempt:
@@ -78,11 +80,10 @@ def score_one(slide: str, fingerprint: str, model: str, model_sha: str, out_dir:
         if isinstance(err, BackendUnavailableError):
             raise  # a worker without the model's package: let another worker try
         return cohort_row(Path(slide), "failed", error=f"{type(err).__name__}: {err}",
-                          seconds=time.perf_counter() - t0, out_dir=Path(out_dir))
+                          seconds=time.perf_counter() - t0, out_dir=Path(out_dir), fingerprint=fingerprint)
     with open(os.path.join(log_dir, WORK_LOG), "a", encoding="utf-8") as fh:  # O_APPEND: one short line is atomic
         fh.write(f"{slide}\t{os.getpid()}\n")
-    return cohort_row(Path(slide), "ok", summary=_summary(Path(out_dir)), seconds=time.perf_counter() - t0,
-                      out_dir=Path(out_dir))
+    return cohort_row(Path(slide), "ok", result=result, seconds=time.perf_counter() - t0, out_dir=Path(out_dir))
 
 
 def _wait_for_claim(folder: Path, timeout_s: float = 6 * 3600) -> None:
@@ -148,10 +149,10 @@ def run_batch(slides: list[Path], model: str | os.PathLike, out: str | os.PathLi
         except AnonavilaError as err:
             rows[str(s)] = cohort_row(s, "failed", error=f"{type(err).__name__}: {err}", out_dir=target)
             continue
-        if finished(target, slide_fingerprint=fp, checkpoint_sha=sha, settings=settings):
-            rows[str(s)] = cohort_row(s, "skipped", summary=_summary(target), out_dir=target)
-        elif not overwrite and (other := _result_of_another_slide(target, s)):
-            rows[str(s)] = cohort_row(s, "failed", out_dir=target, error=(
+        if (done := finished(target, slide_fingerprint=fp, checkpoint_sha=sha, settings=settings)) is not None:
+            rows[str(s)] = cohort_row(s, "skipped", result=done, out_dir=target)
+        elif not overwrite and (other := _result_of_another_slide(target, s, fp)):
+            rows[str(s)] = cohort_row(s, "failed", out_dir=target, fingerprint=fp, error=(
                 f"OutputExistsError: {target} holds the complete result of another slide ({other}); pass --overwrite "
                 "to replace it, or use another --out"))
         else:
@@ -171,9 +172,11 @@ def run_batch(slides: list[Path], model: str | os.PathLike, out: str | os.PathLi
         if cluster is not None:
             cluster.close()
     ordered = [rows[str(s)] for s in slides]
-    from ..export.tables import write_csv
+    from ..export.tables import read_csv, write_csv
 
-    write_csv(out / "cohort.csv", COHORT_COLUMNS, ([r[c] for c in COHORT_COLUMNS] for r in ordered), overwrite=True)
+    previous = read_csv(out / "cohort.csv", ["slide", "status"]) if (out / "cohort.csv").is_file() else []
+    table = merge_cohort(previous, ordered)  # an earlier run's slides stay in the table
+    write_csv(out / "cohort.csv", COHORT_COLUMNS, ([r[c] for c in COHORT_COLUMNS] for r in table), overwrite=True)
     report = {"n": len(slides), "scored": len(todo), **{k: sum(r["status"] == k for r in ordered)
                                                         for k in ("ok", "skipped", "failed")}}
     if labels is not None:
@@ -220,13 +223,18 @@ def _score_on_cluster(client, todo: list[tuple[Path, Path, str]], task_args: tup
     return rows
 
 
-def _result_of_another_slide(folder: Path, slide: Path) -> str | None:
-    """The slide path recorded in ``folder``'s complete result when it is not ``slide`` (another file)."""
+def _result_of_another_slide(folder: Path, slide: Path, fingerprint: str) -> str | None:
+    """The slide recorded in ``folder``'s result when it is another slide: other content, at another absolute path.
+    The same content anywhere is the same slide; the same file changed in place is scored again (its old result is
+    stale); a relative path is never resolved against the working folder (results record absolute paths)."""
     prov = (_summary(folder) or {}).get("provenance") or {}
-    recorded = (prov.get("slide") or {}).get("path")
-    if not recorded:
+    recorded = prov.get("slide") if isinstance(prov.get("slide"), dict) else {}
+    theirs, where = recorded.get("fingerprint_sha256"), recorded.get("path")
+    if not (folder / "summary.json").is_file() or theirs == fingerprint:
         return None
-    return None if os.path.realpath(str(recorded)) == os.path.realpath(slide) else str(recorded)
+    if isinstance(where, str) and os.path.isabs(where) and os.path.realpath(where) == os.path.realpath(slide):
+        return None
+    return str(where or "a slide it does not name")
 
 
 def _summary(folder: Path) -> dict | None:

@@ -1,8 +1,9 @@
-"""The authors' ``.pth`` as a Detector: MLP, text embeddings and centroids used exactly as stored.
+"""The authors' ``.pth`` as a :class:`DetectorState`: MLP, text embeddings and centroids used exactly as stored.
 
-A released checkpoint holds all of CONCH under ``VLM.*``, so the file alone is a complete detector. A head-only
-file (MLP, text embeddings, centroids and ``VLM.logit_scale``: the part that can be shared without CONCH's
-licence-bound weights) imports as well; scoring images then needs a backend.
+A released checkpoint holds all of CONCH under ``VLM.*``, so the file alone is a complete detector
+(:func:`authors_backend` builds CONCH from it). A head-only file (MLP, text embeddings, centroids and
+``VLM.logit_scale``: the part that can be shared without CONCH's licence-bound weights) imports as well; scoring
+images then needs a backend.
 """
 
 from __future__ import annotations
@@ -15,75 +16,77 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..errors import CheckpointError
-from .files import read_official
+from .state import DetectorState
 
 if TYPE_CHECKING:
     from ..backends import VLMBackend
-    from ..detector import Detector
     from ..terms import TermPools
 
-__all__ = ["HEAD_ONLY", "import_authors", "name_imported_terms"]
+__all__ = ["HEAD_ONLY", "authors_backend", "authors_state", "name_imported_terms"]
 
 HEAD_ONLY = "authors-head"  # backend id of a detector imported from a head-only file
 
 
-def import_authors(cls: type[Detector], path: str | os.PathLike, *, backend: str | VLMBackend | None = None,
-                   pools: TermPools | None = None, device: str | None = None, precision: str = "float32",
-                   attach_backend: bool = True) -> Detector:
-    """Import an authors' checkpoint (see :meth:`Detector.from_official_checkpoint`)."""
+def authors_backend(path: str | os.PathLike, parts: dict, *, backend: str | VLMBackend | None = None,
+                    device: str | None = None, precision: str = "float32", attach_backend: bool = True
+                    ) -> VLMBackend | None:
+    """The image model for an authors' file read by :func:`~.files.read_official` (``parts``): ``backend`` when
+    given, else CONCH built from the file's own ``VLM.*`` weights, else None (a head-only file)."""
     from ..backends import BackendSpec, VLMBackend, get_backend, resolve_device
     from ..backends.base import sha256_file
     from ..backends.conch import ConchBackend
-    from ..head import MLP
 
-    ck = read_official(path)
-    path = Path(path)
-    vlm = None
     if isinstance(backend, VLMBackend):
-        vlm = backend
-    elif backend is not None:
-        vlm = get_backend(backend, device, precision=precision)
-    elif ck["has_vlm"] and attach_backend:
-        vlm = ConchBackend(BackendSpec("conch", "conch_ViT-B-16", str(path)), resolve_device(device),
-                           precision=precision, state=ck["vlm_state"], weights_sha256=sha256_file(path))
-    ck.pop("vlm_state", None)
-    scale = ck["logit_scale_exp"] if ck["logit_scale_exp"] is not None else getattr(vlm, "logit_scale_exp", None)
+        return backend
+    if backend is not None:
+        return get_backend(backend, device, precision=precision)
+    if parts["has_vlm"] and attach_backend:
+        return ConchBackend(BackendSpec("conch", "conch_ViT-B-16", str(path)), resolve_device(device),
+                            precision=precision, state=parts["vlm_state"], weights_sha256=sha256_file(path))
+    return None
+
+
+def authors_state(path: str | os.PathLike, parts: dict, vlm: VLMBackend | None, pools: TermPools | None = None
+                  ) -> DetectorState:
+    """The detector an authors' file describes, with ``vlm`` attached (or None), as plain data. ``pools`` names the
+    stored text embeddings (counts must match); else the shipped pools do (:func:`name_imported_terms`)."""
+    from ..backends.base import sha256_file
+
+    path = Path(path)
+    scale = parts["logit_scale_exp"] if parts["logit_scale_exp"] is not None else getattr(vlm, "logit_scale_exp",
+                                                                                        None)
     if scale is None:
         raise CheckpointError(f"{path}: has no VLM.logit_scale; pass backend=... (CLI: --backend) to take the logit "
                               "scale from it")
-    dim = ck["normal_text"].shape[1]
+    dim = parts["normal_text"].shape[1]
     if vlm is not None and vlm.embed_dim != dim:
         raise CheckpointError(f"{path}: {dim}-d embeddings, but backend {vlm.spec} gives {vlm.embed_dim}-d")
     if pools is not None:
-        n_n, n_a = ck["normal_text"].shape[0], ck["abnormal_text"].shape[0]
+        n_n, n_a = parts["normal_text"].shape[0], parts["abnormal_text"].shape[0]
         if (n_n, n_a) != (len(pools.normal), len(pools.abnormal)):
             raise CheckpointError(f"{path}: stores {n_n} normal / {n_a} abnormal text embeddings, but the term "
                                   f"pools have {len(pools.normal)} / {len(pools.abnormal)}")
         unnamed = {}
     else:
-        pools, unnamed = name_imported_terms(ck["normal_text"], ck["abnormal_text"], vlm)
+        pools, unnamed = name_imported_terms(parts["normal_text"], parts["abnormal_text"], vlm)
         if sum(unnamed.values()):
             why = "" if vlm is not None else " (a head-only file: no model to encode the shipped prompts with)"
-            warnings.warn(f"{path.name}: {ck['normal_text'].shape[0]} normal / {ck['abnormal_text'].shape[0]} "
+            warnings.warn(f"{path.name}: {parts['normal_text'].shape[0]} normal / {parts['abnormal_text'].shape[0]} "
                           f"abnormal text embeddings are used as stored; {unnamed['normal']} normal and "
                           f"{unnamed['abnormal']} abnormal terms could not be named from the shipped pools{why} and "
-                          "are shown as 'normal term N' / 'abnormal term N'", UserWarning, stacklevel=3)
-    mlp = MLP(dim)
-    try:
-        mlp.load_state_dict(ck["mlp"])
-    except RuntimeError as err:
-        raise CheckpointError(f"{path}: MLP weights do not fit a {dim}-d model ({err})") from err
+                          "are shown as 'normal term N' / 'abnormal term N'", UserWarning, stacklevel=4)
     if vlm is not None:
         spec, backend_id = str(vlm.spec), vlm.id
-    elif ck["has_vlm"]:
+    elif parts["has_vlm"]:
         spec, backend_id = f"conch:{path}", f"conch:conch_ViT-B-16:{sha256_file(path)}"
     else:
         spec, backend_id = "", HEAD_ONLY
-    return cls(backend=vlm, backend_spec=spec, backend_id=backend_id, pools=pools, normal_text=ck["normal_text"],
-               abnormal_text=ck["abnormal_text"], logit_scale_exp=scale, mlp=mlp,
-               centroids=(ck["centroid_normal"], ck["centroid_abnormal"]),
-               info={"imported_from": str(path), "had_vlm_weights": ck["has_vlm"], "unnamed_terms": unnamed,
-                     "centroid_split": {"kind": "as stored by the authors (their validation normal images)"}})
+    return DetectorState(
+        backend_spec=spec, backend_id=backend_id, pools=pools, normal_text=parts["normal_text"],
+        abnormal_text=parts["abnormal_text"], logit_scale_exp=float(scale), mlp=parts["mlp"],
+        centroids=(parts["centroid_normal"], parts["centroid_abnormal"]),
+        info={"imported_from": str(path), "had_vlm_weights": parts["has_vlm"], "unnamed_terms": unnamed,
+              "centroid_split": {"kind": "as stored by the authors (their validation normal images)"}})
 
 
 def name_imported_terms(normal: torch.Tensor, abnormal: torch.Tensor, vlm: VLMBackend | None

@@ -121,9 +121,10 @@ def _train(args: argparse.Namespace) -> int:
 def _score_patches(args: argparse.Namespace) -> int:
     from .._atomic import check_writable
     from ..detector import Detector
-    from ..export.tables import explain_columns, write_csv
+    from ..export.tables import write_csv
     from ..patches import list_images
     from ..progress import drain
+    from ..result import PatchTerms
 
     slides = sorted(d for d in args.top_dir.iterdir() if d.is_dir())
     if not slides:
@@ -144,8 +145,9 @@ def _score_patches(args: argparse.Namespace) -> int:
         mode = (args.mode or det.mode.value)
         z = cal.z(scores.score, mode) if cal is not None else None
         p_normal = cal.p(scores.score, mode) if cal is not None else None
+        terms = PatchTerms.of_scores(scores, names_n, names_a)
         rows = [[p.name, f"{scores.score[i]:.8g}", f"{scores.d_normal[i]:.8g}", f"{scores.d_abnormal[i]:.8g}",
-                 *explain_columns(scores, i, names_n, names_a),
+                 *terms.explain(i),
                  *((f"{z[i]:.6g}", f"{p_normal[i]:.6g}") if cal is not None else ("", ""))]
                 for i, p in enumerate(read)]
         write_csv(target, ["patch_name", "Ascore", "d_normal", "d_abnormal", "top_normal", "top_abnormal", "z",

@@ -102,7 +102,7 @@ def _score_slide(args: argparse.Namespace) -> int:
         finally:
             bars.close()
         s = res.slide_scores()
-        n, c = len(res.scores), res.n_from_cache
+        n, c = len(res), res.n_from_cache
         src = "the embedding cache" if c == n else f"pixels ({c} resumed from the embedding cache)" if c else "pixels"
         cal = res.calibrated_summary()
         verdict = (f"; {cal['n_significant']} significant at FDR {cal['fdr']:.0%}, max z {cal['max_z']:.3g}"

@@ -11,12 +11,13 @@ from pathlib import Path
 
 from .._atomic import atomic_dir, atomic_write, check_writable, sweep_partials
 from ..errors import InputFileError
+from ..provenance import package_versions
+from ..result import SlideResult
 from ..slide import slide_stem
 from .geojson import write_geojson
 from .ome_tiff import cell_upsampling, write_heatmap_ome_tiff
-from .provenance import package_versions
-from .records import PatchTable, write_patch_table
 from .report import write_report
+from .result_folder import write_patch_csv
 
 __all__ = ["FORMATS", "check_provenance", "export_all", "export_targets"]
 
@@ -39,7 +40,7 @@ def export_targets(out_dir: str | os.PathLike, slide: dict, formats: Sequence[st
     return {"folder": folder, **files, "provenance": folder / f"{stem}.provenance.json"}
 
 
-def export_all(out_dir: str | os.PathLike, table: PatchTable, *, formats: Sequence[str] = FORMATS, top_k: int = 10,
+def export_all(out_dir: str | os.PathLike, result: SlideResult, *, formats: Sequence[str] = FORMATS, top_k: int = 10,
                regions: Iterable[dict] = (), slide=None, overlay_png: bytes | None = None,
                overwrite: bool = False) -> dict[str, Path]:
     """Write the chosen formats and ``<slide>.provenance.json`` into ``out_dir/<slide>/``; return the paths.
@@ -49,7 +50,7 @@ def export_all(out_dir: str | os.PathLike, table: PatchTable, *, formats: Sequen
     """
     if "html" in formats and overlay_png is None:
         raise ValueError("the HTML report needs the overlay picture (overlay.png of the result)")
-    final = export_targets(out_dir, table.slide, formats)
+    final = export_targets(out_dir, result.slide, formats)
     target = final["folder"]
     check_writable(target, overwrite=overwrite)  # refuse before writing anything
     if target.parent.is_dir():
@@ -58,19 +59,19 @@ def export_all(out_dir: str | os.PathLike, table: PatchTable, *, formats: Sequen
         paths = {k: tmp / v.name for k, v in final.items() if k != "folder"}
         details: dict = {}
         if "geojson" in formats:
-            details["geojson"] = write_geojson(paths["geojson"], table, top_k=top_k, regions=regions)
+            details["geojson"] = write_geojson(paths["geojson"], result, top_k=top_k, regions=regions)
         if "csv" in formats:
-            write_patch_table(paths["csv"], table)
+            write_patch_csv(paths["csv"], result)
         if "ome-tiff" in formats:
-            mpp = (table.provenance.get("grid") or {}).get("mpp") or table.slide.get("mpp")
-            write_heatmap_ome_tiff(paths["ome-tiff"], table.heatmap(), table.size_l0, mpp)
-            details["ome-tiff"] = {"pixels_per_cell": cell_upsampling(table.shape_rc), "mpp": mpp}
+            mpp = result.grid.mpp or result.slide.get("mpp")
+            write_heatmap_ome_tiff(paths["ome-tiff"], result.heatmap(), result.patch_size_l0, mpp)
+            details["ome-tiff"] = {"pixels_per_cell": cell_upsampling(result.grid.shape_rc), "mpp": mpp}
         if "html" in formats:
-            write_report(paths["html"], table, overlay_png=overlay_png, slide=slide, top_k=top_k)
+            write_report(paths["html"], result, overlay_png=overlay_png, slide=slide, top_k=top_k)
         record = {"exported": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                   "files": {k: final[k].name for k in formats}, "export_settings": details,
-                  "review_state": {str(k): v for k, v in sorted(table.review.items())},
-                  "export_versions": package_versions(), **table.provenance}
+                  "review_state": {str(k): v for k, v in sorted(result.review_states().items())},
+                  "export_versions": package_versions(), **result.provenance}
         with atomic_write(paths["provenance"], encoding="utf-8") as fh:
             json.dump(record, fh, indent=1, default=str)
     return final

@@ -23,7 +23,8 @@ import numpy as np
 
 from .._atomic import atomic_write, check_writable
 from ..errors import InputFileError
-from .records import REVIEW_STATES, PatchTable
+from ..result import SlideResult
+from ..reviews import REVIEW_STATES
 
 __all__ = ["BAND_NAMES", "Feature", "feature_to_geojson", "read_geojson", "region_feature", "score_bands",
            "write_features", "write_geojson"]
@@ -47,11 +48,11 @@ def score_bands(scores: np.ndarray) -> list[float]:
     return [float(v) for v in np.percentile(s, [50, 90, 99])] if s.size else [0.0, 0.0, 0.0]
 
 
-def _measures(t: PatchTable, i: int, rank: int) -> dict:
+def _measures(t: SlideResult, sig: np.ndarray, i: int, rank: int) -> dict:
     m = {"anomaly_score": _num(t.score[i]), "d_normal": _num(t.d_normal[i]), "d_abnormal": _num(t.d_abnormal[i]),
          "rank": rank}
     if t.calibrated:
-        m.update(z=_num(t.z[i]), p_normal=_num(t.p_normal[i]), significant=int(bool(t.significant[i])))
+        m.update(z=_num(t.z[i]), p_normal=_num(t.p_normal[i]), significant=int(bool(sig[i])))
     return m
 
 
@@ -69,28 +70,29 @@ def review_class(state: str) -> dict:
     return {"name": f"Anomaly {state}", "color": _REVIEW_COLORS[state]}
 
 
-def _tile_features(t: PatchTable, bands: list[float]) -> Iterator[dict]:
-    rank = t.rank
+def _tile_features(t: SlideResult, bands: list[float]) -> Iterator[dict]:
+    rank, xy, sig = t.rank, t.xy_l0, t.significant()
     band = np.searchsorted(bands, t.z if t.calibrated else t.score, side="right")
     for i in range(len(t)):
-        geom = _square(int(t.x_l0[i]), int(t.y_l0[i]), t.size_l0)
+        geom = _square(int(xy[i, 0]), int(xy[i, 1]), t.patch_size_l0)
         yield {"type": "Feature", "id": str(uuid.uuid4()), "geometry": geom,
                "properties": {"objectType": "tile",
                               "classification": {"name": BAND_NAMES[band[i]], "color": _BAND_COLORS[band[i]]},
-                              "measurements": _measures(t, i, int(rank[i]))}}
+                              "measurements": _measures(t, sig, i, int(rank[i]))}}
 
 
-def _topk_features(t: PatchTable, k: int) -> Iterator[dict]:
+def _topk_features(t: SlideResult, k: int) -> Iterator[dict]:
+    xy, sig, review = t.xy_l0, t.significant(), t.review_states()
     for r, i in enumerate(t.top_k(k), start=1):
-        state = t.review.get(int(i), "unreviewed")
-        geom = _square(int(t.x_l0[i]), int(t.y_l0[i]), t.size_l0)
+        state = review.get(int(i), "unreviewed")
+        geom = _square(int(xy[i, 0]), int(xy[i, 1]), t.patch_size_l0)
+        normal, abnormal = t.explain(int(i))
         yield {"type": "Feature", "id": str(uuid.uuid4()), "geometry": geom,
                "properties": {"objectType": "annotation", "name": f"#{r} anomaly", "isLocked": True,
                               "classification": review_class(state),
-                              "measurements": _measures(t, i, r),
+                              "measurements": _measures(t, sig, i, r),
                               "metadata": {"rank": str(r), "review": state, "patch_index": str(int(i)),
-                                           "top_abnormal_terms": t.top_abnormal[i],
-                                           "top_normal_terms": t.top_normal[i]}}}
+                                           "top_abnormal_terms": abnormal, "top_normal_terms": normal}}}
 
 
 def region_feature(polygon_xy_l0: np.ndarray, name: str, *, color=(0, 200, 0), metadata: dict | None = None) -> dict:
@@ -105,17 +107,17 @@ def region_feature(polygon_xy_l0: np.ndarray, name: str, *, color=(0, 200, 0), m
             "properties": props}
 
 
-def write_geojson(path: str | os.PathLike, table: PatchTable, *, top_k: int = 10, tiles: bool = True,
+def write_geojson(path: str | os.PathLike, result: SlideResult, *, top_k: int = 10, tiles: bool = True,
                   regions: Iterable[dict] = (), overwrite: bool = False) -> dict:
     """Stream a FeatureCollection: every patch as a tile, the top-k as annotations, then ``regions``.
 
     Returns the thresholds used for the score bands.
     """
-    bands = list(Z_BANDS) if table.calibrated else score_bands(table.score)
-    parts: list[Iterable[dict]] = [_tile_features(table, bands)] if tiles else []
-    write_features(path, itertools.chain(*parts, _topk_features(table, top_k), regions), overwrite=overwrite)
+    bands = list(Z_BANDS) if result.calibrated else score_bands(result.score)
+    parts: list[Iterable[dict]] = [_tile_features(result, bands)] if tiles else []
+    write_features(path, itertools.chain(*parts, _topk_features(result, top_k), regions), overwrite=overwrite)
     return {"band_thresholds": dict(zip(BAND_NAMES[1:], bands, strict=True)),
-            "bands_of": "z (calibrated, the same on every slide)" if table.calibrated else
+            "bands_of": "z (calibrated, the same on every slide)" if result.calibrated else
             "the slide's own score percentiles (uncalibrated)", "top_k": top_k}
 
 

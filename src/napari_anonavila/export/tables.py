@@ -7,30 +7,12 @@ import math
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .._atomic import atomic_write, check_writable
+from .._cells import safe_cell
 from ..errors import InputFileError
 
-if TYPE_CHECKING:
-    from ..scoring import PatchScores
-
-__all__ = ["explain_columns", "read_csv", "read_score_column", "safe_cell", "write_csv"]
-
-
-_FORMULA = ("=", "+", "-", "@", "\t", "\r")
-
-
-def safe_cell(value):
-    """A cell a spreadsheet will not run: text starting with ``= + - @`` (or a tab or carriage return) gets a
-    leading apostrophe (OWASP's advice for CSV injection), unless it is a number such as ``-0.5``."""
-    if not isinstance(value, str) or not value.startswith(_FORMULA):
-        return value
-    try:
-        float(value)
-        return value
-    except ValueError:
-        return "'" + value
+__all__ = ["read_csv", "read_score_column", "safe_cell", "write_csv"]
 
 
 def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Sequence], *,
@@ -72,13 +54,3 @@ def read_score_column(path: str | os.PathLike, key: str, score: str) -> list[tup
             raise InputFileError(f"{path}: row {i}: {score} is {row[score].strip()}; scores must be finite numbers")
         out.append((row[key], value))
     return out
-
-
-def explain_columns(scores: PatchScores, i: int, normal_terms: Sequence[str], abnormal_terms: Sequence[str]
-                    ) -> list[str]:
-    """Top normal/abnormal terms of patch ``i`` as 'term:weight|term:weight' strings."""
-    def fmt(idx, w, names):
-        return "|".join(f"{names[j]}:{wt:.4f}" for j, wt in zip(idx, w, strict=False))
-
-    return [fmt(scores.top_normal_idx[i], scores.top_normal_w[i], normal_terms),
-            fmt(scores.top_abnormal_idx[i], scores.top_abnormal_w[i], abnormal_terms)]

@@ -6,7 +6,8 @@ import os
 from pathlib import Path
 
 from ..errors import SlideReadError
-from .base import Slide, check_user_mpp, composite_on_white
+from .base import Slide, check_user_mpp
+from .pixels import composite_on_white
 
 __all__ = ["SLIDE_SUFFIXES", "Slide", "composite_on_white", "open_slide", "slide_stem", "unique_stems"]
 

@@ -10,7 +10,6 @@ pixels). :class:`LevelArray` exposes it as a numpy-like array that reads only th
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import threading
@@ -20,8 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MissingMppWarning, SlideReadError
+from .fingerprint import content_digest
+from .pixels import LevelArray, block_mean
 
-__all__ = ["MPP_RANGE", "LevelArray", "Slide", "check_user_mpp", "composite_on_white", "content_digest", "tile_chunks"]
+__all__ = ["MPP_RANGE", "Slide", "check_user_mpp"]
 
 
 MPP_RANGE = (0.01, 100.0)  # microns per pixel any slide scanner or microscope gives
@@ -32,74 +33,6 @@ def check_user_mpp(mpp: float | None) -> None:
     if mpp is not None and not (math.isfinite(mpp) and MPP_RANGE[0] <= mpp <= MPP_RANGE[1]):
         raise ValueError(f"mpp {mpp:g} is not a plausible number of microns per pixel (give {MPP_RANGE[0]:g}.."
                          f"{MPP_RANGE[1]:g}; for example 0.25 at 40x, 0.5 at 20x)")
-
-
-def composite_on_white(rgba: np.ndarray) -> np.ndarray:
-    """(H, W, 4) straight-alpha uint8 -> (H, W, 3) uint8 over white; opaque pixels are copied as they are.
-
-    Only the pixels with alpha below 255 (outside the scanned area) are blended, so an opaque patch costs a copy.
-    """
-    rgb = np.array(rgba[..., :3])
-    a = rgba[..., 3]
-    clear = a < 255
-    if clear.any():
-        ac = a[clear].astype(np.uint16)[:, None]
-        rgb[clear] = ((rgb[clear].astype(np.uint16) * ac + 255 * (255 - ac) + 127) // 255).astype(np.uint8)
-    return rgb
-
-
-class LevelArray:
-    """One slide level as a lazy, numpy-like (rows, cols, 3) uint8 array: slicing reads only the touched tiles.
-
-    Supports basic slices (step 1) and integers; ``chunks`` is the file's tile size, for dask and napari.
-    """
-
-    dtype = np.dtype(np.uint8)
-    ndim = 3
-
-    def __init__(self, slide: Slide, level: int, chunks: tuple[int, int]) -> None:
-        self.slide, self.level, self.chunks = slide, level, chunks
-        self.shape = (*slide.level_shapes[level], 3)
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    @property
-    def size(self) -> int:
-        return self.shape[0] * self.shape[1] * 3
-
-    def __getitem__(self, key) -> np.ndarray:
-        key = key if isinstance(key, tuple) else (key,)
-        if any(k is Ellipsis for k in key):
-            i = next(j for j, k in enumerate(key) if k is Ellipsis)
-            key = key[:i] + (slice(None),) * (3 - len(key) + 1) + key[i + 1 :]
-        key = key + (slice(None),) * (3 - len(key))
-        rows, cols, chan = key[:3]
-        spans = []
-        for k, n in ((rows, self.shape[0]), (cols, self.shape[1])):
-            if isinstance(k, slice):
-                start, stop, step = k.indices(n)
-                if step != 1:
-                    raise IndexError("LevelArray supports slices with step 1 only")
-                spans.append((start, max(start, stop), False))
-            else:
-                i = int(k) + (n if int(k) < 0 else 0)
-                if not 0 <= i < n:
-                    raise IndexError(f"index {k} out of range for size {n}")
-                spans.append((i, i + 1, True))
-        (y0, y1, ry), (x0, x1, rx) = spans
-        if y1 == y0 or x1 == x0:
-            out = np.empty((y1 - y0, x1 - x0, 3), np.uint8)
-        else:
-            out = self.slide.read_level(self.level, y0, x0, y1 - y0, x1 - x0)
-        return out[0 if ry else slice(None), 0 if rx else slice(None)][..., chan]
-
-    def __array__(self, dtype=None, copy=None) -> np.ndarray:
-        out = self[:, :]
-        return out.astype(dtype) if dtype is not None else out
-
-    def __repr__(self) -> str:
-        return f"<LevelArray level {self.level} of {self.slide.path.name}: {self.shape}, chunks {self.chunks}>"
 
 
 class Slide:
@@ -248,7 +181,7 @@ class Slide:
         f = max(1, math.ceil(long_side / d / max_side))
         w, h = max(1, math.ceil((x1 - x0) / d)), max(1, math.ceil((y1 - y0) / d))
         band = f * max(1, (_THUMB_BAND_BYTES // (3 * w)) // f)  # rows read at once: memory stays bounded
-        parts = [_block_mean(self.read_region((x0, round(y0 + y * d)), level, (w, min(band, h - y))), f)
+        parts = [block_mean(self.read_region((x0, round(y0 + y * d)), level, (w, min(band, h - y))), f)
                  for y in range(0, h, band)]
         return (np.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]), d * f
 
@@ -282,7 +215,7 @@ class Slide:
             f = math.ceil(max(h, w) / max_side)
         arr = self.level_arrays[level]
         band = f * max(1, (_THUMB_BAND_BYTES // (3 * w)) // f)
-        parts = [_block_mean(arr[y : y + band], f) for y in range(0, h, band)]
+        parts = [block_mean(arr[y : y + band], f) for y in range(0, h, band)]
         img = np.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
         if not exact:
             return img, self.level_downsamples[level] * f
@@ -321,68 +254,5 @@ class Slide:
                 f"{len(self.level_arrays)} level(s), mpp={self.mpp}>")
 
 
-_SEGMENT = 64 << 20  # bytes hashed per task
 _THUMB_BAND_BYTES = 48 << 20  # rows of a level read at once for a thumbnail
 _CHEAP_THUMB_PX = 64 << 20  # a smallest level beyond this is read only in boxes
-
-
-def _block_mean(img: np.ndarray, f: int) -> np.ndarray:
-    """Average ``f`` x ``f`` blocks of an (H, W, 3) uint8 image (edges padded), in integer arithmetic."""
-    if f == 1:
-        return img
-    h, w = img.shape[:2]
-    ph, pw = -h % f, -w % f
-    if ph or pw:
-        img = np.pad(img, ((0, ph), (0, pw), (0, 0)), mode="edge")
-    # the sum of the f * f strided views (each a whole-image pass over 1 / f^2 of it): 5-10x faster than summing a
-    # (h, f, w, f, 3) view over its axes 1 and 3, with the same integers
-    acc = np.zeros((img.shape[0] // f, img.shape[1] // f, 3), np.uint16 if f <= 16 else np.uint32)
-    for i in range(f):
-        for j in range(f):
-            acc += img[i::f, j::f]
-    acc += f * f // 2
-    acc //= f * f
-    return acc.astype(np.uint8)
-
-
-def _segment_digest(path: Path, start: int, length: int) -> bytes:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        fh.seek(start)
-        left = length
-        while left > 0:
-            block = fh.read(min(8 << 20, left))
-            if not block:
-                raise SlideReadError(f"{path}: the file shrank while it was read")
-            h.update(block)
-            left -= len(block)
-    return h.digest()
-
-
-def content_digest(paths: list[Path]) -> str:
-    """SHA-256 identity of files' full content: each 64 MiB segment is hashed (in threads), then the list.
-
-    Covers every byte, names excluded (a renamed copy is the same slide); hashlib releases the GIL, so the
-    segments hash in parallel.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    jobs = []
-    for p in paths:
-        size = Path(p).stat().st_size
-        jobs += [(Path(p), start, min(_SEGMENT, size - start)) for start in range(0, size, _SEGMENT)] or [(p, 0, 0)]
-    top = hashlib.sha256(b"napari-anonavila content digest v2\n")
-    for p in paths:
-        top.update(f"{Path(p).stat().st_size}\n".encode())
-    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        for digest in pool.map(lambda job: _segment_digest(*job), jobs):
-            top.update(digest)
-    return top.hexdigest()
-
-
-def tile_chunks(tile_hw: tuple[int | None, int | None], default: int = 512) -> tuple[int, int]:
-    """Chunks on the file's tiles (whole tiles, at least 256 px a side); strips or missing tiles give 512 x 512."""
-    th, tw = (int(t) if t else 0 for t in tile_hw)
-    if not (16 <= th <= 2048 and 16 <= tw <= 2048):  # whole-width strips or no tiling: square chunks
-        return (default, default)
-    return (th * math.ceil(256 / th), tw * math.ceil(256 / tw))

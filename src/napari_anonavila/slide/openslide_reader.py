@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SlideReadError
-from .base import Slide, composite_on_white, tile_chunks
+from .base import Slide
+from .pixels import composite_on_white, tile_chunks
 
 __all__ = ["OpenSlideSlide"]
 

@@ -22,7 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from ..errors import SlideReadError
-from .base import Slide, composite_on_white, tile_chunks
+from .base import Slide
+from .pixels import composite_on_white, tile_chunks
 
 __all__ = ["TifffileSlide"]
 

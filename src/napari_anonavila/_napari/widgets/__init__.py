@@ -9,11 +9,22 @@ DOCK_WIDTH = (360, 480)  # a docked panel's width: a third of the window, within
 _DOCK_SUFFIXES = ("(napari-anonavila)", "(Ano-NAViLa anomaly detection)")
 
 
+def plain_tooltip(text: str) -> str:
+    """A tooltip that shows ``text`` as it is: Qt renders tooltips that look like HTML as rich text, so the text is
+    escaped inside a paragraph."""
+    import html
+
+    return f"<p style='white-space:pre-wrap'>{html.escape(str(text))}</p>"
+
+
 def wrapping(label):
-    """Let a magicgui Label (or a QLabel) wrap its text instead of widening its dock."""
+    """Let a magicgui Label (or a QLabel) wrap its text instead of widening its dock, and show it as plain text
+    (messages quote file names, terms and errors from files: never links or images)."""
+    from qtpy.QtCore import Qt
     from qtpy.QtWidgets import QSizePolicy
 
     native = getattr(label, "native", label)
+    native.setTextFormat(Qt.TextFormat.PlainText)
     native.setWordWrap(True)
     native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
     native.setMinimumWidth(120)

@@ -20,7 +20,7 @@ from ...batch.cohort import CohortEntry, read_cohort
 from ...errors import AnonavilaError
 from ..results import result_layers
 from ..session import chosen_path, session_for
-from . import row_table, tabify_when_docked, wrapping
+from . import plain_tooltip, row_table, tabify_when_docked, wrapping
 
 __all__ = ["CohortWidget"]
 
@@ -124,7 +124,7 @@ class CohortWidget(Container):
                      (status, status))
             for c, (text, key) in enumerate(cells):
                 item = _Item(text, key if e.has_result or c in (0, 1) else None)
-                item.setToolTip(e.error or e.slide)
+                item.setToolTip(plain_tooltip(e.error or e.slide))
                 if not e.has_result:
                     item.setForeground(QColor("#ff6060"))
                 if c == 0:

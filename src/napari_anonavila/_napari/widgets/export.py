@@ -18,9 +18,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from ...errors import AnonavilaError
 from ...export.bundle import FORMATS, check_provenance, export_targets
 from ...export.geojson import read_geojson, region_feature
-from ...export.records import from_result
 from ...reviews import REVIEW_STATES, PatchKey
-from ...userfiles import sha256_file
 from ..coords import cells_layer_transform
 from ..layers import features_to_layer_data
 from ..results import TOPK, result_layer
@@ -117,9 +115,8 @@ class ExportWidget(Container):
     def export(self):
         """Export the current result in a worker; refuses to replace earlier files unless asked."""
         s = self.session
-        res, det, slide = s.result, s.detector, s.slide
-        saved = getattr(res, "saved", False)  # a reopened result folder: its own table, no model needed
-        if res is None or slide is None or (det is None and not saved):
+        res, slide = s.result, s.slide
+        if res is None or slide is None:
             raise ValueError("nothing to export: score a slide first")
         folder = chosen_path(self.folder)
         if folder is None:
@@ -129,17 +126,11 @@ class ExportWidget(Container):
         if target.exists() and not self.replace.value:
             raise ValueError(f"{target} already holds an export of this slide; choose another folder, or tick "
                              "'replace earlier export files'")
-        ck = s.checkpoint
-        checkpoint = {"path": str(ck), "sha256": sha256_file(ck)} if ck and ck.is_file() else None
-        if saved:
-            table = dataclasses.replace(res.table)
-        else:
-            table = from_result(res, det, fingerprint=slide.fingerprint(), checkpoint=checkpoint)
-        table.review = self.review_state()
+        result = dataclasses.replace(res, marks=s.marks())  # the marks as they are now
         regions = [region_feature(poly, name) for name in self.regions.value
                    for poly in shapes_to_polygons_xy_l0(self.viewer.layers[name], s.slide_layer)]
-        self.worker = export_worker(folder, table, formats=formats, top_k=self.top_k.value, regions=regions,
-                                    slide=slide, result=res)
+        self.worker = export_worker(folder, result, formats=formats, top_k=self.top_k.value, regions=regions,
+                                    slide=slide)
         self.export_button.enabled = False
         self.status.value = "exporting..."
         self.worker.returned.connect(self._on_exported)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 import napari
 import numpy as np
 from qtpy.QtCore import Qt
@@ -55,12 +57,12 @@ class ReviewWidget(QWidget):
     def refresh(self) -> None:
         """Fill the table from the session's result; keep the selected patch selected (with its new score)."""
         s = self.session
-        if s.result is None or s.slide_layer is None or (s.detector is None and not getattr(s.result, "saved", 0)):
+        if s.result is None or s.slide_layer is None:
             self.rows = {}
             self.table.setRowCount(0)
             self.details.setText(_EMPTY)
             return
-        _data, kw = review_points(s.result, s.detector, s.top_k, s.marks(), s.slide_layer)
+        _data, kw = review_points(s.result, s.top_k, s.marks(), s.slide_layer)
         f = self.rows = kw["features"]
         self.table.blockSignals(True)
         self.table.setRowCount(len(f["rank"]))
@@ -106,8 +108,8 @@ class ReviewWidget(QWidget):
         self._show(row)
 
     def _show(self, row: int) -> None:
-        f = self.rows
-        self.details.setText(
+        f = {k: [html.escape(str(v)) if isinstance(v, str) else v for v in vs] for k, vs in self.rows.items()}
+        self.details.setText(  # rich text: every string from the result escaped
             f"<b>#{f['rank'][row]}</b> z {_fmt(f['z'][row], '.2f')}, p {_fmt(f['p_normal'][row], '.3g')}; "
             f"score {f['score'][row]:.4g} (D<sup>N</sup> {f['d_normal'][row]:.3g}, "
             f"D<sup>A</sup> {f['d_abnormal'][row]:.3g}); review: {f['review'][row]}; level-0 (x, y) "

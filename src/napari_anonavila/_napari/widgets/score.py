@@ -105,7 +105,7 @@ class ScoreWidget(Container):
         self.top_k.changed.connect(self._on_top_k)
         self.session.rescore_requested.connect(self.rescore)
         self.session.detector_changed.connect(self._show_model)
-        self.session.reviews_changed.connect(lambda: draw_points(self.viewer, self.session))
+        self.session.reviews_changed.connect(self._draw_points)
         follow_layers(viewer, self.reset_choices)
         self.session.slide_changed.connect(self._on_slide)
         self.reset_choices()
@@ -176,7 +176,7 @@ class ScoreWidget(Container):
             self.slide_layer.value = slide_layer
         res = s.result
         if res is not None:
-            self._grid, self._heat, self._scored = res.grid, res.heatmap(), len(res.scores)
+            self._grid, self._heat, self._scored = res.grid, res.heatmap(), len(res)
             self._show_scores(res)
             self._refresh_heatmap()
             if not s.result_is_current() and s.detector is not None and self.worker is None:
@@ -185,9 +185,13 @@ class ScoreWidget(Container):
             self._grid, self._heat, self._scored = None, None, 0
             self.scores_label.value = "-"
 
+    def _draw_points(self):
+        s = self.session
+        return draw_points(self.viewer, s.slide_layer, s.result, s.top_k, s.marks())
+
     def _on_top_k(self, k: int) -> None:
         self.session.top_k = k
-        draw_points(self.viewer, self.session)
+        self._draw_points()
         self.session.result_changed.emit(self.session.result)
 
     # -- run / cancel ------------------------------------------------------------------------------
@@ -228,6 +232,7 @@ class ScoreWidget(Container):
                          precision=self.precision.value)
         s, model = self.session, chosen_path(self.model)
         same_precision = s.detector is not None and getattr(s.detector.backend, "precision", None) == plan.precision
+        plan.checkpoint = s.checkpoint
         if model is not None:
             if same_precision and s.checkpoint is not None and s.checkpoint.resolve() == model.resolve():
                 plan.detector = s.detector
@@ -275,7 +280,8 @@ class ScoreWidget(Container):
         if res is None or det is None or layer is None or self.worker is not None or self.session.busy:
             return
         self.start(ScorePlan(slide=slide_of(layer), patch_um=None, batch_size=self.batch_size.value,
-                             mode=self.mode.value, grid=res.grid, detector=det), slide_layer=layer)
+                             mode=self.mode.value, grid=res.grid, detector=det,
+                             checkpoint=self.session.checkpoint), slide_layer=layer)
 
     def _on_finished(self):
         self._worker_done = True
@@ -329,30 +335,32 @@ class ScoreWidget(Container):
                 self._refresh_heatmap()
 
     def _calibration(self):
-        res, det = self.session.result, self.session.detector
-        return res.calibration if res is not None else det.calibration if det is not None else None
+        det = self.session.detector
+        return det.calibration if det is not None else None
 
     def _refresh_heatmap(self):
         if self._heat is None or self.session.slide_layer is None:
             return
         from ...maps import erode  # (scipy: imported at the first heatmap, not with the Plugins menu)
 
-        heat = erode(self._heat) if self.eroded.value else self._heat
-        res = self.session.result
-        saved = getattr(res, "saved", False)  # a reopened result: its own mode and saved z, no model needed
-        mode = res.mode if saved else self.mode.value
+        res = self.session.result  # None while a run streams in: the partial heatmap, z from the model's reference
+        saved = self.session.is_reopened(res)
+        mode = res.mode if res is not None else self.mode.value
         how = f"{mode}{', 3x3 eroded' if self.eroded.value else ''}{'; saved' if saved else ''}"
-        cal = self._calibration()
-        if self.values.value == HEATMAP_VALUES[0] and saved and res.calibrated:
-            heat, fixed = res.heatmap(values="z", eroded=self.eroded.value), Z_RANGE
-            label = f"anomaly z: robust SD above normal tissue ({how}; fixed scale)"
-        elif self.values.value == HEATMAP_VALUES[0] and cal is not None and not saved:
-            heat, fixed = cal.z(heat, self.mode.value), Z_RANGE
+        cal = None if res is not None else self._calibration()
+        calibrated = res.calibrated if res is not None else cal is not None
+        want_z = self.values.value == HEATMAP_VALUES[0] and calibrated
+        if res is not None:
+            heat = res.heatmap(values="z" if want_z else "score", eroded=self.eroded.value)
+        else:
+            heat = erode(self._heat) if self.eroded.value else self._heat
+            heat = cal.z(heat, mode) if want_z else heat
+        if want_z:
+            fixed = Z_RANGE
             label = f"anomaly z: robust SD above normal tissue ({how}; fixed scale)"
         else:
             fixed = None
-            label = (f"raw anomaly score ({how}; stretched per slide"
-                     f"{', uncalibrated model' if cal is None and not (saved and res.calibrated) else ''})")
+            label = f"raw anomaly score ({how}; stretched per slide{'' if calibrated else ', uncalibrated model'})"
         layer = draw_heatmap(self.viewer, self.session.slide_layer, heat, self._grid.patch_size_l0,
                              self._grid.origin_xy_l0, label=label, fixed=fixed)
         self.viewer.text_overlay.text = label  # the colour bar's title
@@ -375,10 +383,11 @@ class ScoreWidget(Container):
         """
         s = self.session
         s.result = result
-        self._grid, self._heat, self._scored = result.grid, result.heatmap(), len(result.scores)
+        self._grid, self._heat, self._scored = result.grid, result.heatmap(), len(result)
         self._show_scores(result)
         self._refresh_heatmap()
-        self._drawing = [lambda: draw_points(self.viewer, s), lambda: draw_significant(self.viewer, s), self._announce]
+        self._drawing = [self._draw_points, lambda: draw_significant(self.viewer, s.slide_layer, s.result),
+                         self._announce]
         self._draw_timer.start()
 
     def _draw_next(self) -> None:

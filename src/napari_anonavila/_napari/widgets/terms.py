@@ -24,7 +24,7 @@ from ...errors import AnonavilaError
 from ...terms import TermPools, load_pool, save_pool, strip_template
 from ..session import session_for
 from ..workers import pools_worker
-from . import tabify_when_docked
+from . import tabify_when_docked, wrapping
 
 __all__ = ["TermsWidget"]
 
@@ -133,7 +133,7 @@ class TermsWidget(QWidget):
         self.template = "an image showing {}"
         self.normal = _PoolList("normal", self)
         self.abnormal = _PoolList("abnormal", self)
-        self.status = QLabel("")
+        self.status = wrapping(QLabel(""))
         self.status.setWordWrap(True)
         apply_b, restore_b = QPushButton("Apply and re-score"), QPushButton("Restore defaults")
         apply_b.clicked.connect(self.apply)
