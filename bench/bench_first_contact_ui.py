@@ -114,7 +114,8 @@ def _insert_like_the_plugin(v, slide_layer, pump) -> list[tuple[str, float]]:
     import numpy as np
     from napari.layers import Image, Points
 
-    from napari_anonavila._napari.results import HEATMAP, SIGNIFICANT, TOPK, _add_above, link_of, tag
+    from napari_anonavila._napari.results import HEATMAP, SIGNIFICANT, TOPK, _add_above
+    from napari_anonavila._napari.tags import link_of, tag
 
     def tagged(kind: str, **kw) -> dict:
         return tag(kw, slide_layer.name, link_of(slide_layer), kind)

@@ -23,13 +23,16 @@ import numpy as np
 if TYPE_CHECKING:  # torch is imported where tensors are made: a saved result's z and p reopen without it
     import torch
 
-__all__ = ["FDR", "MIN_CALIBRATION", "MODES", "Calibration", "benjamini_hochberg", "loo_distances", "mode_scores",
-           "slide_calibration"]
+__all__ = ["DOMAIN_Z", "FDR", "MIN_CALIBRATION", "MODES", "OUT_OF_DOMAIN", "Calibration", "benjamini_hochberg",
+           "loo_distances", "mode_scores", "slide_calibration"]
 
 FDR = 0.05  # default false-discovery rate for significant patches
 MODES = ("sum", "max", "l2", "zero_shot")  # reference columns, one per score mode
 _MAD_TO_SD = 1.482602218505602  # 1 / Phi^-1(3/4): the MAD of a normal distribution is 0.6745 sd
 MIN_CALIBRATION = 20  # fewer normal reference patches than this give no calibration
+DOMAIN_Z = 5.0  # a slide whose median patch lies more robust SDs above the reference than this is out of its domain
+OUT_OF_DOMAIN = ("this tissue is unlike the model's normal reference (median z {median_z:.3g}, above {bound:g}): its z "
+                 "values are beyond the scale, not findings; calibrate on normal tissue from this source")
 
 
 @dataclass(frozen=True)
@@ -173,9 +176,14 @@ def slide_calibration(scores: np.ndarray, max_eroded: float, mode: str, calibrat
     sig = benjamini_hochberg(calibration.p(s, mode), fdr)
     n_sig = int(sig.sum())
     floor = 1.0 / (calibration.n + 1)
+    z = calibration.z(s, mode)
+    median_z = float(np.median(z)) if s.size else None
+    out = median_z is not None and median_z > DOMAIN_Z
     return {"calibrated": True, "reference": calibration.describe(), "fdr": fdr, "n_significant": n_sig,
             "area_significant_mm2": None if patch_area_mm2 is None else n_sig * patch_area_mm2,
-            "max_z": float(calibration.z(s, mode).max()) if s.size else None,
+            "max_z": float(z.max()) if s.size else None, "median_z": median_z,
+            "out_of_domain": out,
+            "domain_note": OUT_OF_DOMAIN.format(median_z=median_z, bound=DOMAIN_Z) if out else "",
             "p_slide": calibration.slide_p(max_eroded, mode), "p_floor": floor,
             # BH flags k patches only if the floor is at most fdr * k / m: fewer extreme patches stay unflagged
             "min_detectable": int(np.ceil(floor * s.size / fdr)) if s.size else None}

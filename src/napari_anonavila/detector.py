@@ -206,8 +206,18 @@ class Detector:
             raise
         self.info.update(train=config.to_dict(), n_train=int(train.shape[0]), n_centroid=int(ref.shape[0]),
                          centroid_split={**split, "n_train": int(train.shape[0]), "n_centroid": int(ref.shape[0])},
-                         loss_first=losses[0], loss_last=losses[-1])
+                         loss_first=losses[0], loss_last=losses[-1],
+                         calibration_outcome=self.calibration_outcome(int(ref.shape[0]), before[3] is not None))
         return losses
+
+    def calibration_outcome(self, n_held_out: int, had_calibration: bool) -> str:
+        """What training did to the calibration, in a sentence for people (the Retrain panel, ``train``)."""
+        if self.calibration is not None:
+            return f"recalibrated on the {n_held_out} held-out normal patches"
+        was = "; the previous calibration was made with the old MLP and no longer applies" if had_calibration else ""
+        return (f"UNCALIBRATED: only {n_held_out} normal patches were held out, and a reference needs "
+                f"{MIN_CALIBRATION}{was}. Draw a larger normal region (or more regions), or use Calibrate only "
+                "(CLI: anonavila calibrate) on normal tissue the model has not seen")
 
     def fit(self, normal: ImagesLike, centroid_set: ImagesLike | None = None, *, config: TrainConfig | None = None,
             batch_size: int = 32, groups: Sequence | None = None, on_progress: ProgressCallback | None = None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable, Generator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -204,12 +205,15 @@ def score_slide(detector, slide: Slide | str | os.PathLike, *, out_dir: str | os
 
     from ._atomic import check_writable, claimed_dir, sweep_partials
     from .export.result_folder import write_result_folder
-    from .grid import make_grid, patch_size_l0
+    from .grid import make_grid, patch_size_l0, small_grid_hint
     from .progress import drain
     from .slide import open_slide
+    from .slide.brightfield import brightfield_warning
 
     own = not isinstance(slide, Slide)
     sl = open_slide(slide, mpp=mpp) if own else slide
+    if (note := brightfield_warning(sl)) is not None:
+        warnings.warn(note, UserWarning, stacklevel=2)
     try:
         with claimed_dir(out_dir) if out_dir is not None else contextlib.nullcontext() as held:
             out_dir = held  # a symbolic link's target, absolute: where the outputs and caches are committed
@@ -227,6 +231,8 @@ def score_slide(detector, slide: Slide | str | os.PathLike, *, out_dir: str | os
                                  roi_polygons_xy_l0=roi_polygons_xy_l0)
                 if cache:
                     cache.save_grid(grid_key, grid)
+            if (hint := small_grid_hint(sl, grid)) is not None:
+                warnings.warn(hint, UserWarning, stacklevel=2)
             gen = iter_score_slide(sl, grid, detector, batch_size=batch_size, workers=workers, prefetch=prefetch,
                                    cache=cache, mode=mode, top_k=top_k, checkpoint=checkpoint)
             result = drain(gen, on_progress, cancel)

@@ -72,8 +72,10 @@ def test_a_day_of_slides(make_napari_viewer, qtbot, sample_slides, calibrated_mo
     for layer in (normal, anomalous):
         i = names.index(layer.name)
         assert names[i + 1 : i + 4] == [f"{kind} [{layer.name}]" for kind in (HEATMAP, SIGNIFICANT, TOPK)]
-        assert layer_of(viewer, HEATMAP, layer).visible
     assert viewer.layers.selection.active is normal  # the slide just scored is current, not its newest layer
+    # one slide at a time: the current slide's layers shown, the other slide's hidden (never stacked)
+    assert [ly.name for ly in viewer.layers if ly.visible] == [
+        "normal.tif", *(f"{kind} [normal.tif]" for kind in (HEATMAP, SIGNIFICANT, TOPK))]
     # a run's new layers never took the selection (napari rebuilds its layer controls for each change)
     assert not [ly.name for ly in made_active if ly is not None and "anonavila_result" in ly.metadata]
     first = layer_of(viewer, HEATMAP, anomalous)

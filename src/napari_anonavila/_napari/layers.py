@@ -78,7 +78,8 @@ def heatmap_kwargs(heat: np.ndarray, slide_layer, patch_size_l0: int, origin_xy_
     shown, clim = heatmap_for_display(heat, fixed)
     kwargs = {"name": name, "colormap": _heatmap_colormap(), "contrast_limits": clim, "opacity": 1.0,
               "blending": "translucent", "interpolation2d": "nearest",
-              "metadata": {"raw": heat, "patch_size_l0": patch_size_l0, "label": label,
+              "metadata": {"raw": heat, "patch_size_l0": patch_size_l0, "origin_xy_l0": tuple(origin_xy_l0),
+                           "label": label,
                            "scale": "fixed" if fixed is not None else "per slide"},
               **cells_layer_transform(slide_layer, patch_size_l0, origin_xy_l0)}
     return shown, kwargs

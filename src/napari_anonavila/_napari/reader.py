@@ -13,7 +13,8 @@ import numpy as np
 from ..errors import AnonavilaError, SlideReadError
 from ..slide import SLIDE_SUFFIXES, open_slide
 from .layers import Z_RANGE, heatmap_kwargs, review_points, significant_points, slide_layer_data
-from .results import HEATMAP, SIGNIFICANT, TOPK, tag
+from .results import HEATMAP, SIGNIFICANT, TOPK
+from .tags import tag
 
 __all__ = ["get_reader", "is_cohort_folder", "is_result_folder", "read_cohort_folder", "read_results", "read_slide"]
 
@@ -51,13 +52,36 @@ def _shown(err: Exception) -> Exception:
     return err
 
 
+def _window():
+    """The current viewer, its slides now shown as the session says (one at a time by default), or None."""
+    import napari
+
+    from .session import session_for
+
+    viewer = napari.current_viewer()
+    if viewer is not None:
+        session_for(viewer)  # follows the selection: a slide opened next is shown on its own, not stacked
+    return viewer
+
+
 def read_slide(path: str | os.PathLike) -> list[tuple]:
     """Open the slide lazily; the layer metadata carries the path, mpp, vendor and the open slide."""
+    _window()
     try:
         slide = open_slide(path)
     except SlideReadError as err:
         raise _shown(err) from None
+    _warn_if_not_brightfield(slide)
     return [slide_layer_data(slide)]
+
+
+def _warn_if_not_brightfield(slide) -> None:
+    from napari.utils.notifications import show_warning
+
+    from ..slide.brightfield import brightfield_warning
+
+    if (note := brightfield_warning(slide)) is not None:
+        show_warning(note)
 
 
 def read_cohort_folder(path: str | os.PathLike) -> list[tuple]:
@@ -96,13 +120,21 @@ def read_results(path: str | os.PathLike) -> list[tuple]:
     Review marks made in napari on this slide are saved back to ``reviews.json`` in the folder.
     """
     from ..export.result_folder import open_result
+    from .slides import find_reopened
 
     folder = Path(path)
+    viewer = _window()
+    shown = find_reopened(viewer, folder) if viewer is not None else None
+    if shown is not None:  # open already: shown again, never a second copy of its layers
+        viewer.layers.selection.active = shown
+        return [(None,)]
     try:
         saved = open_result(folder)
         slide = _slide_of(saved)
     except AnonavilaError as err:
         raise _shown(err) from None
+    if viewer is not None:  # its legend: what the colours mean, the model, the slide scores (once per window)
+        viewer.window.add_plugin_dock_widget("napari-anonavila", "Heatmap legend")
     data, kwargs, kind = slide_layer_data(slide)
     link = f"results:{uuid.uuid4().hex}"
     kwargs["metadata"].update(anonavila_link=link, anonavila_saved=saved)
@@ -128,7 +160,7 @@ def _slide_of(saved):
     import napari
 
     from ..slide.locate import find_slide, result_neighbourhood
-    from .session import slide_of
+    from .tags import slide_of
 
     viewer = napari.current_viewer()
     open_dirs = [] if viewer is None else list(dict.fromkeys(

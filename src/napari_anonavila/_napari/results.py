@@ -12,9 +12,10 @@ import numpy as np
 from napari.layers import Image, Points
 
 from .layers import heatmap_kwargs, review_points, significant_points
+from .tags import link_of, tag
 
 __all__ = ["HEATMAP", "SIGNIFICANT", "TOPK", "clear_results", "draw_heatmap", "draw_points", "draw_significant",
-           "layer_named", "link_of", "result_layer", "result_layers", "slide_of_result", "tag"]
+           "layer_named", "result_layer", "result_layers", "slide_of_result"]
 
 HEATMAP = "anomaly heatmap"
 TOPK = "top-k patches"
@@ -26,12 +27,6 @@ _TRANSFORM = ("units", "scale", "translate", "affine")
 def layer_named(viewer, name: str):
     """The viewer's layer called ``name``, or None (napari's LayerList has no ``get``)."""
     return viewer.layers[name] if name in viewer.layers else None  # noqa: SIM401
-
-
-def link_of(slide_layer) -> str:
-    """What a slide's result layers name as theirs: the link the reader gave a reopened result, else the layer's
-    napari id."""
-    return slide_layer.metadata.get("anonavila_link") or slide_layer.unique_id
 
 
 def result_layer(viewer, slide_layer, kind: str):
@@ -60,12 +55,6 @@ def slide_of_result(viewer, layer):
         if link_of(candidate) == link:
             return candidate
     return None
-
-
-def tag(kwargs: dict, slide_name: str, link: str, kind: str) -> dict:
-    """Name a result layer after its slide and mark whose it is."""
-    meta = {**kwargs.get("metadata", {}), "anonavila_result": kind, "anonavila_for": link}
-    return {**kwargs, "name": f"{kind} [{slide_name}]", "metadata": meta}
 
 
 def _tag(kwargs: dict, slide_layer, kind: str) -> dict:

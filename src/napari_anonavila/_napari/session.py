@@ -15,9 +15,11 @@ from psygnal import Signal
 from ..reviews import ReviewMarks
 from ..slide import Slide
 from .coords import layer_to_slide_xy_l0
+from .preferences import prefer_this_reader
+from .slides import ONE_AT_A_TIME, arrange
+from .tags import saved_result_of, slide_of, unwrap
 
-__all__ = ["Session", "chosen_path", "saved_result_of", "session_for", "shapes_to_polygons_xy_l0", "slide_of",
-           "unwrap"]
+__all__ = ["Session", "chosen_path", "session_for", "shapes_to_polygons_xy_l0"]
 
 
 class Session:
@@ -41,9 +43,12 @@ class Session:
         self.top_k = 10  # how many top patches the points layer and the review table list
         self._marks: dict[str, ReviewMarks] = {}
         self.reviews_changed.connect(self._save_marks_or_say)
+        self.layout = ONE_AT_A_TIME  # how the window shows its slides (slides.LAYOUTS)
+        self._viewer = None
 
     def follow(self, viewer) -> None:
         """Show the slide of the layer selected in ``viewer``: a slide, or one of its result layers."""
+        self._viewer = weakref.ref(viewer)
 
         def on_active(_event=None) -> None:
             from .results import slide_of_result
@@ -54,15 +59,27 @@ class Session:
             slide_layer = layer if slide_of(layer) is not None else slide_of_result(viewer, layer)
             if slide_layer is not None and unwrap(slide_layer) is not self.slide_layer:
                 self.select(slide_layer)
+            elif slide_layer is not None:
+                self.show(fit=False)  # a result layer of the shown slide arrived (a reopened result's): its colour bar
 
         viewer.layers.selection.events.active.connect(on_active)
         on_active()  # the slide selected when the first widget opens
 
     def select(self, slide_layer) -> None:
-        """Make ``slide_layer`` the slide the widgets show, with its own result (switching never re-scores)."""
+        """Make ``slide_layer`` the slide the widgets show, with its own result (switching never re-scores), and show
+        it as the layout says (alone, the view fitted to it; or among the others, side by side)."""
         self.slide_layer = unwrap(slide_layer)
+        self.show()
         self.slide_changed.emit(self.slide_layer)
         self.result_changed.emit(self.result)
+
+    def show(self, layout: str | None = None, *, fit: bool = True) -> None:
+        """Arrange the window's slides around the current one (``layout``: keep it, or change it); ``fit`` the view
+        to it."""
+        self.layout = layout or self.layout
+        viewer = self._viewer() if self._viewer is not None else None
+        if viewer is not None and self.slide_layer is not None and self.slide_layer in viewer.layers:
+            arrange(viewer, self.slide_layer, self.layout, fit=fit)
 
     def _save_marks_or_say(self) -> None:
         try:
@@ -134,29 +151,14 @@ class Session:
 _SESSIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def unwrap(obj):
-    """The napari object behind a plugin's public-only proxy (or the object itself)."""
-    return getattr(obj, "__wrapped__", obj)
-
-
 def session_for(viewer) -> Session:
     """The session of a viewer, created on first use."""
     real = unwrap(viewer)
     if real not in _SESSIONS:
+        prefer_this_reader()  # from now on File > Open takes slides with this plugin without asking
         _SESSIONS[real] = Session()
         _SESSIONS[real].follow(real)
     return _SESSIONS[real]
-
-
-def saved_result_of(layer):
-    """The result a slide layer was opened with from its result folder, else None."""
-    return layer.metadata.get("anonavila_saved") if layer is not None and hasattr(layer, "metadata") else None
-
-
-def slide_of(layer) -> Slide | None:
-    """The open Slide behind an image layer made by our reader, else None."""
-    s = layer.metadata.get("anonavila_slide") if hasattr(layer, "metadata") else None
-    return s if isinstance(s, Slide) else None
 
 
 def shapes_to_polygons_xy_l0(shapes_layer, slide_layer) -> list[np.ndarray]:

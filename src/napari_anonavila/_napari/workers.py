@@ -23,7 +23,8 @@ from ..progress import Progress, restage, waiting
 from ..slide import Slide
 from ..userfiles import cache_dir
 
-__all__ = ["DetectorReady", "GridReady", "ScorePlan", "export_worker", "fit_worker", "pools_worker", "score_worker"]
+__all__ = ["DetectorReady", "GridReady", "ScorePlan", "export_worker", "fit_worker", "load_worker", "pools_worker",
+           "score_worker", "warm_worker"]
 
 MIN_REFERENCE_PATCHES = 8  # fewer normal patches than this make no meaningful normal reference
 
@@ -49,6 +50,7 @@ class ScorePlan:
     patch_um: float | None
     batch_size: int
     mode: str
+    patch_px: int | None = None  # the patch in level-0 pixels (a slide without mpp), instead of patch_um
     roi: list[np.ndarray] | None = None
     grid: PatchGrid | None = None  # score this grid again (a re-score): no tissue mask, no pixel reads if cached
     detector: object | None = None  # use as is
@@ -155,6 +157,29 @@ def _detector_class():
     return Detector
 
 
+_WARM = {"started": False}
+
+
+def warm_worker():
+    """A worker that starts torch and imports the models' code in the background, once per process (None when that
+    has been started already): the first Run then finds them loaded."""
+    if _WARM["started"]:
+        return None
+    _WARM["started"] = True
+    return _warm()
+
+
+@thread_worker(ignore_errors=True)
+def _warm():
+    _detector_class()
+
+
+@thread_worker(ignore_errors=True)
+def load_worker(path: Path, *, device: str, precision: str):
+    """Load a checkpoint in the background as soon as it is chosen (the Run that follows reuses it)."""
+    return _detector_class().load(path, device=device, precision=precision)
+
+
 @thread_worker(ignore_errors=True)  # the widgets show errors in the notification area
 def score_worker(plan: ScorePlan):
     """Get the detector (reuse, load, or build and fit the demo), lay the grid, score; return the SlideResult.
@@ -179,6 +204,7 @@ def score_worker(plan: ScorePlan):
         if grid is None:
             yield Progress("finding tissue", 0, 1)
             grid = make_grid(plan.slide, patch_um=plan.patch_um if plan.slide.mpp else None,
+                             patch_px=plan.patch_px if plan.patch_px or not plan.slide.mpp else None,
                              roi_polygons_xy_l0=plan.roi)
         yield GridReady(grid)
         from ..pipeline import iter_score_slide

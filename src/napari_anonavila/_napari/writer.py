@@ -28,7 +28,8 @@ def _layer_like(attributes: dict):
 def _slide_layer(attributes: dict):
     import napari
 
-    from .session import session_for, slide_of
+    from .session import session_for
+    from .tags import slide_of
 
     viewer = napari.current_viewer()
     if viewer is None:

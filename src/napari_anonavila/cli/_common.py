@@ -83,18 +83,23 @@ def terms_from_args(args: argparse.Namespace):
 
 
 class _Bars:
-    """One tqdm bar per stage, on stderr."""
+    """One tqdm bar per stage on stderr; where stderr is not a terminal (a log, a batch job), a plain line per stage
+    at least every ``every_s`` seconds and at the stage's end, so a long step is never silent."""
 
-    def __init__(self, disable: bool) -> None:
-        self.disable = disable
+    def __init__(self, disable: bool, *, lines: bool = False, every_s: float = 5.0) -> None:
+        self.disable, self.lines, self.every_s = disable, lines, every_s
         self.bar = None
         self.stage = None
+        self._last = self._start = 0.0
 
     def __call__(self, event: Progress) -> None:
-        from tqdm import tqdm
-
         if self.disable:
             return
+        if self.lines:
+            self._line(event)
+            return
+        from tqdm import tqdm
+
         if event.stage != self.stage:
             self.close()
             self.stage = event.stage
@@ -105,6 +110,22 @@ class _Bars:
             self.bar.set_postfix(loss=f"{event.info['loss']:.4f}", refresh=False)
         self.bar.refresh()
 
+    def _line(self, event: Progress) -> None:
+        import time
+
+        now = time.monotonic()
+        if event.stage != self.stage:
+            self.close()
+            self.stage, self._start, self._last = event.stage, now, now
+        if now - self._last >= self.every_s or (event.total and event.done >= event.total):
+            self._print(event, now)
+
+    def _print(self, event: Progress, now: float) -> None:
+        self._last = now
+        part = f"{event.done}/{event.total} ({100 * event.done / event.total:.0f}%)" if event.total else f"{event.done}"
+        loss = f", loss {event.info['loss']:.4f}" if "loss" in event.info else ""
+        print(f"[{event.stage}] {part}{loss}, {now - self._start:.0f} s", file=sys.stderr, flush=True)
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
@@ -112,4 +133,5 @@ class _Bars:
 
 
 def progress_bar(args: argparse.Namespace) -> ProgressCallback:
-    return _Bars(disable=bool(getattr(args, "quiet", False)) or not sys.stderr.isatty())
+    quiet = bool(getattr(args, "quiet", False))
+    return _Bars(disable=quiet, lines=not sys.stderr.isatty())

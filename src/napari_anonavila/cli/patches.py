@@ -113,6 +113,7 @@ def _train(args: argparse.Namespace) -> int:
     det.info["normal_sources"] = [str(f) for f in args.normal]
     det.save(args.out, overwrite=args.overwrite)
     split = det.info["centroid_split"]
+    print(det.info.get("calibration_outcome", ""))
     print(f"trained on {split['n_train']} normal patches; {describe_split(split)}; loss {losses[0]:.4f} -> "
           f"{losses[-1]:.4f}; wrote {args.out}")
     return 0

@@ -114,6 +114,8 @@ def _score_slide(args: argparse.Namespace) -> int:
                         "tissue)")
         print(f"{path.name}: {n} patches from {src}; max {s['max']:.4g}, top-1% {s['top1']:.4g}, "
               f"eroded max {s['max_eroded']:.4g}{verdict} -> {out}")
+        if cal.get("out_of_domain"):
+            print(f"WARNING: {path.name}: {cal['domain_note']}", file=sys.stderr)
     return 2 if failed else 0
 
 

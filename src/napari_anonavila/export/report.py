@@ -37,7 +37,10 @@ def _calibration_html(result: SlideResult, prov: dict) -> str:
     n_sig = int(np.sum(result.significant()))
     size_um = (prov.get("grid") or {}).get("patch_size_um")
     area = f" ({n_sig * (size_um / 1000) ** 2:.3g} mm&sup2;)" if isinstance(size_um, (int, float)) else ""
-    return (f"<p>Against {int(cal.get('n_patches', 0))} normal reference patches "
+    slide_cal = result.calibrated_summary()
+    domain = (f'<p style="background:#f8d7da;border:1px solid #d9534f;padding:8px"><b>Out of the model\'s domain:</b> '
+              f"{html.escape(slide_cal['domain_note'])}.</p>" if slide_cal.get("out_of_domain") else "")
+    return domain + (f"<p>Against {int(cal.get('n_patches', 0))} normal reference patches "
             f"({html.escape(str(cal.get('source', '')))}): <b>{n_sig} of {len(result)} patches significant</b> at a "
             f"{result.fdr:.0%} false-discovery rate{area}; max z "
             f"{float(np.max(result.z)) if len(result) else float('nan'):.2f}. "

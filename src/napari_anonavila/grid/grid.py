@@ -15,7 +15,8 @@ from ..errors import GridError
 from ..slide import Slide
 from .tissue import TissueMask, tissue_mask
 
-__all__ = ["DEFAULT_PATCH_PX", "DEFAULT_PATCH_UM", "PatchGrid", "make_grid", "patch_size_l0", "too_few_patches_message"]
+__all__ = ["DEFAULT_PATCH_PX", "DEFAULT_PATCH_UM", "FEW_PATCHES", "PatchGrid", "make_grid", "patch_size_l0",
+           "small_grid_hint", "too_few_patches_message"]
 
 DEFAULT_PATCH_UM = 128.0  # the paper's field: 256 px at 0.5 um/px, 512 px at 0.25 um/px
 DEFAULT_PATCH_PX = 256  # used when the slide has no mpp
@@ -138,6 +139,20 @@ def too_few_patches_message(slide: Slide, grid: PatchGrid, needed: int, *, what:
             return f"{msg}: use a smaller patch ({', '.join(tried)}), or draw larger regions"
         q //= 2
     return f"{msg}: draw larger regions" + (f" (smaller patches do not help: {', '.join(tried)})" if tried else "")
+
+
+FEW_PATCHES = 4  # a grid of fewer patches than this is a few squares, not a map
+
+
+def small_grid_hint(slide: Slide, grid: PatchGrid) -> str | None:
+    """A sentence when ``grid`` holds a handful of patches at most (a small slide, or a patch near its size): which
+    patch size would give a map (the shorter side in eight patches); None otherwise."""
+    if not 0 < len(grid) < FEW_PATCHES:
+        return None
+    side = max(8, min(slide.dimensions_xy) // 8)
+    size = (lambda q: f"{q * slide.mpp:.0f} um (--patch-um)") if slide.mpp else (lambda q: f"{q} px (--patch-px)")
+    return (f"{slide.path.name}: only {len(grid)} patch(es) of {size(grid.patch_size_l0).split(' (')[0]} fit this "
+            f"slide: a few squares, not a map; choose a smaller patch, e.g. {size(side)}")
 
 
 def _um(p: int, slide: Slide) -> str:

@@ -18,8 +18,8 @@ from qtpy.QtWidgets import QTableWidget, QTableWidgetItem
 
 from ...batch.cohort import CohortEntry, read_cohort
 from ...errors import AnonavilaError
-from ..results import result_layers
 from ..session import chosen_path, session_for
+from ..slides import find_reopened
 from . import plain_tooltip, row_table, tabify_when_docked, wrapping
 
 __all__ = ["CohortWidget"]
@@ -71,7 +71,7 @@ class CohortWidget(Container):
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         self.viewer = viewer
-        session_for(viewer)  # the other widgets follow the slide shown here
+        self.session = session_for(viewer)  # the other widgets follow the slide shown here
         self.source = FileEdit(label="cohort", mode="r", filter="cohort.csv *.csv",
                                tooltip="the cohort.csv that 'anonavila batch' wrote (File > Open on the batch output "
                                        "folder does the same)")
@@ -85,7 +85,6 @@ class CohortWidget(Container):
         self.native.layout().addWidget(self.table, 1)
         self.entries: list[CohortEntry] = []
         self.current: int | None = None
-        self._opened: dict[str, object] = {}  # result folder -> its slide layer
         self.source.changed.connect(self._on_source)
         self.table.itemSelectionChanged.connect(self._on_row)
         for key, step in ((NEXT_KEY, 1), (PREVIOUS_KEY, -1)):
@@ -165,19 +164,17 @@ class CohortWidget(Container):
             self.info.value = f"{Path(e.slide).name}: no result ({e.status}{f': {e.error}' if e.error else ''})"
             return None
         key = str(e.result_dir)
-        layer = self._opened.get(key)
-        if layer is None or layer not in self.viewer.layers:
+        layer = find_reopened(self.viewer, key)  # opened here, or already by File > Open: never twice
+        if layer is None:
             try:
                 layers = self.viewer.open(key, plugin=PLUGIN)
             except (AnonavilaError, OSError, ValueError) as err:
                 show_error(f"{Path(e.slide).name}: {err}")
                 return None
-            layer = self._opened[key] = layers[0]
-        for other in self._opened.values():
-            if other in self.viewer.layers:
-                visible = other is layer
-                for ly in (other, *result_layers(self.viewer, other)):
-                    ly.visible = visible
-        self.viewer.layers.selection.active = layer
-        self.viewer.reset_view()
+            layer = layers[0] if layers else find_reopened(self.viewer, key)
+        self.viewer.layers.selection.active = layer  # the session follows: shown alone (or side by side), fitted
+        if self.session.slide_layer is not getattr(layer, "__wrapped__", layer):
+            self.session.select(layer)
+        else:
+            self.session.show()
         return layer

@@ -6,12 +6,14 @@ from pathlib import Path
 
 import napari
 from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, ProgressBar, PushButton, SpinBox
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from ...errors import AnonavilaError, OutputExistsError
 from ...options import TrainConfig
 from ...slide import slide_stem
-from ..session import chosen_path, session_for, shapes_to_polygons_xy_l0, slide_of
+from ..session import chosen_path, session_for, shapes_to_polygons_xy_l0
+from ..tags import slide_of
 from . import follow_layers, scroll_form, set_progress, tabify_when_docked, wrapping
 
 __all__ = ["RetrainWidget", "versioned_checkpoint"]
@@ -31,18 +33,31 @@ def versioned_checkpoint(slide_path: Path | None, checkpoint: Path | None) -> Pa
     return folder / f"{stem}-v{n}.safetensors"
 
 
-class _LossPlot:
-    """A matplotlib canvas with the per-batch training loss, tall enough to read."""
+class _LossPlot(QWidget):
+    """The per-batch training loss, tall enough to read. matplotlib's canvas (seconds to import and build, the bulk
+    of opening the panels) is made when the plot is first shown or given a loss, never while the panel opens."""
 
     def __init__(self) -> None:
+        super().__init__()
+        self.setMinimumHeight(170)
+        QVBoxLayout(self).setContentsMargins(0, 0, 0, 0)
+        self.canvas = self.figure = self.ax = None
+        self.losses: list[float] = []
+
+    def showEvent(self, event) -> None:
+        self._build()
+        super().showEvent(event)
+
+    def _build(self) -> None:
+        if self.canvas is not None:
+            return
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
 
         self.figure = Figure(figsize=(3.6, 2.2), dpi=90, layout="constrained")
         self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(170)
         self.ax = self.figure.add_subplot()
-        self.losses: list[float] = []
+        self.layout().addWidget(self.canvas)
         self.draw()
 
     def reset(self) -> None:
@@ -55,6 +70,11 @@ class _LossPlot:
             self.draw()
 
     def draw(self) -> None:
+        if self.canvas is None:
+            if not self.isVisible():
+                return  # drawn when shown
+            self._build()
+            return
         self.ax.clear()
         if self.losses:
             self.ax.plot(range(1, len(self.losses) + 1), self.losses, color="tab:orange", lw=1.2)
@@ -100,7 +120,7 @@ class RetrainWidget(Container):
         self.form = scroll_form(self, [self.regions, self.other_slide, self.folder, self.epochs, self.batch_size,
                                        self.lr, self.accumulate, self.train_button, self.calibrate_button,
                                        self.progress, self.status,
-                                       self.out, self.save_button], extra=[self.plot.canvas])
+                                       self.out, self.save_button], extra=[self.plot])
         tabify_when_docked(self.native)
         self.worker = None
         self._trained = False
@@ -189,7 +209,10 @@ class RetrainWidget(Container):
 
     def _on_done(self, losses):
         self.plot.draw()
-        self._model_changed(f"trained: loss {losses[0]:.4f} -> {losses[-1]:.4f}")
+        outcome = self.session.detector.info.get("calibration_outcome", "")
+        if self.session.detector.calibration is None:
+            show_warning(f"Retrained: {outcome}")
+        self._model_changed(f"trained: loss {losses[0]:.4f} -> {losses[-1]:.4f}; {outcome}")
 
     def _on_calibrated(self, n: int):
         self._model_changed(self.session.detector.calibration.describe())

@@ -13,7 +13,8 @@ from ...reviews import PatchKey
 from ..coords import slide_xy_l0_to_world
 from ..layers import review_points
 from ..results import TOPK, result_layer
-from ..session import session_for, unwrap
+from ..session import session_for
+from ..tags import unwrap
 from . import row_table, tabify_when_docked
 
 __all__ = ["ReviewWidget"]

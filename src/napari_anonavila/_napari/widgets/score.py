@@ -24,11 +24,15 @@ from qtpy.QtCore import QTimer
 from ...errors import AnonavilaError
 from ...options import PRECISIONS, ScoreMode
 from ...progress import Progress
-from ...slide.base import MPP_RANGE, check_user_mpp
+from ...slide.base import MPP_RANGE
 from ..layers import Z_RANGE
-from ..results import HEATMAP, TOPK, clear_results, draw_heatmap, draw_points, draw_significant
-from ..session import chosen_path, session_for, shapes_to_polygons_xy_l0, slide_of, unwrap
-from ..workers import DetectorReady, GridReady, ScorePlan, score_worker
+from ..legend import legend_text, scores_text
+from ..results import HEATMAP, TOPK, clear_results, draw_heatmap, draw_points, draw_significant, result_layer
+from ..session import chosen_path, session_for, shapes_to_polygons_xy_l0
+from ..slides import LAYOUTS
+from ..tags import slide_of, unwrap
+from ..units import give_mpp, patch_unit, units_text
+from ..workers import DetectorReady, GridReady, ScorePlan, load_worker, score_worker, warm_worker
 from . import follow_layers, scroll_form, set_progress, tabify_when_docked, wrapping
 
 __all__ = ["HEATMAP", "TOPK", "ScoreWidget"]
@@ -60,8 +64,14 @@ class ScoreWidget(Container):
                                      tooltip="a Shapes layer of normal regions, to fit the demo model on")
         self.region = ComboBox(label="region", choices=REGIONS, value="whole slide")
         self.region_layer = ComboBox(label="region shapes", choices=self._shapes_layers, nullable=True)
-        self.patch_um = FloatSpinBox(label="patch (um)", value=128.0, min=8.0, max=2048.0, step=16.0,
-                                     tooltip="patch field in microns (the paper's 128 um); 256 px without mpp")
+        self.units = Label(value="")
+        self.show_slides = ComboBox(label="show", choices=LAYOUTS, value=self.session.layout,
+                                    tooltip="one slide at a time (its layers only, the view fitted to it), or every "
+                                            "slide side by side")
+        self.patch_um = FloatSpinBox(label="patch (um)", value=128.0, min=8.0, max=8192.0, step=16.0,
+                                     tooltip="patch field: microns for a slide with mpp (the paper's 128 um), level-0 "
+                                             "pixels for a slide without (256 px)")
+        self._patch_unit = "um"
         self.batch_size = SpinBox(label="batch size", value=32, min=1, max=1024)
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
         self.precision = ComboBox(label="precision", choices=list(PRECISIONS), value="float32",
@@ -77,13 +87,15 @@ class ScoreWidget(Container):
         self.run_button = PushButton(text="Run")
         self.progress = ProgressBar(label="progress", value=0, max=1)
         self.scores_label = Label(label="slide scores", value="-")
+        self.legend = Label(value="")
         super().__init__()
         self.form = scroll_form(self, [
-            self.slide_layer, self.slide_mpp, self.model, self.model_info, self.normal_layer, self.region,
-            self.region_layer, self.patch_um, self.batch_size, self.device, self.precision, self.top_k, self.mode,
-            self.eroded, self.values, self.run_button, self.progress, self.scores_label])
+            self.slide_layer, self.units, self.slide_mpp, self.show_slides, self.model, self.model_info,
+            self.normal_layer, self.region, self.region_layer, self.patch_um, self.batch_size, self.device,
+            self.precision, self.top_k, self.mode, self.eroded, self.values, self.run_button, self.progress,
+            self.scores_label, self.legend])
         tabify_when_docked(self.native)
-        for label in (self.model_info, self.scores_label):
+        for label in (self.units, self.model_info, self.scores_label, self.legend):
             wrapping(label)
         self.worker = None
         self._drawing: list = []  # result layers still to draw, one per event-loop turn (see _on_result)
@@ -97,7 +109,9 @@ class ScoreWidget(Container):
         self._scored = 0
         self._last_refresh = 0.0
         self.run_button.changed.connect(self._on_run)
-        self.slide_layer.changed.connect(self._show_mpp)
+        self.slide_layer.changed.connect(self._on_pick)
+        self.show_slides.changed.connect(lambda layout: self.session.show(layout))
+        self.model.changed.connect(self._preload)
         self.slide_mpp.changed.connect(self._on_mpp)
         self.eroded.changed.connect(lambda *_: self._refresh_heatmap())
         self.values.changed.connect(lambda *_: self._refresh_heatmap())
@@ -107,11 +121,15 @@ class ScoreWidget(Container):
         self.session.detector_changed.connect(self._show_model)
         self.session.reviews_changed.connect(self._draw_points)
         follow_layers(viewer, self.reset_choices)
+        viewer.layers.events.inserted.connect(self._show_legend)
         self.session.slide_changed.connect(self._on_slide)
         self.reset_choices()
         self._show_mpp()
         self.top_k.value = self.session.top_k
         self._show_model(self.session.detector)
+        if self.session.slide_layer is not None:
+            self._on_slide(self.session.slide_layer)  # a slide (a reopened result) shown before the panel opened
+        self._warm()
 
     # -- choices -----------------------------------------------------------------------------------
     def reset_choices(self, *_):
@@ -128,11 +146,19 @@ class ScoreWidget(Container):
         return [ly for ly in self.viewer.layers if isinstance(ly, Shapes)]
 
     def _show_mpp(self, *_) -> None:
-        """Offer the mpp field only for a slide whose file gives none (or whose mpp was given here)."""
+        """Say the slide's units; offer the mpp field only for a slide whose file gives none (or whose mpp was given
+        here); the patch field in the slide's unit (microns, else level-0 pixels)."""
         slide = slide_of(self.slide_layer.value) if self.slide_layer.value is not None else None
+        self.units.value = units_text(slide)
+        self.units.native.setStyleSheet("color: #ffb000;" if slide is not None and not slide.mpp else "")
         self.slide_mpp.visible = slide is not None and slide.mpp_source != "file"
         with self.slide_mpp.changed.blocked():
             self.slide_mpp.value = slide.mpp if slide is not None and slide.mpp else 0.0
+        unit, default = patch_unit(slide)
+        if unit != self._patch_unit:
+            self._patch_unit = unit
+            self.patch_um.label = f"patch ({unit})"
+            self.patch_um.value = default
 
     def _on_mpp(self, value: float) -> None:
         try:
@@ -142,22 +168,52 @@ class ScoreWidget(Container):
             self._show_mpp()
 
     def set_mpp(self, layer, mpp: float) -> None:
-        """Give a slide without mpp in its file its microns per pixel: the slide layer (and its results' layers when
-        drawn next) then work in microns. Refused once the slide has a result made in pixels."""
-        slide = slide_of(layer) if layer is not None else None
-        if slide is None or not mpp:
+        """Give a slide without mpp in its file its microns per pixel (see :func:`..units.give_mpp`)."""
+        give_mpp(layer, mpp, has_result=self.session.result_of(layer) is not None)
+        self._show_mpp()
+
+    def _show_legend(self, *_) -> None:
+        """The legend of the shown slide's heatmap (called as a reopened result's layers arrive)."""
+        s = self.session
+        if s.result is not None and result_layer(self.viewer, s.slide_layer, HEATMAP) is not None:
+            det = s.detector.describe() if s.detector is not None else None
+            self.legend.value = legend_text(self.viewer, s.slide_layer, s.result, det)
+
+    def _on_pick(self, layer) -> None:
+        """A slide picked in the panel becomes the slide shown (alone, or among the others side by side)."""
+        self._show_mpp()
+        if layer is not None and not self.session.busy and unwrap(layer) is not self.session.slide_layer:
+            self.viewer.layers.selection.active = layer
+
+    def _warm(self) -> None:
+        """Start torch and the models' code in the background as the panel opens (once per process), so that the
+        first Run does not wait for them; the model line says when it is ready."""
+        worker = warm_worker()
+        if worker is None:
             return
-        check_user_mpp(mpp)
-        if slide.mpp_source == "file":
-            raise ValueError(f"{slide.path.name}: its file gives {slide.mpp:g} um/px; that is used")
-        if self.session.result_of(layer) is not None:
-            raise ValueError(f"{slide.path.name} already has a result made in pixels; open the slide again and set "
-                             "its mpp before scoring it")
-        slide.mpp, slide.mpp_source = float(mpp), "user"
-        layer.scale = (float(mpp), float(mpp))
-        layer.units = ("um", "um")
-        layer.metadata.update(mpp=float(mpp), mpp_source="user")
-        show_info(f"{slide.path.name}: {mpp:g} um per pixel (given here); patch sizes are in microns")
+        if self.session.detector is None:
+            self.model_info.value = f"{_NO_MODEL}\n(starting torch in the background...)"
+        worker.returned.connect(lambda _r: self._show_model(self.session.detector))
+        worker.start()
+
+    def _preload(self, *_) -> None:
+        """Load a chosen checkpoint at once, in the background: Run then starts scoring without the wait."""
+        path = chosen_path(self.model)
+        s = self.session
+        if path is None or not path.is_file() or s.busy or (s.checkpoint is not None and s.checkpoint == path):
+            return
+        self.model_info.value = f"loading {path.name} in the background..."
+        worker = load_worker(path, device=self.device.value, precision=self.precision.value)
+
+        def loaded(det) -> None:
+            if self.session.busy or chosen_path(self.model) != path:
+                return  # a run or another choice came first
+            self.session.detector, self.session.checkpoint = det, path
+            self.session.detector_changed.emit(det)
+
+        worker.returned.connect(loaded)
+        worker.errored.connect(lambda err: (show_error(f"{path.name}: {err}"), self._show_model(s.detector)))
+        worker.start()
 
     def _show_model(self, det) -> None:
         if det is None:
@@ -177,13 +233,14 @@ class ScoreWidget(Container):
         res = s.result
         if res is not None:
             self._grid, self._heat, self._scored = res.grid, res.heatmap(), len(res)
-            self._show_scores(res)
+            self.scores_label.value = scores_text(res)
             self._refresh_heatmap()
             if not s.result_is_current() and s.detector is not None and self.worker is None:
                 self.rescore()
         else:
             self._grid, self._heat, self._scored = None, None, 0
             self.scores_label.value = "-"
+            self.legend.value = ""
 
     def _draw_points(self):
         s = self.session
@@ -227,7 +284,9 @@ class ScoreWidget(Container):
         if layer is None:
             raise ValueError("no slide layer: open a slide (File > Open) or the sample (File > Open Sample)")
         slide = slide_of(layer)
-        plan = ScorePlan(slide=slide, patch_um=self.patch_um.value, batch_size=self.batch_size.value,
+        in_um = self._patch_unit == "um" and bool(slide.mpp)
+        plan = ScorePlan(slide=slide, patch_um=self.patch_um.value if in_um else None,
+                         patch_px=None if in_um else round(self.patch_um.value), batch_size=self.batch_size.value,
                          mode=self.mode.value, roi=self._roi(layer), device=self.device.value,
                          precision=self.precision.value)
         s, model = self.session, chosen_path(self.model)
@@ -345,6 +404,8 @@ class ScoreWidget(Container):
 
         res = self.session.result  # None while a run streams in: the partial heatmap, z from the model's reference
         saved = self.session.is_reopened(res)
+        if saved and result_layer(self.viewer, self.session.slide_layer, HEATMAP) is None:
+            return  # a result folder being opened: its reader adds the heatmap layer next (never a second one)
         mode = res.mode if res is not None else self.mode.value
         how = f"{mode}{', 3x3 eroded' if self.eroded.value else ''}{'; saved' if saved else ''}"
         cal = None if res is not None else self._calibration()
@@ -361,18 +422,12 @@ class ScoreWidget(Container):
         else:
             fixed = None
             label = f"raw anomaly score ({how}; stretched per slide{'' if calibrated else ', uncalibrated model'})"
-        layer = draw_heatmap(self.viewer, self.session.slide_layer, heat, self._grid.patch_size_l0,
-                             self._grid.origin_xy_l0, label=label, fixed=fixed)
-        self.viewer.text_overlay.text = label  # the colour bar's title
-        self.viewer.text_overlay.visible = layer.colorbar.visible  # with its bar (a new layer's comes next update)
-
-    def _show_scores(self, result) -> None:
-        sc = result.slide_scores()
-        cal = result.calibrated_summary()
-        verdict = (f"{cal['n_significant']} patches significant at FDR 5%, max z {cal['max_z']:.3g}; "
-                   if cal["calibrated"] and cal["max_z"] is not None else "uncalibrated (no z or p-values); ")
-        self.scores_label.value = (f"{verdict}max {sc['max']:.3g}, top-1% {sc['top1']:.3g}; "
-                                   f"eroded: max {sc['max_eroded']:.3g}, top-1% {sc['top1_eroded']:.3g}")
+        draw_heatmap(self.viewer, self.session.slide_layer, heat, self._grid.patch_size_l0, self._grid.origin_xy_l0,
+                     label=label, fixed=fixed)
+        if res is None:
+            self.legend.value = label
+        else:
+            self._show_legend()
 
     def _on_result(self, result):
         """The finished run's result: its scores and heatmap at once, then its points layers one per event-loop turn.
@@ -384,7 +439,7 @@ class ScoreWidget(Container):
         s = self.session
         s.result = result
         self._grid, self._heat, self._scored = result.grid, result.heatmap(), len(result)
-        self._show_scores(result)
+        self.scores_label.value = scores_text(result)
         self._refresh_heatmap()
         self._drawing = [self._draw_points, lambda: draw_significant(self.viewer, s.slide_layer, s.result),
                          self._announce]
