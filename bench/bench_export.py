@@ -17,7 +17,8 @@ import json, sys, time
 import numpy as np
 from napari_anonavila.grid import PatchGrid
 from napari_anonavila.result import PatchTerms, SlideResult
-from napari_anonavila.export.geojson import write_geojson, read_geojson
+from napari_anonavila.annotations.geojson import read_geojson
+from napari_anonavila.export.geojson import write_geojson
 def peak():
     for line in open('/proc/self/status'):
         if line.startswith('VmHWM'): return int(line.split()[1]) / 1024

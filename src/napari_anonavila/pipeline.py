@@ -19,7 +19,7 @@ import torch
 
 from .backends import VLMBackend
 from .embcache import CHUNK_ROWS, EmbeddingCache
-from .errors import NonFiniteError
+from .errors import GridError, NonFiniteError
 from .grid import PatchGrid
 from .progress import Progress
 from .provenance import provenance, slide_record
@@ -191,12 +191,14 @@ def iter_score_slide(slide: Slide, grid: PatchGrid, detector, *, batch_size: int
 
 def score_slide(detector, slide: Slide | str | os.PathLike, *, out_dir: str | os.PathLike | None = None,
                 patch_um: float | None = None, patch_px: int | None = None, min_tissue: float = 0.25,
-                roi_polygons_xy_l0=None, mpp: float | None = None, batch_size: int = 32, workers: int | None = None,
-                prefetch: int = 2, mode: str | None = None, top_k: int = 3, overwrite: bool = False,
-                checkpoint: dict | None = None, extra: dict | None = None, on_progress=None, cancel=None
-                ) -> SlideResult:
+                roi_polygons_xy_l0=None, regions=None, mpp: float | None = None, batch_size: int = 32,
+                workers: int | None = None, prefetch: int = 2, mode: str | None = None, top_k: int = 3,
+                overwrite: bool = False, checkpoint: dict | None = None, extra: dict | None = None, on_progress=None,
+                cancel=None) -> SlideResult:
     """Open (if needed), grid, score and (with ``out_dir``) write outputs and the embedding cache. ``extra`` goes
-    into the result's provenance (a batch run's settings, say).
+    into the result's provenance (a batch run's settings, say). ``regions`` (a
+    :class:`~napari_anonavila.annotations.ScoreRegions`: an ROI and exclusions from annotation files) or
+    ``roi_polygons_xy_l0`` say where to score; their files, classes and patch counts go into the provenance.
 
     The output folder is claimed for the run (a second run into it fails at once); its embedding cache is
     committed in chunks, so a killed or cancelled run resumes, and the outputs are replaced only when complete.
@@ -222,13 +224,18 @@ def score_slide(detector, slide: Slide | str | os.PathLike, *, out_dir: str | os
                 sweep_partials(out_dir, recursive=True)  # temporary files of killed runs, caches included
                 sweep_partials(os.path.dirname(os.path.abspath(out_dir)))  # and their staged result folders
             cache = EmbeddingCache(out_dir) if out_dir is not None else None
+            regions = _regions(regions, roi_polygons_xy_l0, sl)
             grid_key = {"slide_fingerprint": sl.fingerprint(), "min_tissue": min_tissue, "mpp": sl.mpp,
                         "patch_size_l0": patch_size_l0(sl, patch_um=patch_um, patch_px=patch_px),
-                        "roi_polygons_xy_l0": [np.asarray(p).tolist() for p in roi_polygons_xy_l0 or []]}
+                        "regions": regions.key()}
             grid = cache.load_grid(grid_key) if cache else None
-            if grid is None:
-                grid = make_grid(sl, patch_um=patch_um, patch_px=patch_px, min_tissue=min_tissue,
-                                 roi_polygons_xy_l0=roi_polygons_xy_l0)
+            counts: dict = {}
+            if grid is None or regions:
+                grid = make_grid(sl, patch_um=patch_um, patch_px=patch_px, min_tissue=min_tissue, roi=regions.roi,
+                                 exclude=regions.exclude, roi_fraction=regions.roi_fraction,
+                                 exclude_fraction=regions.exclude_fraction, counts=counts)
+                if regions.roi is not None and not len(grid):
+                    raise GridError(f"{sl.path.name}: the ROI ({regions.roi.source}) leaves no tissue patch to score")
                 if cache:
                     cache.save_grid(grid_key, grid)
             if (hint := small_grid_hint(sl, grid)) is not None:
@@ -237,14 +244,29 @@ def score_slide(detector, slide: Slide | str | os.PathLike, *, out_dir: str | os
                                    cache=cache, mode=mode, top_k=top_k, checkpoint=checkpoint)
             result = drain(gen, on_progress, cancel)
             result.provenance.update(extra or {})
+            if regions:
+                result.provenance["regions"] = regions.describe(counts)
             if out_dir is not None:
                 write_result_folder(out_dir, result, sl, thumbnail=cache.thumbnail(sl) if sl.cheap_thumbnail else None,
-                                    overwrite=overwrite)
+                                    overwrite=overwrite, regions=regions)
                 cache.prune(cache_key(sl, grid, detector.backend_id, detector.embed_dim, detector.backend), grid_key)
         return result
     finally:
         if own:
             sl.close()
+
+
+def _regions(regions, polygons, slide: Slide):
+    """The run's ROI and exclusions (polygons given as arrays join the ROI), checked against the slide."""
+    from .annotations import ScoreRegions, merge, regions_of_polygons
+
+    regions = regions or ScoreRegions()
+    if polygons is not None:
+        boxes = regions_of_polygons(polygons, source="the regions given", kind="polygons")
+        regions = ScoreRegions(merge([regions.roi, boxes]), regions.exclude, regions.roi_fraction,
+                               regions.exclude_fraction)
+    regions.check(slide)
+    return regions
 
 
 def iter_slide_embeddings(slide: Slide, grid: PatchGrid, backend: VLMBackend, backend_id: str, *,

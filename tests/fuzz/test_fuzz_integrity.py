@@ -124,7 +124,7 @@ def test_given_mpp_is_checked_before_opening(tmp_path_factory, sample_slides, mp
 
 @given(depth=st.integers(1, 200_000), digits=st.integers(1, 5000))
 def test_geojson_depth_and_digits(tmp_path_factory, depth, digits):
-    from napari_anonavila.export.geojson import read_geojson
+    from napari_anonavila.annotations.geojson import read_geojson
 
     d = tmp_path_factory.mktemp("fz-gj")
     nested = "[" * depth + "]" * depth

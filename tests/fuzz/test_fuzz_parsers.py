@@ -11,8 +11,8 @@ import torch
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from napari_anonavila.annotations.geojson import read_geojson
 from napari_anonavila.errors import AnonavilaError, CheckpointError, InputFileError, TermPoolError
-from napari_anonavila.export.geojson import read_geojson
 from napari_anonavila.export.tables import read_score_column
 from napari_anonavila.patches import parse_patch_name
 from napari_anonavila.terms import load_pool

@@ -67,7 +67,8 @@ def test_heatmap_cell_maps_back_to_its_patch(p, ox, oy, r, c, dx, dy):
 
 @given(n=st.integers(1, 30), seed=st.integers(0, 2**31), k=st.integers(1, 10))
 def test_geojson_export_import_inverse(tmp_path_factory, n, seed, k):
-    from napari_anonavila.export.geojson import read_geojson, write_geojson
+    from napari_anonavila.annotations.geojson import read_geojson
+    from napari_anonavila.export.geojson import write_geojson
     from napari_anonavila.reviews import ReviewMarks
 
     from ..helpers import result_of_scores

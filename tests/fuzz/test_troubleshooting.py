@@ -98,11 +98,11 @@ def _official(tmp, vlm=True, bad_shape=False):
 
 
 def _cases(tmp: Path) -> dict:
+    from napari_anonavila.annotations.geojson import read_geojson
     from napari_anonavila.backends import get_backend
     from napari_anonavila.calibration import Calibration
     from napari_anonavila.detector import Detector
     from napari_anonavila.export.bundle import check_provenance
-    from napari_anonavila.export.geojson import read_geojson
     from napari_anonavila.export.tables import read_csv, write_csv
     from napari_anonavila.grid import make_grid
     from napari_anonavila.patches import parse_patch_name

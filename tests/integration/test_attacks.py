@@ -133,8 +133,8 @@ def test_terms_that_look_like_formulas_stay_text_in_every_csv(tmp_path):
 
 
 def test_geojson_booleans_are_not_coordinates(tmp_path):
+    from napari_anonavila.annotations.geojson import read_geojson
     from napari_anonavila.errors import InputFileError
-    from napari_anonavila.export.geojson import read_geojson
 
     doc = {"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {"objectType": "annotation"},
            "geometry": {"type": "Polygon", "coordinates": [[[True, False], [10, 0], [10, 10], [True, False]]]}}]}

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import shapely.geometry
 
+from napari_anonavila.annotations.geojson import read_geojson
 from napari_anonavila.cli import main
 from napari_anonavila.errors import InputFileError
 from napari_anonavila.export.bundle import check_provenance, export_all
-from napari_anonavila.export.geojson import feature_to_geojson, read_geojson, region_feature, write_features
+from napari_anonavila.export.geojson import feature_to_geojson, region_feature, write_features
 from napari_anonavila.export.result_folder import open_result
 from napari_anonavila.pipeline import score_slide
 

@@ -519,8 +519,8 @@ def test_bad_arguments_give_one_line_errors(tmp_path, model, sample_slides):
                                  '{"type": "Feature", "geometry": {"type": "Point", "coordinates": [1' + "0" * 400
                                  + ', 5]}, "properties": {}}'])
 def test_hostile_geojson_is_one_error(tmp_path, doc):
+    from napari_anonavila.annotations.geojson import read_geojson
     from napari_anonavila.errors import InputFileError
-    from napari_anonavila.export.geojson import read_geojson
 
     p = tmp_path / "x.geojson"
     p.write_text(doc)

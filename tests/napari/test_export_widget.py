@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from napari_anonavila.export.geojson import read_geojson
+from napari_anonavila.annotations.geojson import read_geojson
 
 from .conftest import click, draw_shapes, layer_of, open_slide, open_widget, wait_worker
 

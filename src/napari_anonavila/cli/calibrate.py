@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ._common import add_backend_args, existing_path, model_path, positive_float, positive_int, progress_bar
+from ._regions import add_normal_region_args, normal_regions_for
 
 __all__ = ["add_commands"]
 
@@ -22,6 +23,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--patch-um", type=positive_float, help="patch field for slides in microns (default 128)")
     p.add_argument("--patch-px", type=positive_int, help="patch size for slides in level-0 pixels")
     p.add_argument("--mpp", type=positive_float, help="microns per level-0 pixel, for slides without it")
+    add_normal_region_args(p)
     add_backend_args(p, default=None)
     p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
     p.set_defaults(func=_calibrate)
@@ -49,7 +51,8 @@ def _calibrate(args: argparse.Namespace) -> int:
             patches.append(det.reference_scores(embs))
             continue
         with open_slide(src, mpp=args.mpp) as slide:
-            grid = make_grid(slide, patch_um=args.patch_um, patch_px=args.patch_px)
+            grid = make_grid(slide, patch_um=args.patch_um, patch_px=args.patch_px,
+                             roi=normal_regions_for(args, src, slide.dimensions_xy))
             embs = drain(iter_slide_embeddings(slide, grid, backend, det.backend_id), bars)
         table = det.reference_scores(embs)
         patches.append(table)

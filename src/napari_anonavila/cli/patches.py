@@ -16,6 +16,7 @@ from ._common import (
     positive_int,
     progress_bar,
 )
+from ._regions import add_normal_region_args
 
 if TYPE_CHECKING:
     import torch
@@ -35,6 +36,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "sub-folders or bands of grid rows)")
     p.add_argument("--patch-um", type=positive_float, help="patch field for slides in microns (default 128)")
     p.add_argument("--patch-px", type=positive_int, help="patch size for slides in level-0 pixels")
+    add_normal_region_args(p)
     p.add_argument("--out", required=True, type=Path, help="checkpoint to write (.safetensors)")
     add_backend_args(p)
     add_terms_args(p)
@@ -72,6 +74,7 @@ def _embed_sources(det, sources, args, bars) -> tuple[torch.Tensor, list[str]]:
     from ..progress import drain
     from ..slide import open_slide
     from ..splits import region_groups
+    from ._regions import normal_regions_for, region_polygons
 
     parts, groups, fine = [], [], []
     for src in sources:
@@ -82,11 +85,16 @@ def _embed_sources(det, sources, args, bars) -> tuple[torch.Tensor, list[str]]:
             fine += [str(p.parent) for p in read]
             continue
         with open_slide(src, mpp=getattr(args, "mpp", None)) as slide:
-            grid = make_grid(slide, patch_um=args.patch_um, patch_px=args.patch_px)
+            normal = normal_regions_for(args, src, slide.dimensions_xy)
+            grid = make_grid(slide, patch_um=args.patch_um, patch_px=args.patch_px, roi=normal)
+            if not len(grid):
+                where = " inside the normal regions" if normal else ""
+                raise InputFileError(f"{src}: no normal tissue patch{where}")
             embs = drain(iter_slide_embeddings(slide, grid, det.backend, det.backend_id), bars)
         parts.append(torch.as_tensor(embs))
         groups += [str(src)] * len(embs)
-        fine += region_groups(grid.xy_l0(), grid.patch_size_l0, prefix=f"{src.name}: ")
+        fine += region_groups(grid.xy_l0(), grid.patch_size_l0, region_polygons(normal) or None,
+                              prefix=f"{src.name}: ")
     return torch.cat(parts), groups if len(set(groups)) >= 2 else fine
 
 

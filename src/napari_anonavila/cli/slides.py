@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ._common import add_backend_args, existing_path, model_path, positive_float, positive_int, progress_bar
+from ._regions import add_region_args, regions_for
 
 __all__ = ["add_commands"]
 
@@ -56,6 +57,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", choices=["sum", "max", "l2", "zero_shot"], default=None)
     p.add_argument("--overwrite", action="store_true", help="replace complete earlier results")
     _grid_args(p)
+    add_region_args(p)
     p.set_defaults(func=_score_slide)
 
     p = sub.add_parser("demo", help="the main job on built-in data: synthetic slides, demo model, heatmap")
@@ -73,7 +75,7 @@ def _score_slide(args: argparse.Namespace) -> int:
     from ..detector import Detector
     from ..errors import AnonavilaError
     from ..pipeline import score_slide
-    from ..slide import unique_stems
+    from ..slide import open_slide, unique_stems
     from ..splits import describe_split
 
     det = Detector.load(args.model, backend=args.backend, device=args.device, precision=args.precision,
@@ -91,8 +93,10 @@ def _score_slide(args: argparse.Namespace) -> int:
         out = args.out / stems[path]
         bars = progress_bar(args)
         try:
+            with open_slide(path, mpp=args.mpp) as probe:
+                regions = regions_for(args, path, probe.dimensions_xy, boxes=args.roi_box)
             res = score_slide(det, path, out_dir=out, patch_um=args.patch_um, patch_px=args.patch_px,
-                              min_tissue=args.min_tissue, roi_polygons_xy_l0=args.roi_box, mpp=args.mpp,
+                              min_tissue=args.min_tissue, regions=regions, mpp=args.mpp,
                               batch_size=args.batch_size, workers=args.workers, mode=args.mode,
                               overwrite=args.overwrite, checkpoint=ck, on_progress=bars)
         except AnonavilaError as err:
@@ -114,6 +118,10 @@ def _score_slide(args: argparse.Namespace) -> int:
                         "tissue)")
         print(f"{path.name}: {n} patches from {src}; max {s['max']:.4g}, top-1% {s['top1']:.4g}, "
               f"eroded max {s['max_eroded']:.4g}{verdict} -> {out}")
+        if "regions" in res.provenance:
+            r = res.provenance["regions"]
+            print(f"  regions: {r.get('n_inside', '?')} tissue patches inside the ROI, {r.get('n_excluded', 0)} left "
+                  "out by exclusions")
         if cal.get("out_of_domain"):
             print(f"WARNING: {path.name}: {cal['domain_note']}", file=sys.stderr)
     return 2 if failed else 0

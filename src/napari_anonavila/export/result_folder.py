@@ -17,6 +17,7 @@ import json
 import math
 import os
 import shutil
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,8 @@ __all__ = ["COLUMNS_FILE", "OUTPUT_FILES", "PATCH_COLUMNS", "open_result", "summ
            "write_result_folder"]
 
 COLUMNS_FILE = "patches.npz"
-OUTPUT_FILES = ("patches.csv", COLUMNS_FILE, "heatmap.npy", "overlay.png", "summary.json")
+REGIONS_FILE = "regions.geojson"  # the ROI and exclusions a result was scored with, to draw them when it reopens
+OUTPUT_FILES = ("patches.csv", COLUMNS_FILE, "heatmap.npy", "overlay.png", REGIONS_FILE, "summary.json")
 RESULT_FORMAT = "napari-anonavila result 2"
 PATCH_COLUMNS = ["x_l0", "y_l0", "size_l0", "row", "col", "d_normal", "d_abnormal", "score", "rank", "top_normal",
                  "top_abnormal", "review", "z", "p_normal", "significant"]
@@ -102,9 +104,10 @@ def summary_of(result: SlideResult, *, top_k: int = 10, extra: dict | None = Non
 
 
 def write_result_folder(out_dir: str | os.PathLike, result: SlideResult, slide, *, thumbnail=None,
-                        overwrite: bool = False, top_k: int = 10, extra: dict | None = None) -> dict:
+                        overwrite: bool = False, top_k: int = 10, extra: dict | None = None, regions=None) -> dict:
     """Write ``result`` into ``out_dir`` as one set (``OUTPUT_FILES``); return the summary. ``slide`` (open) gives
-    the overlay's thumbnail (or ``thumbnail``: (image, downsample)). Refuses a complete result unless ``overwrite``.
+    the overlay's thumbnail (or ``thumbnail``: (image, downsample)); ``regions`` (ScoreRegions), the ROI and
+    exclusions it was scored with, go to ``regions.geojson``. Refuses a complete result unless ``overwrite``.
     The result then knows its folder."""
     out = real_dir(out_dir)  # a symbolic link: its target, where the outputs are committed
     check_writable(out / "summary.json", overwrite=overwrite)
@@ -118,16 +121,41 @@ def write_result_folder(out_dir: str | os.PathLike, result: SlideResult, slide, 
         with open(staged / "heatmap.npy", "wb") as fh:
             np.save(fh, result.heatmap().astype(np.float32))
         (staged / "overlay.png").write_bytes(picture)
-        summary["outputs"] = {name: _file_record(staged / name) for name in OUTPUT_FILES[:-1]}
+        if regions:
+            write_regions(staged / REGIONS_FILE, regions)
+        summary["outputs"] = {name: _file_record(staged / name) for name in OUTPUT_FILES[:-1]
+                              if (staged / name).is_file()}
         with open(staged / "summary.json", "w", encoding="utf-8") as fh:
             json.dump(_finite_or_none(summary), fh, indent=1, default=_json_default, allow_nan=False)
         for name in OUTPUT_FILES:
-            _fsync(staged / name)
+            if (staged / name).is_file():
+                _fsync(staged / name)
         commit_dir(out, staged, OUTPUT_FILES)  # all at once: the old set or the new, never a mix
     finally:
         shutil.rmtree(staged, ignore_errors=True)
     result.folder = out
     return summary
+
+
+def write_regions(path: Path, regions) -> None:
+    """The ROI and exclusions as QuPath annotations (classified ``ROI: <class>`` / ``Exclusion: <class>``), exact."""
+    import shapely
+
+    from .geojson import write_features
+
+    colours = {"ROI": [0, 200, 0], "Exclusion": [230, 60, 60]}
+
+    def features():
+        for role, sets in (("ROI", [regions.roi] if regions.roi is not None else []), ("Exclusion", regions.exclude)):
+            for rs in sets:
+                for r in rs.regions:
+                    name = f"{role}: {r.cls}" if r.cls else role
+                    yield {"type": "Feature", "id": str(uuid.uuid4()), "geometry": shapely.geometry.mapping(r.geometry),
+                           "properties": {"objectType": "annotation", "name": name,
+                                          "classification": {"name": name, "color": colours[role]},
+                                          "metadata": {"source": rs.source}}}
+
+    write_features(path, features(), overwrite=True)
 
 
 def _file_record(path: Path) -> dict:

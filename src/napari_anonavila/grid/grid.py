@@ -7,13 +7,16 @@ import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from skimage.measure import points_in_poly
 
 from ..errors import GridError
 from ..slide import Slide
 from .tissue import TissueMask, tissue_mask
+
+if TYPE_CHECKING:
+    from ..annotations import RegionSet
 
 __all__ = ["DEFAULT_PATCH_PX", "DEFAULT_PATCH_UM", "FEW_PATCHES", "PatchGrid", "make_grid", "patch_size_l0",
            "small_grid_hint", "too_few_patches_message"]
@@ -82,21 +85,32 @@ def patch_size_l0(slide: Slide, *, patch_um: float | None = None, patch_px: int 
 
 
 def make_grid(slide: Slide, *, patch_um: float | None = None, patch_px: int | None = None, min_tissue: float = 0.25,
-              roi_polygons_xy_l0: Sequence[np.ndarray] | None = None, mask: TissueMask | None = None) -> PatchGrid:
+              roi_polygons_xy_l0: Sequence[np.ndarray] | None = None, mask: TissueMask | None = None,
+              roi: RegionSet | None = None, exclude: Sequence[RegionSet] = (), roi_fraction: float = 0.25,
+              exclude_fraction: float = 0.25, counts: dict | None = None) -> PatchGrid:
     """Lay the grid over ``slide`` and keep the cells with at least ``min_tissue`` tissue (0 keeps all).
 
-    ``roi_polygons_xy_l0`` (each an (M, 2) array of level-0 x, y vertices) keeps only cells whose centre lies
-    inside one of them. Only whole patches are used; a slide smaller than one patch raises GridError.
+    Regions follow the tissue rule, by area: with ``roi`` (or ``roi_polygons_xy_l0``, each an (M, 2) array of
+    level-0 x, y vertices) a cell is kept when at least ``roi_fraction`` of its area lies inside; a cell with at
+    least ``exclude_fraction`` of its area in one of ``exclude`` is dropped. Only whole patches are used; a slide
+    smaller than one patch raises GridError. ``counts`` (a dict) receives the tissue cells inside the ROI and the
+    cells the exclusions took away.
     """
     if not 0 <= min_tissue <= 1:
         raise ValueError(f"min_tissue must be in [0, 1], got {min_tissue}")
+    if not (0 < roi_fraction <= 1 and 0 < exclude_fraction <= 1):
+        raise ValueError(f"region fractions must lie in (0, 1], got {roi_fraction} and {exclude_fraction}")
     p = patch_size_l0(slide, patch_um=patch_um, patch_px=patch_px)
     w0, h0 = slide.dimensions_xy
     if p > w0 or p > h0:
         raise GridError(f"{slide.path.name}: the patch ({p} px{_um(p, slide)}) is larger than the slide "
                         f"({w0}x{h0} px); choose a smaller patch size")
     rows, cols = h0 // p, w0 // p
-    inside = _in_polygons(rows, cols, p, roi_polygons_xy_l0) if roi_polygons_xy_l0 is not None else None
+    if roi_polygons_xy_l0 is not None:
+        from ..annotations import regions_of_polygons
+
+        roi = regions_of_polygons(roi_polygons_xy_l0, source="the regions given", kind="polygons")
+    inside = _region_cells(roi, rows, cols, p, roi_fraction) if roi is not None else None
     if min_tissue > 0:
         if mask is None:
             # the whole slide's mask is cheap on a pyramid (and its thresholds see glass and tissue alike); on a
@@ -109,6 +123,11 @@ def make_grid(slide: Slide, *, patch_um: float | None = None, patch_px: int | No
     keep = frac >= min_tissue if min_tissue > 0 else np.ones((rows, cols), bool)
     if inside is not None:
         keep &= inside
+    n_before = int(keep.sum())
+    for ex in exclude:
+        keep &= ~_region_cells(ex, rows, cols, p, exclude_fraction, only=keep)
+    if counts is not None:
+        counts.update(n_inside=n_before, n_excluded=n_before - int(keep.sum()))
     cells = np.argwhere(keep)
     if cells.size == 0:
         warnings.warn(f"{slide.path.name}: no tissue patches found (min_tissue={min_tissue}); nothing to score",
@@ -178,13 +197,24 @@ def _cell_tissue_fraction(tm: TissueMask, p: int, rows: int, cols: int) -> np.nd
     return samples.mean(axis=(1, 3))
 
 
-def _in_polygons(rows: int, cols: int, p: int, polygons: Sequence[np.ndarray]) -> np.ndarray:
-    rr, cc = np.mgrid[0:rows, 0:cols]
-    centres = np.stack([(cc.ravel() + 0.5) * p, (rr.ravel() + 0.5) * p], axis=1)
-    inside = np.zeros(rows * cols, bool)
-    for poly in polygons:
-        poly = np.asarray(poly, dtype=float)
-        if poly.ndim != 2 or poly.shape[1] != 2 or len(poly) < 3:
-            raise ValueError(f"a region polygon needs at least 3 (x, y) vertices, got shape {poly.shape}")
-        inside |= points_in_poly(centres, poly)
-    return inside.reshape(rows, cols)
+def _region_cells(regions: RegionSet, rows: int, cols: int, p: int, fraction: float,
+                  only: np.ndarray | None = None) -> np.ndarray:
+    """(rows, cols) cells with at least ``fraction`` of their area inside ``regions``; with ``only``, the other cells
+    are not looked at (False)."""
+    out = np.zeros((rows, cols), bool)
+    box = regions.bounds_xy_l0()
+    if box is None:
+        return out
+    x0, y0, x1, y1 = box  # cells near the regions only: a 10^6-cell lattice is never made into boxes whole
+    r0, r1 = max(0, int(y0 // p)), min(rows, int(np.ceil(y1 / p)))
+    c0, c1 = max(0, int(x0 // p)), min(cols, int(np.ceil(x1 / p)))
+    if r1 <= r0 or c1 <= c0:
+        return out
+    near = np.zeros((rows, cols), bool)
+    near[r0:r1, c0:c1] = True
+    if only is not None:
+        near &= only
+    cells = np.argwhere(near)
+    frac = regions.fractions(np.stack([cells[:, 1] * p, cells[:, 0] * p], axis=1), p)
+    out[cells[:, 0], cells[:, 1]] = frac >= fraction - 1e-12
+    return out

@@ -15,9 +15,10 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton, Select, SpinBox
 from napari.utils.notifications import show_error, show_info, show_warning
 
+from ...annotations.geojson import read_geojson
 from ...errors import AnonavilaError
 from ...export.bundle import FORMATS, check_provenance, export_targets
-from ...export.geojson import read_geojson, region_feature
+from ...export.geojson import region_feature
 from ...reviews import REVIEW_STATES, PatchKey
 from ..coords import cells_layer_transform
 from ..layers import features_to_layer_data
