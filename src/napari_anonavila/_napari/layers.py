@@ -139,6 +139,20 @@ def significant_points(result, slide_layer) -> tuple[np.ndarray, dict]:
     return data, kwargs
 
 
+_MAX_SHOWN_VERTICES = 20_000
+
+
+def _simplified(ring: np.ndarray, tolerance: float) -> np.ndarray:
+    """A ring with vertices closer than ``tolerance`` to its outline dropped (display only; shape kept)."""
+    if tolerance <= 0 or len(ring) < 8:
+        return ring
+    import shapely
+
+    simple = shapely.simplify(shapely.LinearRing(ring), tolerance)
+    coords = np.asarray(simple.coords)[:, :2]
+    return coords if len(coords) >= 4 else ring
+
+
 def features_to_layer_data(features, slide_layer, name: str = "QuPath") -> list[tuple]:
     """Imported QuPath features -> a Shapes layer per object type and a Points layer for point objects.
 
@@ -154,13 +168,19 @@ def features_to_layer_data(features, slide_layer, name: str = "QuPath") -> list[
     for f in features:
         if f.polygons_xy:
             by_type.setdefault(f.object_type, []).append(f)
+    n_vertices = sum(len(r) for fs in by_type.values() for f in fs for r in f.polygons_xy)
+    tolerance = 0.0
+    if n_vertices > _MAX_SHOWN_VERTICES:  # napari's triangulation freezes the window on 10^4-10^5 vertices
+        extent = max(float(np.ptp(np.concatenate([r for fs in by_type.values() for f in fs for r in f.polygons_xy]),
+                                  axis=0).max()), 1.0)
+        tolerance = extent / 4000  # about a screen pixel of the whole region set
     for otype, feats in sorted(by_type.items()):
         shapes, colors = [], []
         props: dict[str, list] = {k: [] for k in ("name", "classification", "object_type", "review", "measurements",
                                                   "metadata")}
         for f in feats:
             for ring in f.polygons_xy:
-                shapes.append(to_rc(ring))
+                shapes.append(to_rc(_simplified(ring, tolerance)))
                 props["name"].append(f.name or "")
                 props["classification"].append(f.classification or "")
                 props["object_type"].append(otype)

@@ -19,6 +19,7 @@ from .tags import tag
 __all__ = ["get_reader", "is_cohort_folder", "is_result_folder", "read_cohort_folder", "read_results", "read_slide"]
 
 TOP_K = 10  # top-k patches shown for a reopened result (the Score widget's top-k changes it)
+ANNOTATION_FILES = (".geojson", ".xml")  # QuPath GeoJSON, ASAP / Camelyon XML: drawn onto their slide
 
 
 def is_result_folder(path: str | os.PathLike) -> bool:
@@ -40,6 +41,8 @@ def get_reader(path: str | os.PathLike | list):
         return read_results
     if is_cohort_folder(path):
         return read_cohort_folder
+    if str(path).lower().endswith(ANNOTATION_FILES):
+        return read_annotation_file
     if not str(path).lower().endswith(SLIDE_SUFFIXES):
         return None
     return read_slide
@@ -99,6 +102,40 @@ def read_cohort_folder(path: str | os.PathLike) -> list[tuple]:
     return [(None,)]  # napari's "opened, no layers" answer
 
 
+def _slide_for_annotation(viewer, path: Path):
+    """The slide layer an annotation file is drawn onto: the open slide of the same name, else the one shown."""
+    from ..slide import slide_stem
+    from .session import session_for
+    from .slides import slide_layers
+    from .tags import slide_of
+
+    stem = slide_stem(path.name.removesuffix(".xml").removesuffix(".geojson"))
+    named = [ly for ly in slide_layers(viewer) if slide_stem(slide_of(ly).path.name) == stem]
+    return named[0] if named else session_for(viewer).slide_layer
+
+
+def read_annotation_file(path: str | os.PathLike) -> list[tuple]:
+    """A QuPath GeoJSON or ASAP XML drawn onto its slide (the open slide of the same name, else the one shown): one
+    Shapes layer per class, in the slide's place, shown and hidden with it; the exact regions in the layer's metadata
+    for scoring and training."""
+    from ..annotations import ScoreRegions, read_annotations
+    from .annotation_layers import region_layer_data
+    from .tags import slide_of
+
+    path = Path(path)
+    viewer = _window()
+    slide_layer = _slide_for_annotation(viewer, path) if viewer is not None else None
+    try:
+        if slide_layer is None:
+            raise SlideReadError(f"{path.name}: open its slide first (File > Open); the regions are drawn onto it")
+        slide = slide_of(slide_layer)
+        regions = read_annotations(path, slide_dimensions_xy=slide.dimensions_xy)
+        ScoreRegions(regions).check(slide)
+    except AnonavilaError as err:
+        raise _shown(err) from None
+    return region_layer_data(regions, slide_layer, slide.dimensions_xy, prefix=f"{path.stem}: ")
+
+
 class _Placement:
     """The slide layer's transform before napari has made the layer (scale only, as :func:`slide_layer_data` sets
     it): what the result layers' transforms are computed from."""
@@ -150,7 +187,20 @@ def read_results(path: str | os.PathLike) -> list[tuple]:
     return [(data, kwargs, kind),
             (hdata, tag(hkw, name, link, HEATMAP), "image"),
             (sdata, tag(skw, name, link, SIGNIFICANT), "points"),
-            (tdata, tag(tkw, name, link, TOPK), "points")]
+            (tdata, tag(tkw, name, link, TOPK), "points"),
+            *_scored_regions(folder, where, slide, link)]
+
+
+def _scored_regions(folder: Path, where, slide, link: str) -> list[tuple]:
+    """The ROI and exclusions a result was scored with (its regions.geojson), drawn again in the slide's place."""
+    from ..annotations import read_annotations
+    from ..export.result_folder import REGIONS_FILE
+    from .annotation_layers import region_layer_data
+
+    if not (folder / REGIONS_FILE).is_file():
+        return []
+    regions = read_annotations(folder / REGIONS_FILE, slide_dimensions_xy=slide.dimensions_xy)
+    return region_layer_data(regions, where, slide.dimensions_xy, prefix="scored with ", link=link)
 
 
 def _slide_of(saved):

@@ -12,10 +12,10 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 from napari.qt.threading import thread_worker
 
 # torch, the models and the pipeline are imported inside the workers, on their threads: never on the UI thread
+from ..annotations import RegionSet, ScoreRegions
 from ..embcache import EmbeddingCache
 from ..grid import PatchGrid, make_grid, tissue_mask, too_few_patches_message
 from ..options import TrainConfig
@@ -51,14 +51,14 @@ class ScorePlan:
     batch_size: int
     mode: str
     patch_px: int | None = None  # the patch in level-0 pixels (a slide without mpp), instead of patch_um
-    roi: list[np.ndarray] | None = None
+    regions: ScoreRegions | None = None  # where to score: an ROI and exclusions (Shapes layers, annotation files)
     grid: PatchGrid | None = None  # score this grid again (a re-score): no tissue mask, no pixel reads if cached
     detector: object | None = None  # use as is
     model_path: Path | None = None  # else load this checkpoint
     checkpoint: Path | None = None  # the file ``detector`` was loaded from, for the result's provenance
     device: str = "auto"
     precision: str = "float32"
-    demo_regions: list[np.ndarray] | None = None  # else build the demo model and fit it on these normal regions
+    demo_regions: RegionSet | None = None  # else build the demo model and fit it on these normal regions
     fit_config: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=20, batch_size=32, accumulate=1))
 
 
@@ -95,11 +95,12 @@ def session_cache(slide: Slide, grid: PatchGrid) -> EmbeddingCache:
 
 
 def _reference_grid(slide: Slide, roi, patch_um: float | None, what: str) -> PatchGrid:
+    """The normal reference's grid: the slide's tissue inside ``roi`` (a RegionSet) by the tissue rule."""
     mask = tissue_mask(slide)
-    grid = make_grid(slide, patch_um=patch_um if slide.mpp else None, roi_polygons_xy_l0=roi, mask=mask)
+    grid = make_grid(slide, patch_um=patch_um if slide.mpp else None, roi=roi, mask=mask)
     if len(grid) < MIN_REFERENCE_PATCHES:
-        raise ValueError(too_few_patches_message(slide, grid, MIN_REFERENCE_PATCHES, what=what,
-                                                 roi_polygons_xy_l0=roi, mask=mask))
+        raise ValueError(too_few_patches_message(slide, grid, MIN_REFERENCE_PATCHES, what=what, roi=roi,
+                                                 mask=mask))
     return grid
 
 
@@ -119,7 +120,8 @@ def _iter_reference(detector, *, slide=None, roi=None, patch_um=None, folder=Non
         embs = yield from restage(iter_slide_embeddings(slide, grid, detector.backend, detector.backend_id),
                                   f"encoding {what}")
         parts.append(torch.as_tensor(embs))
-        groups += region_groups(grid.xy_l0(), grid.patch_size_l0, roi, prefix=f"{slide.path.name}: ")
+        groups += region_groups(grid.xy_l0(), grid.patch_size_l0, roi.outlines() if roi is not None else None,
+                                prefix=f"{slide.path.name}: ")
     if folder is not None:
         paths, embs = yield from restage(detector.iter_embed_files(list_images(folder, order="walk")),
                                          f"encoding the patches in {folder.name}")
@@ -200,12 +202,15 @@ def score_worker(plan: ScorePlan):
             yield from _iter_fit(det, slide=plan.slide, roi=plan.demo_regions, patch_um=plan.patch_um,
                                  config=plan.fit_config)
             yield DetectorReady(det, None)
-        grid = plan.grid
+        grid, counts = plan.grid, {}
         if grid is None:
             yield Progress("finding tissue", 0, 1)
+            regions = plan.regions or ScoreRegions()
+            regions.check(plan.slide)
             grid = make_grid(plan.slide, patch_um=plan.patch_um if plan.slide.mpp else None,
                              patch_px=plan.patch_px if plan.patch_px or not plan.slide.mpp else None,
-                             roi_polygons_xy_l0=plan.roi)
+                             roi=regions.roi, exclude=regions.exclude, roi_fraction=regions.roi_fraction,
+                             exclude_fraction=regions.exclude_fraction, counts=counts)
         yield GridReady(grid)
         from ..pipeline import iter_score_slide
         from ..userfiles import sha256_file
@@ -215,6 +220,8 @@ def score_worker(plan: ScorePlan):
         result = yield from iter_score_slide(plan.slide, grid, det, batch_size=plan.batch_size,
                                              cache=session_cache(plan.slide, grid), mode=plan.mode,
                                              checkpoint=record)
+        if plan.regions:
+            result.provenance["regions"] = plan.regions.describe(counts)
     return result
 
 

@@ -86,6 +86,16 @@ class RegionSet:
         geoms = [r.geometry for r in self.regions]
         return shapely.union_all(geoms) if geoms else None
 
+    def outlines(self) -> list[np.ndarray]:
+        """Each region's outline, (N, 2) level-0 (x, y): its largest polygon's exterior (hold-out groups by region)."""
+        import shapely
+
+        out = []
+        for r in self.regions:
+            parts = sorted(shapely.get_parts(r.geometry), key=lambda g: -g.area)
+            out.append(np.asarray(parts[0].exterior.coords)[:, :2])
+        return out
+
     def bounds_xy_l0(self) -> tuple[float, float, float, float] | None:
         """(x0, y0, x1, y1) of everything annotated, level-0."""
         boxes = []

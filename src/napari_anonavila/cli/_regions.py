@@ -99,14 +99,3 @@ def normal_regions_for(args: argparse.Namespace, slide_path: Path, dimensions_xy
         sets.append(read_annotations(f, slide_dimensions_xy=dimensions_xy).select(args.normal_class or None))
     return merge(sets)
 
-
-def region_polygons(regions) -> list:
-    """Each region's outline (its largest polygon's exterior), for hold-out groups by region."""
-    import numpy as np
-    import shapely
-
-    out = []
-    for r in regions.regions if regions is not None else ():
-        parts = sorted(shapely.get_parts(r.geometry), key=lambda g: -g.area)
-        out.append(np.asarray(parts[0].exterior.coords)[:, :2])
-    return out

@@ -74,7 +74,7 @@ def _embed_sources(det, sources, args, bars) -> tuple[torch.Tensor, list[str]]:
     from ..progress import drain
     from ..slide import open_slide
     from ..splits import region_groups
-    from ._regions import normal_regions_for, region_polygons
+    from ._regions import normal_regions_for
 
     parts, groups, fine = [], [], []
     for src in sources:
@@ -93,7 +93,7 @@ def _embed_sources(det, sources, args, bars) -> tuple[torch.Tensor, list[str]]:
             embs = drain(iter_slide_embeddings(slide, grid, det.backend, det.backend_id), bars)
         parts.append(torch.as_tensor(embs))
         groups += [str(src)] * len(embs)
-        fine += region_groups(grid.xy_l0(), grid.patch_size_l0, region_polygons(normal) or None,
+        fine += region_groups(grid.xy_l0(), grid.patch_size_l0, normal.outlines() if normal else None,
                               prefix=f"{src.name}: ")
     return torch.cat(parts), groups if len(set(groups)) >= 2 else fine
 

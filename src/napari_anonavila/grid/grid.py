@@ -137,7 +137,7 @@ def make_grid(slide: Slide, *, patch_um: float | None = None, patch_px: int | No
 
 def too_few_patches_message(slide: Slide, grid: PatchGrid, needed: int, *, what: str = "the regions",
                             roi_polygons_xy_l0: Sequence[np.ndarray] | None = None, min_tissue: float = 0.25,
-                            mask: TissueMask | None = None) -> str:
+                            mask: TissueMask | None = None, roi: RegionSet | None = None) -> str:
     """Say that ``grid`` has fewer than ``needed`` patches, and which smaller patch sizes would give enough.
 
     Tries halving the patch side (down to 8 level-0 pixels) and reports the first size that reaches ``needed``
@@ -152,7 +152,7 @@ def too_few_patches_message(slide: Slide, grid: PatchGrid, needed: int, *, what:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             n = len(make_grid(slide, patch_px=q, min_tissue=min_tissue, roi_polygons_xy_l0=roi_polygons_xy_l0,
-                              mask=mask))
+                              mask=mask, roi=roi))
         tried.append(f"{size(q)} gives {n}")
         if n >= needed:
             return f"{msg}: use a smaller patch ({', '.join(tried)}), or draw larger regions"

@@ -12,7 +12,8 @@ from qtpy.QtWidgets import QVBoxLayout, QWidget
 from ...errors import AnonavilaError, OutputExistsError
 from ...options import TrainConfig
 from ...slide import slide_stem
-from ..session import chosen_path, session_for, shapes_to_polygons_xy_l0
+from ..annotation_layers import regions_of_layer
+from ..session import chosen_path, session_for
 from ..tags import slide_of
 from . import follow_layers, scroll_form, set_progress, tabify_when_docked, wrapping
 
@@ -165,8 +166,8 @@ class RetrainWidget(Container):
         if self.regions.value is not None:
             if s.slide_layer is None:
                 raise ValueError("normal regions need a scored slide layer")
-            polys = shapes_to_polygons_xy_l0(self.regions.value, s.slide_layer)
-            if not polys:
+            polys = regions_of_layer(self.regions.value, s.slide_layer)  # exact, for an annotation file's layer
+            if not len(polys):
                 raise ValueError(f"Shapes layer {self.regions.value.name!r} has no region drawn")
         folder = chosen_path(self.folder)
         reference_slide = s.slide if polys else None

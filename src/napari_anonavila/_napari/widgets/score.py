@@ -21,14 +21,16 @@ from magicgui.widgets import (
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer
 
+from ...annotations import ScoreRegions, regions_of_polygons
 from ...errors import AnonavilaError
 from ...options import PRECISIONS, ScoreMode
 from ...progress import Progress
 from ...slide.base import MPP_RANGE
+from ..annotation_layers import regions_of_layer
 from ..layers import Z_RANGE
 from ..legend import legend_text, scores_text
 from ..results import HEATMAP, TOPK, clear_results, draw_heatmap, draw_points, draw_significant, result_layer
-from ..session import chosen_path, session_for, shapes_to_polygons_xy_l0
+from ..session import chosen_path, session_for
 from ..slides import LAYOUTS
 from ..tags import slide_of, unwrap
 from ..units import give_mpp, patch_unit, units_text
@@ -63,7 +65,12 @@ class ScoreWidget(Container):
         self.normal_layer = ComboBox(label="demo fit on", choices=self._shapes_layers, nullable=True,
                                      tooltip="a Shapes layer of normal regions, to fit the demo model on")
         self.region = ComboBox(label="region", choices=REGIONS, value="whole slide")
-        self.region_layer = ComboBox(label="region shapes", choices=self._shapes_layers, nullable=True)
+        self.region_layer = ComboBox(label="region shapes", choices=self._shapes_layers, nullable=True,
+                                     tooltip="a Shapes layer: drawn here, or an annotation file opened onto the slide "
+                                             "(QuPath GeoJSON, ASAP XML: one layer per class)")
+        self.exclude_layer = ComboBox(label="leave out", choices=self._shapes_layers, nullable=True,
+                                      tooltip="a Shapes layer of regions to leave out: pen marks, folds, blur; a "
+                                              "patch a quarter or more inside one is not scored")
         self.units = Label(value="")
         self.show_slides = ComboBox(label="show", choices=LAYOUTS, value=self.session.layout,
                                     tooltip="one slide at a time (its layers only, the view fitted to it), or every "
@@ -91,9 +98,9 @@ class ScoreWidget(Container):
         super().__init__()
         self.form = scroll_form(self, [
             self.slide_layer, self.units, self.slide_mpp, self.show_slides, self.model, self.model_info,
-            self.normal_layer, self.region, self.region_layer, self.patch_um, self.batch_size, self.device,
-            self.precision, self.top_k, self.mode, self.eroded, self.values, self.run_button, self.progress,
-            self.scores_label, self.legend])
+            self.normal_layer, self.region, self.region_layer, self.exclude_layer, self.patch_um, self.batch_size,
+            self.device, self.precision, self.top_k, self.mode, self.eroded, self.values, self.run_button,
+            self.progress, self.scores_label, self.legend])
         tabify_when_docked(self.native)
         for label in (self.units, self.model_info, self.scores_label, self.legend):
             wrapping(label)
@@ -262,21 +269,31 @@ class ScoreWidget(Container):
         except (AnonavilaError, ValueError, OSError) as err:
             show_error(str(err))
 
-    def _roi(self, slide_layer):
+    def _regions(self, slide_layer) -> ScoreRegions | None:
+        """Where to score: the whole slide, the current view or a Shapes layer's regions (the exact regions of an
+        annotation file opened onto the slide), less the exclusion layer's; the tissue rule, by area."""
+        roi = None
         if self.region.value == "current view":
             corners = np.asarray(slide_layer.corner_pixels, float)[:, -2:]  # data (row, col) of the shown level
             level = slide_layer.data_level
             ds = np.asarray(slide_layer.downsample_factors[level], float)[-2:]
             (r0, c0), (r1, c1) = corners * ds  # level-0 pixel indices
-            return [np.array([[c0, r0], [c1 + 1, r0], [c1 + 1, r1 + 1], [c0, r1 + 1]], float)]
-        if self.region.value == "shapes layer":
+            box = np.array([[c0, r0], [c1 + 1, r0], [c1 + 1, r1 + 1], [c0, r1 + 1]], float)
+            roi = regions_of_polygons([box], source="the current view", kind="view")
+        elif self.region.value == "shapes layer":
             if self.region_layer.value is None:
                 raise ValueError("region 'shapes layer' needs a Shapes layer with the regions to score")
-            polys = shapes_to_polygons_xy_l0(self.region_layer.value, slide_layer)
-            if not polys:
-                raise ValueError(f"Shapes layer {self.region_layer.value.name!r} has no polygon, rectangle or ellipse")
-            return polys
-        return None
+            roi = self._layer_regions(self.region_layer.value, slide_layer)
+        exclude = (self._layer_regions(self.exclude_layer.value, slide_layer),) if self.exclude_layer.value else ()
+        regions = ScoreRegions(roi, exclude)
+        return regions if regions else None
+
+    @staticmethod
+    def _layer_regions(shapes_layer, slide_layer):
+        regions = regions_of_layer(shapes_layer, slide_layer)
+        if not len(regions):
+            raise ValueError(f"Shapes layer {shapes_layer.name!r} has no polygon, rectangle or ellipse")
+        return regions
 
     def plan(self) -> ScorePlan:
         """The Run as the widget's fields describe it (cheap: nothing is read or built here)."""
@@ -287,7 +304,7 @@ class ScoreWidget(Container):
         in_um = self._patch_unit == "um" and bool(slide.mpp)
         plan = ScorePlan(slide=slide, patch_um=self.patch_um.value if in_um else None,
                          patch_px=None if in_um else round(self.patch_um.value), batch_size=self.batch_size.value,
-                         mode=self.mode.value, roi=self._roi(layer), device=self.device.value,
+                         mode=self.mode.value, regions=self._regions(layer), device=self.device.value,
                          precision=self.precision.value)
         s, model = self.session, chosen_path(self.model)
         same_precision = s.detector is not None and getattr(s.detector.backend, "precision", None) == plan.precision
@@ -303,9 +320,7 @@ class ScoreWidget(Container):
             if self.normal_layer.value is None:
                 raise ValueError("choose a model checkpoint, or a Shapes layer of normal regions to fit the demo "
                                  "model on ('demo fit on')")
-            plan.demo_regions = shapes_to_polygons_xy_l0(self.normal_layer.value, layer)
-            if not plan.demo_regions:
-                raise ValueError(f"Shapes layer {self.normal_layer.value.name!r} has no normal region drawn")
+            plan.demo_regions = self._layer_regions(self.normal_layer.value, layer)
             show_warning("Fitting the demo model: random weights, NO pathology knowledge (for trying the tool only)")
         return plan
 

@@ -1,0 +1,77 @@
+"""In a real window: a QuPath GeoJSON and an ASAP XML opened with File > Open land on their slide as one Shapes layer
+per class, in the slide's place; picked in the Score panel as the region (and another as what to leave out), they
+select exactly the patches an independent shapely computation selects; a result scored so reopens with them drawn;
+a 10^5-vertex outline opens simplified, its exact shape kept."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ..conftest import shared_path
+from ..integration.test_annotations import P, _expected, _reference_polygons, drawn  # noqa: F401 (fixture)
+from .conftest import PLUGIN, click, open_widget, wait_worker
+
+
+@pytest.mark.slow
+def test_annotations_open_onto_their_slide_and_choose_the_patches(make_napari_viewer, qtbot, drawn,  # noqa: F811
+                                                                  fitted_on_sample, tmp_path, errors):
+    viewer = make_napari_viewer()
+    [slide] = viewer.open(str(shared_path("slides", "cmu-1-small-region.svs")), plugin=PLUGIN)
+    layers = viewer.open(str(drawn["geojson"]), plugin=PLUGIN)
+    assert sorted(ly.name for ly in layers) == ["cmu-1-small-region: Stroma", "cmu-1-small-region: Tumor"]
+    tumour = viewer.layers["cmu-1-small-region: Tumor"]
+    # in the slide's place: every vertex napari shows, taken through the layer's and the slide's transforms, lies on
+    # the exact outline (within the display simplification, under a screen pixel of the whole slide)
+    import shapely
+
+    exact = tumour.metadata["anonavila_regions"].area().boundary
+    for path in tumour.data:
+        rc = np.array([slide.world_to_data(tumour.data_to_world(v)) for v in path])
+        xy = rc[:, ::-1] + 0.5
+        assert shapely.distance(exact, shapely.points(xy)).max() < 2.0
+    assert tumour.visible and tumour.metadata["anonavila_for"]  # part of the slide's group
+    xml_layers = viewer.open(str(drawn["xml"]), plugin=PLUGIN)
+    exclusion = next(ly for ly in xml_layers if ly.name.endswith("Exclusion"))
+    roi_xml = next(ly for ly in xml_layers if ly.name.endswith("_0"))
+
+    score = open_widget(viewer, "Score")
+    det = fitted_on_sample
+    score.session.detector = det
+    score.slide_layer.value = slide
+    score.patch_um.value = P * slide.metadata["mpp"]
+    score.region.value = "shapes layer"
+    score.region_layer.value = roi_xml
+    score.exclude_layer.value = exclusion
+    click(score.run_button)
+    wait_worker(qtbot, score)
+    res = score.session.result
+    tissue = det.score_slide(shared_path("slides", "cmu-1-small-region.svs"), patch_px=P).xy_l0
+    want = _expected(tissue, _reference_polygons(drawn["xml"], {"_0"}),
+                     _reference_polygons(drawn["xml"], {"Exclusion"}))
+    assert {(int(a), int(b)) for a, b in res.xy_l0} == want and len(want) > 5
+    assert res.provenance["regions"]["roi"]["classes"] == ["_0"]
+    assert not errors
+
+
+@pytest.mark.slow
+def test_a_huge_outline_opens_in_seconds_with_its_exact_shape_kept(make_napari_viewer, tmp_path):
+    import time
+
+    t = np.linspace(0, 2 * np.pi, 100_000, endpoint=False)
+    r = 800 + 40 * np.sin(t * 300)  # a wiggly tissue outline of 10^5 vertices
+    ring = np.stack([1100 + r * np.cos(t), 1480 + r * np.sin(t)], axis=1).tolist()
+    path = tmp_path / "cmu-1-small-region.geojson"
+    path.write_text(json.dumps({"type": "Feature", "properties": {"classification": {"name": "Tissue"}},
+                                "geometry": {"type": "Polygon", "coordinates": [[*ring, ring[0]]]}}))
+    viewer = make_napari_viewer()
+    viewer.open(str(shared_path("slides", "cmu-1-small-region.svs")), plugin=PLUGIN)
+    t0 = time.perf_counter()
+    [layer] = viewer.open(str(path), plugin=PLUGIN)
+    seconds = time.perf_counter() - t0
+    assert layer.metadata["vertices_exact"] >= 100_000 and layer.metadata["vertices_shown"] < 10_000
+    assert layer.metadata["anonavila_regions"].regions[0].geometry.area == pytest.approx(
+        __import__("shapely").Polygon(ring).area)
+    assert seconds < 60  # (napari took 13 s at 5,000 raw vertices; the bench has the timings)
