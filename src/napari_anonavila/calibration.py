@@ -23,13 +23,15 @@ import numpy as np
 if TYPE_CHECKING:  # torch is imported where tensors are made: a saved result's z and p reopen without it
     import torch
 
-__all__ = ["DOMAIN_Z", "FDR", "MIN_CALIBRATION", "MODES", "OUT_OF_DOMAIN", "Calibration", "benjamini_hochberg",
-           "loo_distances", "mode_scores", "slide_calibration"]
+__all__ = ["DOMAIN_Z", "FDR", "MIN_CALIBRATION", "MIN_SLIDES_DECISION", "MIN_SLIDES_WARN", "MODES", "OUT_OF_DOMAIN",
+           "Calibration", "benjamini_hochberg", "clopper_pearson", "loo_distances", "mode_scores", "slide_calibration"]
 
 FDR = 0.05  # default false-discovery rate for significant patches
 MODES = ("sum", "max", "l2", "zero_shot")  # reference columns, one per score mode
 _MAD_TO_SD = 1.482602218505602  # 1 / Phi^-1(3/4): the MAD of a normal distribution is 0.6745 sd
 MIN_CALIBRATION = 20  # fewer normal reference patches than this give no calibration
+MIN_SLIDES_WARN = 5  # fewer normal reference slides than this: a warning (slides differ more than patches)
+MIN_SLIDES_DECISION = 19  # with K slides p_slide >= 1 / (K + 1): below 19 it can never reach 0.05
 DOMAIN_Z = 5.0  # a slide whose median patch lies more robust SDs above the reference than this is out of its domain
 OUT_OF_DOMAIN = ("this tissue is unlike the model's normal reference (median z {median_z:.3g}, above {bound:g}): its z "
                  "values are beyond the scale, not findings; calibrate on normal tissue from this source")
@@ -38,14 +40,18 @@ OUT_OF_DOMAIN = ("this tissue is unlike the model's normal reference (median z {
 @dataclass(frozen=True)
 class Calibration:
     """The normal reference of a detector: per reference patch the score of every mode (columns ``MODES``), and
-    optionally per normal slide its eroded maximum of every mode but zero-shot.
+    optionally per normal slide its slide statistic (``slide_statistic``: the top-1% mean, which does not grow with
+    the slide's size; older references hold the eroded maximum) of every mode but zero-shot, and each patch's
+    slide (``patch_slides``: its index into the slides, -1 for patches not from a slide).
 
     ``source`` says where the reference came from, for people and provenance.
     """
 
     patch_scores: np.ndarray  # (n, 4) float64, columns MODES
     source: str
-    slide_scores: np.ndarray | None = None  # (m, 3) float64: max_eroded per normal slide for sum, max, l2
+    slide_scores: np.ndarray | None = None  # (m, 3) float64: the statistic per normal slide for sum, max, l2
+    patch_slides: np.ndarray | None = None  # (n,) int: each reference patch's slide (index into slide_scores), -1
+    slide_statistic: str = "max_eroded"  # "top1" (the top-1% mean, from calibrate) or "max_eroded" (older)
     _sorted: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -65,6 +71,15 @@ class Calibration:
             if not np.isfinite(sl).all():
                 raise ValueError("the slide reference holds NaN or infinite scores")
             object.__setattr__(self, "slide_scores", sl if len(sl) else None)
+        if self.patch_slides is not None:
+            ps = np.asarray(self.patch_slides).astype(np.int64).ravel()
+            k = 0 if self.slide_scores is None else len(self.slide_scores)
+            if ps.shape != (ref.shape[0],) or ps.min() < -1 or ps.max() >= k:
+                raise ValueError(f"patch_slides must give each of the {ref.shape[0]} reference patches a slide in "
+                                 f"-1..{k - 1}")
+            object.__setattr__(self, "patch_slides", ps)
+        if self.slide_statistic not in ("top1", "max_eroded"):
+            raise ValueError(f"unknown slide statistic {self.slide_statistic!r}")
 
     @property
     def n(self) -> int:
@@ -99,20 +114,110 @@ class Calibration:
         above = ref.size - np.searchsorted(ref, np.asarray(scores, dtype=np.float64), side="left")
         return (1.0 + above) / (ref.size + 1.0)
 
-    def slide_p(self, max_eroded: float, mode: str) -> float | None:
-        """The slide p-value of an eroded maximum against the normal slides' (None without a slide reference)."""
-        if self.slide_scores is None or mode == "zero_shot" or not np.isfinite(max_eroded):
+    @property
+    def k_slides(self) -> int:
+        """How many normal slides the reference holds (0: patches only)."""
+        return 0 if self.slide_scores is None else len(self.slide_scores)
+
+    def slide_p(self, statistic: float, mode: str, patch_scores: np.ndarray | None = None) -> float | None:
+        """The slide p-value of a slide against the normal slides (None without a slide reference); it cannot go
+        below ``1 / (K + 1)`` with K normal slides.
+
+        With the slide's ``patch_scores`` and a reference that keeps each patch's slide, the comparison is
+        size-matched: the top-1% mean of the new slide and of each reference slide, both taken over the same number
+        of patches (a seeded subsample of the larger one), so a reference of small slides applied to large ones, or
+        the reverse, keeps its false-alarm rate (measured in tests/integration/test_reference_check.py). Otherwise
+        the slide's ``statistic`` (``slide_statistic``) is compared with the stored ones.
+        """
+        if self.slide_scores is None or mode == "zero_shot":
+            return None
+        if patch_scores is not None and self.patch_slides is not None and self.slide_statistic == "top1":
+            return self._matched_slide_p(np.asarray(patch_scores, np.float64), mode)
+        if not np.isfinite(statistic):
             return None
         ref = self.slide_scores[:, MODES.index(mode)]
-        return float((1 + np.sum(ref >= max_eroded)) / (ref.size + 1))
+        return float((1 + np.sum(ref >= statistic)) / (ref.size + 1))
+
+    def _matched_slide_p(self, scores: np.ndarray, mode: str, skip: int | None = None) -> float | None:
+        from .maps import top_percent_mean
+
+        if not scores.size:
+            return None
+        col = self.patch_scores[:, MODES.index(mode)]
+        mine: dict[int, float] = {}
+        hits = 0
+        others = [j for j in range(self.k_slides) if j != skip]
+        for j in others:
+            ref = col[self.patch_slides == j]
+            s = min(scores.size, ref.size)
+            if s not in mine:  # one subsample of the new slide per size: every reference slide of that size sees it
+                mine[s] = top_percent_mean(_subsample(scores, s, 0))
+            hits += top_percent_mean(_subsample(ref, s, 1000 + j)) >= mine[s]
+        return float((1 + hits) / (len(others) + 1))
+
+    def limits(self, fdr: float = FDR) -> list[str]:
+        """What this reference cannot do, in sentences for people (empty when nothing needs saying)."""
+        k = self.k_slides
+        out = []
+        if k == 0:
+            out.append("the reference holds no normal slides: no slide p-value, and the false-alarm rate on other "
+                       "slides is unchecked; calibrate on normal slides (5 or more)")
+        elif k < MIN_SLIDES_WARN:
+            out.append(f"a reference of {k} normal slide(s): false alarms on a new slide are not controlled (slides "
+                       f"differ); calibrate on {MIN_SLIDES_WARN} or more")
+        if 0 < k < MIN_SLIDES_DECISION:
+            out.append(f"with {k} normal slide(s) the slide p-value cannot fall below {1 / (k + 1):.3g}, so a slide "
+                       f"decision at {fdr:g} can never fire; {MIN_SLIDES_DECISION} or more slides are needed")
+        return out
+
+    def check(self, mode: str, alphas: tuple[float, ...] = (0.05, 0.01)) -> dict | None:
+        """The lab's own check: each reference slide scored against the others (leave one slide out). Returns the
+        false-alarm rate of its patches at each ``alpha`` (pooled, per slide, and their spread with a binomial 95%
+        interval of the pooled rate), and of the slide p-value; None with fewer than 2 slides."""
+        if self.patch_slides is None or self.k_slides < 2 or mode == "zero_shot":
+            return None
+        col = self.patch_scores[:, MODES.index(mode)]
+        stats = self.slide_scores[:, MODES.index(mode)]
+        k = self.k_slides
+        flagged = {a: [] for a in alphas}
+        n_per = []
+        slide_flags = dict.fromkeys(alphas, 0)
+        for i in range(k):
+            test, others = col[self.patch_slides == i], np.sort(col[self.patch_slides != i])
+            if not test.size or others.size < MIN_CALIBRATION:
+                continue
+            above = others.size - np.searchsorted(others, test, side="left")
+            p = (1.0 + above) / (others.size + 1.0)
+            n_per.append(int(test.size))
+            for a in alphas:
+                flagged[a].append(int((p <= a).sum()))
+            if self.slide_statistic == "top1":
+                p_slide = self._matched_slide_p(test, mode, skip=i)
+            else:
+                rest = np.delete(stats, i)
+                p_slide = (1 + np.sum(rest >= stats[i])) / (rest.size + 1)
+            for a in alphas:
+                slide_flags[a] += int(p_slide <= a)
+        if not n_per:
+            return None
+        total = int(np.sum(n_per))
+        out = {"k_slides": k, "n_patches": total, "unit": "the slide: each scored against the other slides"}
+        for a in alphas:
+            hits = int(np.sum(flagged[a]))
+            per = [f / n for f, n in zip(flagged[a], n_per, strict=True)]
+            lo, hi = clopper_pearson(hits, total)
+            out[f"patch_rate_{a:g}"] = {"rate": hits / total, "ci95": [lo, hi], "per_slide_min": float(min(per)),
+                                        "per_slide_max": float(max(per)), "per_slide_sd": float(np.std(per))}
+            out[f"slide_rate_{a:g}"] = (slide_flags[a] / len(n_per)) if len(n_per) > 1 / a - 1 else None
+        return out
 
     def describe(self) -> str:
-        slides = f", {len(self.slide_scores)} normal slides" if self.slide_scores is not None else ""
+        slides = f", {self.k_slides} normal slides" if self.slide_scores is not None else ""
         return f"calibrated on {self.n} normal patches{slides} ({self.source})"
 
     def to_dict(self) -> dict:
         """For provenance: the reference's size, source, and the centre and scale of each mode."""
-        return {"n_patches": self.n, "n_slides": 0 if self.slide_scores is None else len(self.slide_scores),
+        return {"n_patches": self.n, "n_slides": self.k_slides, "slide_statistic": self.slide_statistic,
                 "source": self.source, "z": "(score - median) / (1.4826 MAD) of the reference",
                 "p_normal": "(1 + #{reference >= score}) / (n + 1)",
                 "centre_scale": {m: list(self.centre_scale(m)) for m in MODES}}
@@ -123,15 +228,21 @@ class Calibration:
         out = {"calibration.patches": torch.from_numpy(self.patch_scores.copy())}
         if self.slide_scores is not None:
             out["calibration.slides"] = torch.from_numpy(self.slide_scores.copy())
+        if self.patch_slides is not None:  # stored as float64 (checkpoints hold floating point tensors only)
+            out["calibration.patch_slides"] = torch.from_numpy(self.patch_slides.astype(np.float64))
         return out
 
     @classmethod
-    def from_tensors(cls, tensors: dict[str, torch.Tensor], source: str) -> Calibration | None:
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], source: str, slide_statistic: str = "max_eroded"
+                     ) -> Calibration | None:
         if "calibration.patches" not in tensors:
             return None
         slides = tensors.get("calibration.slides")
+        per_patch = tensors.get("calibration.patch_slides")
         return cls(tensors["calibration.patches"].double().numpy(), source,
-                   None if slides is None else slides.double().numpy())
+                   None if slides is None else slides.double().numpy(),
+                   None if per_patch is None else per_patch.double().numpy().round().astype(np.int64),
+                   slide_statistic)
 
 
 def loo_distances(h: torch.Tensor, centroid: torch.Tensor) -> np.ndarray:
@@ -167,9 +278,27 @@ def benjamini_hochberg(p: np.ndarray, q: float = FDR) -> np.ndarray:
     return out
 
 
-def slide_calibration(scores: np.ndarray, max_eroded: float, mode: str, calibration: Calibration | None, *,
+def _subsample(values: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """``size`` of ``values`` drawn without replacement (seeded: the same every time), or all of them."""
+    if values.size <= size:
+        return values
+    return np.random.default_rng(seed).choice(values, size, replace=False)
+
+
+def clopper_pearson(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
+    """The exact binomial (1 - alpha) interval of k successes in n trials."""
+    from scipy.stats import beta
+
+    lo = 0.0 if k == 0 else float(beta.ppf(alpha / 2, k, n - k + 1))
+    hi = 1.0 if k == n else float(beta.ppf(1 - alpha / 2, k + 1, n - k))
+    return lo, hi
+
+
+def slide_calibration(scores: np.ndarray, slide_stats: dict, mode: str, calibration: Calibration | None, *,
                       patch_area_mm2: float | None, fdr: float = FDR) -> dict:
-    """Per-slide calibrated numbers: significant patches at ``fdr``, their area, max z and the slide p-value."""
+    """Per-slide calibrated numbers: significant patches at ``fdr``, their area, max z, the slide p-value (of the
+    statistic the reference holds, from ``slide_stats``: the slide scores), what the reference cannot do, and the
+    lab's leave-one-slide-out check."""
     if calibration is None:
         return {"calibrated": False, "note": "uncalibrated: scores are raw distances; see 'anonavila calibrate'"}
     s = np.asarray(scores, dtype=np.float64)
@@ -184,6 +313,9 @@ def slide_calibration(scores: np.ndarray, max_eroded: float, mode: str, calibrat
             "max_z": float(z.max()) if s.size else None, "median_z": median_z,
             "out_of_domain": out,
             "domain_note": OUT_OF_DOMAIN.format(median_z=median_z, bound=DOMAIN_Z) if out else "",
-            "p_slide": calibration.slide_p(max_eroded, mode), "p_floor": floor,
+            "p_slide": calibration.slide_p(slide_stats.get(calibration.slide_statistic, np.nan), mode, s),
+            "p_slide_statistic": calibration.slide_statistic,
+            "p_slide_floor": 1 / (calibration.k_slides + 1) if calibration.k_slides else None,
+            "reference_limits": calibration.limits(fdr), "reference_check": calibration.check(mode), "p_floor": floor,
             # BH flags k patches only if the floor is at most fdr * k / m: fewer extreme patches stay unflagged
             "min_detectable": int(np.ceil(floor * s.size / fdr)) if s.size else None}

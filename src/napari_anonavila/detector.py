@@ -177,7 +177,7 @@ class Detector:
 
         The centroids come from ``centroid_set`` when given (the authors' way: train on all, centroids from their
         validation images); otherwise a seeded ``holdout`` part of ``normal`` is held out for them, in whole
-        ``groups`` (slides, folders, drawn regions or bands of grid rows: :mod:`napari_anonavila.splits`), single
+        ``groups`` (slides, folders, drawn regions or tissue blocks: :mod:`napari_anonavila.splits`), single
         patches only when there is one group. The split is recorded in ``info["centroid_split"]``.
         """
         config = config or TrainConfig()
@@ -270,11 +270,16 @@ class Detector:
         zero_shot = self.score_embeddings(embeddings, mode=ScoreMode.ZERO_SHOT, top_k=1).score
         return mode_scores(s.d_normal, s.d_abnormal, zero_shot)
 
-    def calibrate(self, patch_scores: np.ndarray, source: str, slide_scores: np.ndarray | None = None) -> None:
+    def calibrate(self, patch_scores: np.ndarray, source: str, slide_scores: np.ndarray | None = None,
+                  patch_slides: np.ndarray | None = None, slide_statistic: str = "top1") -> None:
         """Set the normal reference: :meth:`reference_scores` of normal tissue this detector never saw (neither
-        trained on nor used for its centroids), and optionally each normal slide's eroded maximum per mode."""
-        self.calibration = Calibration(patch_scores, source, slide_scores)
+        trained on nor used for its centroids); optionally each normal slide's ``slide_statistic`` per mode (the
+        top-1% mean: its slide scores) and each patch's slide (``patch_slides``, -1 for patches of a folder), which
+        gives the leave-one-slide-out check (``info["reference_check"]``)."""
+        self.calibration = Calibration(patch_scores, source, slide_scores, patch_slides, slide_statistic)
         self.info["calibration"] = self.calibration.describe()
+        self.info["reference_check"] = self.calibration.check(self.mode.value)
+        self.info["reference_limits"] = self.calibration.limits()
 
     def set_pools(self, pools: TermPools) -> None:
         """Use new term pools: prompts the detector already has keep their embeddings exactly (imported ones as

@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from .calibration import clopper_pearson
+
 __all__ = ["DECISIONS", "MetricCI", "bootstrap_metrics", "decision_rates", "flag_slides"]
 
 # calibrated slide-level decisions: column of a slide table -> when a slide is called abnormal
@@ -55,14 +57,6 @@ def bootstrap_metrics(labels: np.ndarray, scores: np.ndarray, *, n_boot: int = 2
     return {k: MetricCI(float(point[k]), *map(float, np.percentile(boots[k], q))) for k in point}
 
 
-def _clopper_pearson(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
-    from scipy.stats import beta
-
-    lo = 0.0 if k == 0 else float(beta.ppf(alpha / 2, k, n - k + 1))
-    hi = 1.0 if k == n else float(beta.ppf(1 - alpha / 2, k + 1, n - k))
-    return lo, hi
-
-
 def flag_slides(column: str, values: np.ndarray, alpha: float = 0.05) -> np.ndarray:
     """The calibrated decision of ``DECISIONS[column]`` for each slide's value."""
     v = np.asarray(values, dtype=np.float64)
@@ -84,5 +78,5 @@ def decision_rates(labels: np.ndarray, flagged: np.ndarray) -> dict:
     for name, cls in (("false_alarm_rate", 0), ("sensitivity", 1)):
         n = int((y == cls).sum())
         k = int(f[y == cls].sum())
-        out[name] = MetricCI(k / n, *_clopper_pearson(k, n)).to_dict() if n else None
+        out[name] = MetricCI(k / n, *clopper_pearson(k, n)).to_dict() if n else None
     return out

@@ -155,7 +155,7 @@ class SlideResult:
                      fdr, calibration=calibration, **run)
         um = grid.patch_size_um
         result.calibration_summary = slide_calibration(
-            s, result.slide_scores()["max_eroded"], mode, calibration,
+            s, result.slide_scores(), mode, calibration,
             patch_area_mm2=None if um is None else (um / 1000.0) ** 2, fdr=fdr)
         return result
 

@@ -52,12 +52,18 @@ def _nuclei(rng: np.random.Generator, shape: tuple[int, int], density: np.ndarra
     return np.clip(blobs * (2 * np.pi * radius**2) * 0.9, 0, 1)
 
 
-def make_tissue(size: int, seed: int, *, n_anomalies: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """An (size, size, 3) uint8 RGB tissue image and its bool anomaly mask."""
+def make_tissue(size: int, seed: int, *, n_anomalies: int = 0, variation: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """An (size, size, 3) uint8 RGB tissue image and its bool anomaly mask. ``variation`` (0: none) varies the slide
+    as labs and cuts do: the stain's strength per channel (about ``variation`` x 10% each) and the tissue's outline
+    (its pieces moved and resized by about ``variation`` x 10%)."""
     rng = np.random.default_rng(seed)
+    vary = np.random.default_rng(seed + 7919)  # its own stream: variation 0 leaves the slide as it always was
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
     tissue = _smooth_noise(rng, (size, size), size / 6) * 0.12
     for cy, cx, ry, rx in ((0.5, 0.5, 0.38, 0.42), (0.3, 0.62, 0.2, 0.25), (0.7, 0.35, 0.22, 0.2)):
+        if variation:
+            cy, cx = cy + vary.normal(0, 0.05 * variation), cx + vary.normal(0, 0.05 * variation)
+            ry, rx = ry * (1 + vary.normal(0, 0.1 * variation)), rx * (1 + vary.normal(0, 0.1 * variation))
         tissue = np.maximum(tissue, 1 - ((yy - cy) / ry) ** 2 - ((xx - cx) / rx) ** 2)
     tissue = tissue > 0.05
     anomaly = np.zeros((size, size), bool)
@@ -75,6 +81,9 @@ def make_tissue(size: int, seed: int, *, n_anomalies: int = 0) -> tuple[np.ndarr
         tum = _nuclei(rng, (size, size), np.where(anomaly, 60.0, 0.0), 4.5)
         img = img * (1 - tum[..., None]) + _TUMOUR * tum[..., None]
     img += rng.normal(0, 4, img.shape).astype(np.float32)
+    if variation:  # stain strength: optical density scaled per channel, the background untouched
+        od = -np.log(np.clip(img, 1, 255) / 255)
+        img = 255 * np.exp(-od * np.exp(vary.normal(0, 0.1 * variation, 3)).astype(np.float32))
     img = np.where(tissue[..., None], img, 244 + rng.normal(0, 2, img.shape).astype(np.float32))
     return np.clip(img, 0, 255).astype(np.uint8), anomaly
 

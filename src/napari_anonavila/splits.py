@@ -2,7 +2,7 @@
 
 The paper and the authors take the centroids from normal images the MLP was not trained on (their validation
 folder). Without a separate centroid set, a seeded part of the normal reference is held out, always in whole
-groups (slides, folders, drawn regions, or bands of grid rows), so that neighbouring patches of one region never
+groups (slides, folders, drawn regions, or tissue blocks), so that neighbouring patches of one region never
 sit on both sides.
 """
 
@@ -16,7 +16,7 @@ import numpy as np
 __all__ = ["HOLDOUT", "describe_split", "holdout_split", "region_groups"]
 
 HOLDOUT = 0.2  # part of the normal reference held out for the centroids when no centroid set is given
-_BANDS = 5  # one region or slide alone: held out as whole bands of grid rows
+_BLOCKS = 4  # one region or slide alone: held out as whole blocks of a 4 x 4 division, spread over the tissue
 
 
 def holdout_split(n: int, groups: Sequence | None, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -47,8 +47,10 @@ def holdout_split(n: int, groups: Sequence | None, fraction: float, seed: int) -
 
 def region_groups(xy_l0: np.ndarray, patch_size_l0: int, polygons_xy_l0: Sequence[np.ndarray] | None = None,
                   *, prefix: str = "") -> list[str]:
-    """A hold-out group for each patch of a slide: its drawn region when there are several, else its band of grid
-    rows (``_BANDS`` bands of about equal patch counts), so a held-out group is a contiguous piece of tissue.
+    """A hold-out group for each patch of a slide: its drawn region when there are several, else its block of a
+    ``_BLOCKS`` x ``_BLOCKS`` division of the tissue (rows of about equal patch counts, each cut into columns of
+    about equal counts), so a held-out group is a contiguous piece of tissue and a held-out set of several blocks is
+    spread over the slide (one band of rows covered one stretch of it only).
 
     ``xy_l0`` are the patches' top-left level-0 (x, y); ``polygons_xy_l0`` the regions as (N, 2) level-0 (x, y).
     """
@@ -63,10 +65,16 @@ def region_groups(xy_l0: np.ndarray, patch_size_l0: int, polygons_xy_l0: Sequenc
             region[inside] = i
         if len(set(region.tolist()) - {-1}) >= 2:
             return [f"{prefix}region {r + 1}" if r >= 0 else f"{prefix}outside the regions" for r in region]
+    n = len(xy)
     order = np.lexsort((xy[:, 0], xy[:, 1]))  # grid rows, top to bottom
-    band = np.empty(len(xy), dtype=np.int64)
-    band[order] = np.arange(len(xy)) * _BANDS // max(1, len(xy))
-    return [f"{prefix}rows band {b + 1}/{_BANDS}" for b in band]
+    row = np.empty(n, dtype=np.int64)
+    row[order] = np.arange(n) * _BLOCKS // max(1, n)
+    col = np.zeros(n, dtype=np.int64)
+    for r in range(_BLOCKS):
+        members = np.nonzero(row == r)[0]
+        by_x = members[np.lexsort((xy[members, 1], xy[members, 0]))]
+        col[by_x] = np.arange(len(by_x)) * _BLOCKS // max(1, len(by_x))
+    return [f"{prefix}block {r + 1}.{c + 1} of {_BLOCKS}x{_BLOCKS}" for r, c in zip(row, col, strict=True)]
 
 
 def describe_split(split: dict | None) -> str:

@@ -40,6 +40,13 @@ def legend_text(viewer, slide_layer, result, model: str | None = None) -> str:
     if result.folder is not None:
         lines.append(f"Result folder: {result.folder}")
     lines.append(f"Slide: {scores_text(result)}")
+    check = cal.get("reference_check")
+    if check:
+        r = check["patch_rate_0.05"]
+        lines.append(f"Reference check: {r['rate']:.1%} of a held-out normal slide's patches at p <= 0.05 (each of "
+                     f"{check['k_slides']} slides against the others; per slide {r['per_slide_min']:.1%}-"
+                     f"{r['per_slide_max']:.1%})")
+    lines += [f"Note: {line}" for line in cal.get("reference_limits") or []]
     if cal.get("out_of_domain"):
         lines.append(f"WARNING: {cal['domain_note']}.")
     return "\n".join(lines)

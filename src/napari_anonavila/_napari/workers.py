@@ -106,7 +106,7 @@ def _reference_grid(slide: Slide, roi, patch_um: float | None, what: str) -> Pat
 
 def _iter_reference(detector, *, slide=None, roi=None, patch_um=None, folder=None):
     """Embed a normal reference (slide regions, a whole slide, or a folder); return (embeddings, hold-out groups):
-    drawn regions when there are several, else bands of grid rows, and sub-folders."""
+    drawn regions when there are several, else blocks of the tissue (a 4 x 4 division), and sub-folders."""
     import torch
 
     from ..patches import list_images

@@ -66,12 +66,19 @@ def get_backend(spec: str | BackendSpec, device: str | torch.device | None = Non
     """Build the backend a spec names, on ``device`` (default: CUDA, MPS or CPU), in ``precision``.
 
     ``precision`` is float32 by default on every device (the authors' choice; scores are about 1e-5..1e-3);
-    ``tf32``, ``bfloat16`` and ``float16`` trade exactness for speed. ``allow_download`` lets a missing
-    Hugging Face cache entry be fetched; without it nothing reaches the network.
+    ``tf32``, ``bfloat16`` and ``float16`` trade exactness for speed; ``auto`` picks by the hardware
+    (:func:`.hardware.choose_precision`; the backend's ``precision_reason`` says why). ``allow_download`` lets a
+    missing Hugging Face cache entry be fetched; without it nothing reaches the network.
     """
+    from .hardware import choose_precision
+
     spec = BackendSpec.parse(spec) if isinstance(spec, str) else spec
     if spec.kind not in _REGISTRY:
         raise ValueError(f"unknown backend kind {spec.kind!r}; known: {', '.join(list_backends())}")
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; use {', '.join(PRECISIONS)}")
-    return _REGISTRY[spec.kind](spec, resolve_device(device), precision=precision, allow_download=allow_download)
+    if precision not in ("auto", *PRECISIONS):
+        raise ValueError(f"unknown precision {precision!r}; use auto, {', '.join(PRECISIONS)}")
+    dev = resolve_device(device)
+    precision, why = choose_precision(precision, dev.type)
+    backend = _REGISTRY[spec.kind](spec, dev, precision=precision, allow_download=allow_download)
+    backend.precision_reason = why
+    return backend

@@ -36,7 +36,9 @@ def write_state(path: str | os.PathLike, state: DetectorState, *, overwrite: boo
     meta = {"package_version": __version__, "backend_spec": state.backend_spec, "backend_id": state.backend_id,
             "embed_dim": state.embed_dim, "logit_scale_exp": state.logit_scale_exp, "mode": state.mode,
             "pools": state.pools.to_dict(), "info": state.info,
-            "calibration_source": state.calibration.source if state.calibration is not None else None}
+            "calibration_source": state.calibration.source if state.calibration is not None else None,
+            "calibration_slide_statistic": state.calibration.slide_statistic if state.calibration is not None
+            else None}
     return write_checkpoint(path, tensors, meta, overwrite=overwrite)
 
 
@@ -61,7 +63,8 @@ def read_state(path: str | os.PathLike) -> DetectorState:
             mlp={k[4:]: v for k, v in tensors.items() if k.startswith("mlp.")},
             centroids=(tensors["centroid.normal"].reshape(-1), tensors["centroid.abnormal"].reshape(-1)),
             reference=tensors.get("reference"), mode=mode,
-            calibration=Calibration.from_tensors(tensors, str(meta.get("calibration_source") or "stored")),
+            calibration=Calibration.from_tensors(tensors, str(meta.get("calibration_source") or "stored"),
+                                                 str(meta.get("calibration_slide_statistic") or "max_eroded")),
             info=meta.get("info") if isinstance(meta.get("info"), dict) else {})
     except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as err:
         raise CheckpointError(f"{path}: checkpoint content is incomplete or inconsistent ({err})") from err

@@ -79,6 +79,10 @@ def _check_header(path: Path, shapes: dict[str, list[int]], dtypes: dict[str, st
         got = shapes.get(k)
         if got is not None and (len(got) != 2 or got[1] != cols or got[0] > 1 << 24):
             raise CheckpointError(f"{path}: {k} has shape {got}, expected (N, {cols})")
+    per_patch, patches = shapes.get("calibration.patch_slides"), shapes.get("calibration.patches")
+    if per_patch is not None and (patches is None or list(per_patch) != [patches[0]]):
+        raise CheckpointError(f"{path}: calibration.patch_slides has shape {per_patch}, expected "
+                              f"({patches and patches[0]},)")
     return d
 
 

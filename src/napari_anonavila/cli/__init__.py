@@ -14,7 +14,7 @@ __all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import batch, calibrate, evaluate, export, patches, slides
+    from . import batch, calibrate, evaluate, export, localise, patches, slides
 
     parser = argparse.ArgumentParser(
         prog="anonavila",
@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (slides, patches, calibrate, evaluate, export, batch):
+    for module in (slides, patches, calibrate, evaluate, localise, export, batch):
         module.add_commands(sub)
     return parser
 

@@ -59,9 +59,10 @@ def add_backend_args(p: argparse.ArgumentParser, default: str | None = "demo") -
     p.add_argument("--backend", default=default, metavar="SPEC",
                    help=help_ + (" (default: %(default)s)" if default else " (default: the checkpoint's own)"))
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto (default: auto)")
-    p.add_argument("--precision", default="float32", choices=PRECISIONS,
-                   help="encoder precision (default: float32, as the authors; lower ones are faster on a GPU and "
-                        "can reorder close scores: see docs/user-guide.md)")
+    p.add_argument("--precision", default="float32", choices=("auto", *PRECISIONS),
+                   help="encoder precision (default: float32, as the authors; 'auto': bfloat16 on a CPU with "
+                        "bfloat16 matrix hardware, else float32, and says why; lower ones can reorder close scores: "
+                        "see docs/user-guide.md)")
     p.add_argument("--allow-download", action="store_true",
                    help="fetch a model missing from the local Hugging Face cache (otherwise nothing goes online)")
 

@@ -18,7 +18,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="slide paths, glob patterns ('data/**/*.svs'), or list files (.txt/.csv, one path a line)")
     p.add_argument("--model", required=True, type=model_path,
                    help="checkpoint: ours (.safetensors) or the authors' (.pth)")
-    p.add_argument("--precision", default="float32", choices=PRECISIONS, help="encoder precision (default: float32)")
+    p.add_argument("--precision", default="float32", choices=("auto", *PRECISIONS),
+                   help="encoder precision (default: float32; auto: by the hardware)")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--scheduler", metavar="ADDRESS", help="an existing dask scheduler (default: a local cluster)")
     p.add_argument("--n-workers", type=positive_int,

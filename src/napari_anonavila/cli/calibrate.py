@@ -30,10 +30,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
+    import sys
+
     from .._atomic import check_writable
     from ..detector import Detector
     from ..grid import make_grid
-    from ..maps import cells_to_heatmap, erode
+    from ..maps import top_percent_mean
     from ..patches import list_images
     from ..pipeline import iter_slide_embeddings
     from ..progress import drain
@@ -44,30 +46,49 @@ def _calibrate(args: argparse.Namespace) -> int:
                         allow_download=args.allow_download)
     backend = det.require_backend()
     bars = progress_bar(args)
-    patches, slides = [], []
+    patches, slides, owner = [], [], []
     for src in args.normal:
         if src.is_dir():
             _, embs = drain(det.iter_embed_files(list_images(src)), bars)
             patches.append(det.reference_scores(embs))
+            owner.append(np.full(len(patches[-1]), -1))
             continue
         with open_slide(src, mpp=args.mpp) as slide:
             grid = make_grid(slide, patch_um=args.patch_um, patch_px=args.patch_px,
                              roi=normal_regions_for(args, src, slide.dimensions_xy))
             embs = drain(iter_slide_embeddings(slide, grid, backend, det.backend_id), bars)
+        if not len(grid):
+            continue
         table = det.reference_scores(embs)
         patches.append(table)
-        rc = grid.cells_rc[: len(table)]
-        slides.append([np.nanmax(erode(cells_to_heatmap(rc[:, 0], rc[:, 1], table[:, m], grid.shape_rc)))
-                       if len(table) else np.nan for m in range(3)])
+        owner.append(np.full(len(table), len(slides)))  # the slide is the unit of the reference
+        slides.append([top_percent_mean(table[:, m]) for m in range(3)])  # size-free: the top-1% mean
     bars.close()
     table = np.concatenate(patches)
-    n_slides = len(slides)
-    slides_arr = np.asarray([s for s in slides if np.isfinite(s).all()]) if slides else None
     det.calibrate(table, f"{len(table)} normal patches of {len(args.normal)} source(s) given to calibrate"
-                  f"{f', {n_slides} slides' if n_slides else ''}", slides_arr)
+                  f"{f', {len(slides)} slides' if slides else ''}", np.asarray(slides) if slides else None,
+                  np.concatenate(owner), "top1")  # validated here: a degenerate reference never reaches the file
     det.info["calibrated_from"] = [str(s) for s in args.normal]
     det.save(args.out, overwrite=args.overwrite)
     med, scale = det.calibration.centre_scale(det.mode.value)
     print(f"{det.calibration.describe()}; {det.mode.value} scores: median {med:.4g}, robust sd {scale:.4g}; "
           f"wrote {args.out}")
+    check = det.info.get("reference_check")
+    if check:
+        print(describe_check(check))
+    for line in det.calibration.limits():
+        print(f"warning: {line}", file=sys.stderr)
     return 0
+
+
+def describe_check(check: dict) -> str:
+    """The leave-one-slide-out check in a sentence."""
+    parts = []
+    for a in ("0.05", "0.01"):
+        r = check[f"patch_rate_{a}"]
+        parts.append(f"{r['rate']:.1%} of patches at p <= {a} (95% CI {r['ci95'][0]:.1%}-{r['ci95'][1]:.1%}; per "
+                     f"slide {r['per_slide_min']:.1%}-{r['per_slide_max']:.1%})")
+    slide = check.get("slide_rate_0.05")
+    tail = f"; {slide:.1%} of slides at p_slide <= 0.05" if slide is not None else ""
+    return (f"leave one slide out ({check['k_slides']} normal slides, each scored against the others): "
+            f"{'; '.join(parts)}{tail}")

@@ -33,7 +33,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="separate normal folder(s) or slides for the centroids, as the authors (their validation "
                         "folder) and the paper: train on all of --normal (default: a seeded 20%% of the normal "
                         "reference is held out for them: whole slides or folders when there are several, else "
-                        "sub-folders or bands of grid rows)")
+                        "sub-folders or blocks of the tissue (a 4 x 4 division))")
     p.add_argument("--patch-um", type=positive_float, help="patch field for slides in microns (default 128)")
     p.add_argument("--patch-px", type=positive_int, help="patch size for slides in level-0 pixels")
     add_normal_region_args(p)

@@ -81,9 +81,19 @@ def _score_slide(args: argparse.Namespace) -> int:
     det = Detector.load(args.model, backend=args.backend, device=args.device, precision=args.precision,
                         allow_download=args.allow_download)
     print(f"model: {det.describe()}")
+    if det.backend is not None and getattr(det.backend, "precision_reason", None):
+        print(f"precision: {det.backend.precision_reason}")
     print(describe_split(det.info.get("centroid_split")))
     print(det.calibration.describe() if det.calibration is not None else
           "uncalibrated: scores are raw distances with no z or p-value; run 'anonavila calibrate' on normal tissue")
+    if det.calibration is not None:
+        from .calibrate import describe_check
+
+        check = det.calibration.check(args.mode or det.mode.value)
+        if check:
+            print(describe_check(check))
+        for line in det.calibration.limits():
+            print(f"warning: {line}", file=sys.stderr)
     if det.is_demo:
         print(f"NOTE: {DEMO_NOTICE}")
     ck = {"path": str(args.model), "sha256": sha256_file(args.model)}

@@ -40,6 +40,14 @@ def _calibration_html(result: SlideResult, prov: dict) -> str:
     slide_cal = result.calibrated_summary()
     domain = (f'<p style="background:#f8d7da;border:1px solid #d9534f;padding:8px"><b>Out of the model\'s domain:</b> '
               f"{html.escape(slide_cal['domain_note'])}.</p>" if slide_cal.get("out_of_domain") else "")
+    check = slide_cal.get("reference_check")
+    notes = "".join(f"<li>{html.escape(line)}</li>" for line in slide_cal.get("reference_limits") or [])
+    if check:
+        r = check["patch_rate_0.05"]
+        notes = (f"<li>The lab's own check: each of {check['k_slides']} normal reference slides scored against the "
+                 f"others puts {r['rate']:.1%} of its patches at p &le; 0.05 (95% CI {r['ci95'][0]:.1%}-"
+                 f"{r['ci95'][1]:.1%}; per slide {r['per_slide_min']:.1%}-{r['per_slide_max']:.1%}).</li>") + notes
+    domain += f"<ul>{notes}</ul>" if notes else ""
     return domain + (f"<p>Against {int(cal.get('n_patches', 0))} normal reference patches "
             f"({html.escape(str(cal.get('source', '')))}): <b>{n_sig} of {len(result)} patches significant</b> at a "
             f"{result.fdr:.0%} false-discovery rate{area}; max z "

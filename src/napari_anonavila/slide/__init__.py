@@ -71,10 +71,18 @@ def open_slide(path: str | os.PathLike, mpp: float | None = None, *, reader: str
     raise SlideReadError(f"{path}: not a slide this tool can read ({'; '.join(errors)})")
 
 
+_TIFF_FIRST = (".tif", ".tiff", ".svs", ".btf")  # TIFFs tifffile reads first (NDPI, SCN, BIF go to OpenSlide)
+
+
 def _candidates(path: Path) -> list[str]:
     """TIFFs (OME, SubIFD and plain pyramids, Aperio SVS) go to tifffile, which keeps every level OpenSlide's
     generic-TIFF driver would miss and decodes Aperio's JPEG tiles several times faster, with OpenSlide as the
-    fallback; the other vendor formats (NDPI, MRXS, SCN, BIF, VMS) go to OpenSlide."""
+    fallback; the other vendor formats (NDPI, MRXS, SCN, BIF, VMS) go to OpenSlide. A TIFF of no other vendor's
+    suffix is told by its first bytes, without loading OpenSlide at all (0.2-0.5 s in a fresh process)."""
+    with open(path, "rb") as fh:
+        magic = fh.read(4)
+    if magic in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+") and path.suffix.lower() in _TIFF_FIRST:
+        return ["tifffile", "openslide"]  # OpenSlide is imported only if tifffile cannot read it
     import openslide
 
     try:
