@@ -214,8 +214,6 @@ def score_slide(detector, slide: Slide | str | os.PathLike, *, out_dir: str | os
 
     own = not isinstance(slide, Slide)
     sl = open_slide(slide, mpp=mpp) if own else slide
-    if (note := brightfield_warning(sl)) is not None:
-        warnings.warn(note, UserWarning, stacklevel=2)
     try:
         with claimed_dir(out_dir) if out_dir is not None else contextlib.nullcontext() as held:
             out_dir = held  # a symbolic link's target, absolute: where the outputs and caches are committed
@@ -224,6 +222,9 @@ def score_slide(detector, slide: Slide | str | os.PathLike, *, out_dir: str | os
                 sweep_partials(out_dir, recursive=True)  # temporary files of killed runs, caches included
                 sweep_partials(os.path.dirname(os.path.abspath(out_dir)))  # and their staged result folders
             cache = EmbeddingCache(out_dir) if out_dir is not None else None
+            thumb = cache.thumbnail(sl) if cache is not None and sl.cheap_thumbnail else None  # kept: read once
+            if (note := brightfield_warning(sl, thumb[0] if thumb else None)) is not None:
+                warnings.warn(note, UserWarning, stacklevel=2)
             regions = _regions(regions, roi_polygons_xy_l0, sl)
             grid_key = {"slide_fingerprint": sl.fingerprint(), "min_tissue": min_tissue, "mpp": sl.mpp,
                         "patch_size_l0": patch_size_l0(sl, patch_um=patch_um, patch_px=patch_px),
@@ -247,8 +248,7 @@ def score_slide(detector, slide: Slide | str | os.PathLike, *, out_dir: str | os
             if regions:
                 result.provenance["regions"] = regions.describe(counts)
             if out_dir is not None:
-                write_result_folder(out_dir, result, sl, thumbnail=cache.thumbnail(sl) if sl.cheap_thumbnail else None,
-                                    overwrite=overwrite, regions=regions)
+                write_result_folder(out_dir, result, sl, thumbnail=thumb, overwrite=overwrite, regions=regions)
                 cache.prune(cache_key(sl, grid, detector.backend_id, detector.embed_dim, detector.backend), grid_key)
         return result
     finally:

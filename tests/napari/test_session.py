@@ -97,7 +97,7 @@ def test_scripted_user_session(viewer, qtbot, sample_slides, errors, monkeypatch
     box = np.array([[200, 200], [1000, 200], [1000, 1000], [200, 1000]], float)
     expected = make_grid(score.session.slide, patch_px=128, roi_polygons_xy_l0=[box])
     split = det.info["centroid_split"]  # blocks of the region's tissue held out for the centroids
-    assert split["kind"] == "held-out groups" and len(split["held_out"]) == 1 and split["groups"] == 5
+    assert split["kind"] == "held-out groups" and len(split["held_out"]) == 3 and split["groups"] == 16
     assert "block" in split["held_out"][0] and split["n_train"] + split["n_centroid"] == len(expected) >= 8
     # 2. the heatmap and the points sit on the tissue
     _assert_cells_on_slide(viewer, slide_layer, res)

@@ -225,7 +225,7 @@ def _plots(report: dict, out: Path) -> list[str]:
                 label=f"FROC score {lesion['froc_score']:.3f}")
         ax.set_xscale("log")
         ax.set(xlabel="mean false positives per slide", ylabel="lesion sensitivity", ylim=(0, 1.02),
-               title=f"lesion level FROC ({lesion['n_lesions']} lesions, {lesion['n_slides']} slides)")
+               title=f"lesion level FROC ({lesion['n_lesions']} lesion(s), {lesion['n_slides']} slide(s))")
         ax.legend(loc="lower right", fontsize=8)
         save(fig, "froc.png")
     return written

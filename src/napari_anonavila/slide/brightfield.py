@@ -10,13 +10,13 @@ _DARK = 50  # luminance below which a pixel is dark background (fluorescence is 
 _GREY = 2.0  # mean channel spread below which the slide has no colour (one channel, or grey)
 
 
-def brightfield_warning(slide) -> str | None:
+def brightfield_warning(slide, thumbnail: np.ndarray | None = None) -> str | None:
     """A sentence when ``slide`` does not look like bright-field RGB (a fluorescence scan: mostly dark background;
-    one channel or grey: no colour), else None. Read from a small thumbnail; a huge single-level slide is not read
-    for it (None)."""
-    if not slide.cheap_thumbnail:
+    one channel or grey: no colour), else None. Read from ``thumbnail`` (one the caller has: nothing is read), else
+    a small thumbnail; a huge single-level slide is not read for it (None)."""
+    if thumbnail is None and not slide.cheap_thumbnail:
         return None
-    thumb, _ = slide.thumbnail(256)
+    thumb = thumbnail if thumbnail is not None else slide.thumbnail(256)[0]
     rgb = np.asarray(thumb, np.float32)[..., :3]
     dark = float((rgb.mean(axis=-1) < _DARK).mean())
     spread = float((rgb.max(axis=-1) - rgb.min(axis=-1)).mean())

@@ -48,8 +48,9 @@ def find_slide(record: dict, *, where: str, near: Sequence[Path] = (), search: S
 
     Tried in order: the recorded path, then a file of the same name in ``near`` (see :func:`result_neighbourhood`)
     and ``search`` folders (and their sub-folders one level down). A candidate is taken only when its content
-    fingerprint is the recorded one, so a result is never drawn on another slide's tissue. ``where`` names the result
-    in the error, which says where the slide was looked for.
+    fingerprint is the recorded one, so a result is never drawn on another slide's tissue: another file of that name
+    is passed over; the recorded file itself with other content is :class:`OtherSlideError` (changed since). ``where``
+    names the result in the error, which says where the slide was looked for.
     """
     from . import open_slide
 
@@ -69,7 +70,8 @@ def find_slide(record: dict, *, where: str, near: Sequence[Path] = (), search: S
             continue
         if slide.fingerprint() == want:
             return slide
-        other.append(str(cand))
+        if os.path.realpath(cand) == os.path.realpath(path):  # the recorded file itself, changed since
+            other.append(str(cand))
         slide.close()
     looked = ", ".join(dict.fromkeys([path, *(str(d) for d in [*near, *search])]))
     if other:
