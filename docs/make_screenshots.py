@@ -54,6 +54,7 @@ def calibrated() -> None:
     v = napari.Viewer()
     v.window._qt_window.resize(1800, 1000)
     _dock, score = v.window.add_plugin_dock_widget(PLUGIN, "Score")
+    score.show_slides.value = "side by side"  # both slides in view, each with its own layers
     for path in (unseen, demo / "slides" / "anomalous.tif"):
         [slide] = v.open(str(path), plugin=PLUGIN)
         score.slide_layer.value = slide
@@ -62,9 +63,7 @@ def calibrated() -> None:
         score.run_button.native.click()
         wait(score)
     v.window.add_plugin_dock_widget(PLUGIN, "Review top-k")
-    grid = getattr(v.canvas, "grid", None) or v.grid  # napari 0.9 moved it
-    grid.enabled, grid.stride = True, 4  # a slide and its three result layers in each cell
-    v.reset_view()
+    score.session.show("side by side")
     shot(v, "napari_two_slides.png")
     v.close()
 
@@ -98,7 +97,33 @@ def cohort() -> None:
     v.close()
 
 
+def day() -> None:
+    """A real slide from another lab scored by the demo model: one slide shown (the other hidden), its legend saying
+    the tissue is out of the model's domain; and a slide without mpp, said to be in pixels."""
+    root = Path(__file__).resolve().parents[2] / "shared" / "data" / "slides"
+    model = Path(__file__).resolve().parents[1] / "demo-output" / "model.safetensors"
+    v = napari.Viewer()
+    v.window._qt_window.resize(1800, 1050)
+    [tcga] = v.open(str(root / "tcga-cr-7395-01a-01-ts1.svs"), plugin=PLUGIN)
+    [cmu] = v.open(str(root / "cmu-1-small-region.svs"), plugin=PLUGIN)
+    _dock, score = v.window.add_plugin_dock_widget(PLUGIN, "Score")
+    score.model.value = model
+    while score.session.detector is None:
+        pump(0.2)
+    score.slide_layer.value = cmu
+    score.run_button.native.click()
+    wait(score)
+    v.window.add_plugin_dock_widget(PLUGIN, "Heatmap legend")
+    shot(v, "napari_legend.png")
+    score.slide_layer.value = tcga
+    shot(v, "napari_pixels.png")
+    v.close()
+
+
 def main() -> None:
+    if sys.argv[1:] == ["day"]:
+        day()
+        return
     if sys.argv[1:] == ["calibrated"]:
         calibrated()
         return

@@ -178,3 +178,13 @@ def result_of_scores(rows, cols, size_l0: int, shape_rc, score, *, marks=None, p
     nan = np.full(n, np.nan)
     return SlideResult({"path": path}, grid, score / 2, score / 2, score, terms, "sum", nan, nan,
                        {"calibrated": False}, marks=marks or ReviewMarks())
+
+
+def refused(res, *needles: str) -> str:
+    """A CLI run refused in one line (exit 2, no traceback) whose last line holds all ``needles``; that line."""
+    assert res.returncode == 2, (res.returncode, res.stdout[-500:], res.stderr[-2000:])
+    assert "Traceback" not in res.stderr, res.stderr
+    last = res.stderr.strip().splitlines()[-1]
+    for n in needles:
+        assert n in last, last
+    return last

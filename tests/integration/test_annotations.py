@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from ..conftest import shared_path
+from ..helpers import refused
 
 EXE = str(Path(sys.executable).with_name("anonavila"))
 W, H = 2220, 2967  # cmu-1-small-region.svs, level-0 pixels
@@ -231,14 +232,6 @@ def test_training_on_normal_regions_equals_training_on_the_same_patches_cut_out(
 
 
 # -- bad input: one clear line, nothing written ---------------------------------------------------------------
-def _refused(res, *needles) -> str:
-    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
-    last = res.stderr.strip().splitlines()[-1]
-    for n in needles:
-        assert n in last, last
-    return last
-
-
 BAD = {
     "not an annotation": ("notes.txt", "hello", "not an annotation file"),
     "billion laughs": ("lol.xml", '<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 '
@@ -263,14 +256,14 @@ def test_bad_annotations_are_one_line_and_write_nothing(tmp_path, model, case):
     (tmp_path / name).write_text(text)
     res = cli("score-slide", shared_path("slides", "cmu-1-small-region.svs"), "--model", model, "--out",
               tmp_path / "out", "--roi", tmp_path / name)
-    _refused(res, needle)
+    refused(res, needle)
     assert not (tmp_path / "out" / "cmu-1-small-region" / "summary.json").exists()
 
 
 def test_a_class_nobody_drew_lists_the_classes_there_are(tmp_path, drawn, model):
     res = cli("score-slide", shared_path("slides", "cmu-1-small-region.svs"), "--model", model, "--out", tmp_path,
               "--roi", drawn["geojson"], "--roi-class", "Necrosis")
-    _refused(res, "no region of class 'Necrosis'", "Tumor, Stroma")
+    refused(res, "no region of class 'Necrosis'", "Tumor, Stroma")
 
 
 def test_a_self_intersecting_region_is_repaired_and_said_so(tmp_path):
@@ -282,3 +275,27 @@ def test_a_self_intersecting_region_is_repaired_and_said_so(tmp_path):
     with pytest.warns(UserWarning, match="self-intersecting region.*bow tie"):
         rs = read_annotations(tmp_path / "b.geojson")
     assert rs.regions[0].geometry.is_valid and rs.regions[0].geometry.area == pytest.approx(5000)
+
+
+def test_batch_finds_each_slides_file_by_stem(tmp_path, drawn, model, tissue, sample_slides):
+    """A cohort with a folder of annotations: cmu-1's file is found by its stem; a slide without one fails (never
+    scored whole in place of its ROI); a second run resumes, and a changed annotation file scores it again."""
+    import csv
+    import shutil
+
+    rois = tmp_path / "rois"
+    rois.mkdir()
+    shutil.copy(drawn["geojson"], rois / "cmu-1-small-region.geojson")
+    slide = shared_path("slides", "cmu-1-small-region.svs")
+    args = ["batch", slide, sample_slides.normal, "--model", model, "--out", tmp_path / "R", "--patch-px", P,
+            "--n-workers", 1, "--roi", rois, "--roi-class", "Tumor"]
+    res = cli(*args)
+    assert res.returncode == 2  # one slide failed
+    with open(tmp_path / "R" / "cohort.csv", newline="") as fh:
+        rows = {Path(r["slide"]).name: r for r in csv.DictReader(fh)}
+    assert rows["normal.tif"]["status"] == "failed" and "no ROI file for normal.tif" in rows["normal.tif"]["error"]
+    assert _selected(tmp_path / "R" / "cmu-1-small-region") == _expected(
+        tissue, _reference_polygons(drawn["geojson"], {"Tumor"}))
+    assert "1 already finished" in cli(*args).stdout
+    (rois / "cmu-1-small-region.geojson").write_text((rois / "cmu-1-small-region.geojson").read_text() + "\n")
+    assert "1 already finished" not in cli(*args).stdout  # its annotation changed: scored again

@@ -12,19 +12,13 @@ import numpy as np
 import pytest
 import torch
 
+from ..helpers import refused
+
 EXE = str(Path(sys.executable).with_name("anonavila"))
 
 
 def cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run([EXE, *args], capture_output=True, text=True, timeout=600, cwd=cwd)
-
-
-def refused(res: subprocess.CompletedProcess, *needles: str) -> None:
-    assert res.returncode == 2, (res.returncode, res.stdout[-500:], res.stderr[-2000:])
-    assert "Traceback" not in res.stderr, res.stderr
-    last = res.stderr.strip().splitlines()[-1]
-    for n in needles:
-        assert n in last, last
 
 
 @pytest.mark.parametrize("value", ["inf", "-inf", "Infinity"])

@@ -15,6 +15,7 @@ import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from ..conftest import shared_path
+from ..helpers import refused
 
 EXE = str(Path(sys.executable).with_name("anonavila"))
 
@@ -184,11 +185,6 @@ def test_a_drawn_lesion_on_a_real_slide_agrees_with_sklearn(tmp_path, model):
     assert report["patch_level"]["pooled"]["score"]["auroc"]["value"] == pytest.approx(roc_auc_score(y, r.score))
 
 
-def _refused(res, needle):
-    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
-    assert needle in res.stderr.strip().splitlines()[-1], res.stderr
-
-
 def test_bad_inputs_are_one_line_each(tmp_path, model, sample_slides):
     res = cli("score-slide", sample_slides.anomalous, "--model", model, "--out", tmp_path / "r", "--patch-px", 256)
     assert res.returncode == 0, res.stderr[-2000:]
@@ -196,15 +192,15 @@ def test_bad_inputs_are_one_line_each(tmp_path, model, sample_slides):
     other = tmp_path / "other.geojson"  # drawn on a much larger slide
     other.write_text(json.dumps({"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [
         [[0, 0], [40000, 0], [40000, 40000], [0, 0]]]}}))
-    _refused(cli("localise", folder, "--lesions", other, "--out", tmp_path / "a"), "beyond")
+    refused(cli("localise", folder, "--lesions", other, "--out", tmp_path / "a"), "beyond")
     far = tmp_path / "none.geojson"  # a lesion too small for any patch: no lesion at all
     far.write_text(json.dumps({"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [
         [[10, 10], [20, 10], [20, 20], [10, 10]]]}}))
-    _refused(cli("localise", folder, "--lesions", far, "--out", tmp_path / "b"), "no lesion patch in any")
+    refused(cli("localise", folder, "--lesions", far, "--out", tmp_path / "b"), "no lesion patch in any")
     every = tmp_path / "all.geojson"  # the whole slide a lesion: all labels one class
     every.write_text(json.dumps({"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [
         [[0, 0], [2048, 0], [2048, 2048], [0, 2048], [0, 0]]]}}))
-    _refused(cli("localise", folder, "--lesions", every, "--out", tmp_path / "c"), "labels are all abnormal")
+    refused(cli("localise", folder, "--lesions", every, "--out", tmp_path / "c"), "labels are all abnormal")
     assert not any((tmp_path / d).exists() for d in ("a", "b", "c"))
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ..helpers import refused
+
 EXE = str(Path(sys.executable).with_name("anonavila"))
 
 
@@ -27,15 +29,6 @@ def cli(*args, cwd=None) -> subprocess.CompletedProcess:
 def ok(res: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     assert res.returncode == 0, res.stderr[-3000:]
     return res
-
-
-def refused(res: subprocess.CompletedProcess, *needles: str) -> str:
-    assert res.returncode == 2, (res.returncode, res.stdout[-500:], res.stderr[-2000:])
-    assert "Traceback" not in res.stderr, res.stderr
-    last = res.stderr.strip().splitlines()[-1]
-    for n in needles:
-        assert n in last, last
-    return last
 
 
 @pytest.fixture(scope="module")

@@ -53,6 +53,11 @@ def test_annotations_open_onto_their_slide_and_choose_the_patches(make_napari_vi
                      _reference_polygons(drawn["xml"], {"Exclusion"}))
     assert {(int(a), int(b)) for a, b in res.xy_l0} == want and len(want) > 5
     assert res.provenance["regions"]["roi"]["classes"] == ["_0"]
+    # the Review list says which listed patches lie in the lesions opened onto the slide (as localise counts them)
+    review = open_widget(viewer, "Review top-k")
+    col = [review.table.horizontalHeaderItem(c).text() for c in range(review.table.columnCount())].index("lesion")
+    marks = [review.table.item(r, col).text() for r in range(review.table.rowCount())]
+    assert set(marks) <= {"hit", "miss"} and "hit" in marks
     assert not errors
 
 

@@ -83,6 +83,8 @@ def test_three_slides_of_different_units(make_napari_viewer, qtbot, calibrated_m
         assert score.legend.value.startswith("Heatmap: anomaly z")
         # a model fitted on synthetic tissue is far out of its domain on real slides: said so, not shown as findings
         assert "WARNING: this tissue is unlike the model's normal reference" in score.legend.value
+        assert len(layer_of(viewer, "significant patches (FDR 5%)", layer).data) == 0  # not shown as findings
+        assert "OUT OF THE MODEL'S DOMAIN" in score.scores_label.value
     for layer in layers:  # back through them: each alone, its own result shown again
         viewer.layers.selection.active = layer
         _only_this_slide(viewer, layer)

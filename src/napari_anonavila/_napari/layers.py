@@ -127,14 +127,16 @@ def review_points(result, k: int, marks: ReviewMarks, slide_layer) -> tuple[np.n
 
 def significant_points(result, slide_layer) -> tuple[np.ndarray, dict]:
     """(data, kwargs) of the outlines of the patches significant at the calibrated false-discovery rate."""
-    sig = np.nonzero(result.significant())[0]
+    out_of_domain = bool(result.calibrated_summary().get("out_of_domain"))
+    sig = np.nonzero(result.significant())[0] if not out_of_domain else np.zeros(0, np.int64)  # never as findings
     p = result.patch_size_l0
     xy = result.xy_l0[sig] if sig.size else np.zeros((0, 2), np.int64)
     data = np.stack([xy[:, 1] + (p - 1) / 2, xy[:, 0] + (p - 1) / 2], axis=1) if sig.size else np.zeros((0, 2))
     kwargs = {"name": f"significant patches (FDR {result.fdr:.0%})", "size": p, "symbol": "square",
               "face_color": "transparent", "border_color": "white", "border_width": 0.06,
               "border_width_is_relative": True,
-              "features": {"index": sig.astype(int).tolist()}, "metadata": {"patch_size_l0": p},
+              "features": {"index": sig.astype(int).tolist()},
+              "metadata": {"patch_size_l0": p, "not_shown": "out of the model's domain" if out_of_domain else ""},
               **cells_layer_transform(slide_layer)}
     return data, kwargs
 

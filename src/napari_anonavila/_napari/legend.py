@@ -13,8 +13,13 @@ def scores_text(result) -> str:
     """A result's slide scores and calibrated numbers in one line."""
     sc = result.slide_scores()
     cal = result.calibrated_summary()
-    verdict = (f"{cal['n_significant']} patches significant at FDR {result.fdr:.0%}, max z {cal['max_z']:.3g}; "
-               if cal.get("calibrated") and cal.get("max_z") is not None else "uncalibrated (no z or p-values); ")
+    if cal.get("out_of_domain"):
+        verdict = (f"OUT OF THE MODEL'S DOMAIN (median z {cal['median_z']:.3g}): its z and its "
+                   f"{cal['n_significant']} 'significant' patches are not findings and are not outlined; ")
+    elif cal.get("calibrated") and cal.get("max_z") is not None:
+        verdict = f"{cal['n_significant']} patches significant at FDR {result.fdr:.0%}, max z {cal['max_z']:.3g}; "
+    else:
+        verdict = "uncalibrated (no z or p-values); "
     return (f"{verdict}max {sc['max']:.3g}, top-1% {sc['top1']:.3g}; eroded: max {sc['max_eroded']:.3g}, "
             f"top-1% {sc['top1_eroded']:.3g}")
 

@@ -23,7 +23,7 @@ def merge(sets: Sequence[RegionSet]) -> RegionSet | None:
         raise InputFileError("give one mask per role (ROI or exclusion); join several masks into one image first")
     mask: LabelMask | None = masks[0] if masks else None
     return RegionSet(tuple(r for s in sets for r in s.regions), mask, " + ".join(s.source for s in sets),
-                     "+".join(dict.fromkeys(s.kind for s in sets)), None,
+                     "+".join(dict.fromkeys(s.kind for s in sets)), ";".join(s.sha256 or "-" for s in sets),
                      tuple(x for s in sets for x in s.repaired))
 
 

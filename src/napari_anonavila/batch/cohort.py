@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import glob
+import json
 import os
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,9 +31,19 @@ class BatchSettings:
     batch_size: int = 32
     mpp: float | None = None
     precision: str = "float32"
+    regions: dict | None = None  # RegionSources as a dict: ROI and exclusion files or per-slide folders, classes, rule
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def slide_regions(self, slide: Path, dimensions_xy):
+        """The ScoreRegions of ``slide`` (None without regions)."""
+        if not self.regions:
+            return None
+        from ..annotations.sources import RegionSources
+
+        return RegionSources(**{k: tuple(v) if isinstance(v, list) else v for k, v in self.regions.items()}
+                             ).for_slide(slide, dimensions_xy)
 
 
 def expand_inputs(items: list[str]) -> list[Path]:
@@ -100,6 +112,15 @@ def finished(out_dir: Path, *, slide_fingerprint: str, checkpoint_sha: str, sett
     prov = result.provenance
     same = (result.slide_fingerprint == slide_fingerprint and (prov.get("checkpoint") or {}).get("sha256") ==
             checkpoint_sha and prov.get("batch_settings") == settings.to_dict())
+    if same and settings.regions:  # the annotation files' content, not only their names
+        from ..annotations.sources import file_for_slide
+        from ..userfiles import sha256_file
+
+        recorded = set(re.findall(r"[0-9a-f]{64}", json.dumps(prov.get("regions") or {})))
+        slide = Path((result.slide or {}).get("path", ""))
+        found = {sha256_file(f) for src in (*settings.regions.get("roi", ()), *settings.regions.get("exclude", ()))
+                 if (f := file_for_slide(src, slide)) is not None}
+        same = found == recorded  # a file edited, added or removed since: score again
     return result if same else None
 
 

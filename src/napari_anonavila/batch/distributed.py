@@ -66,7 +66,13 @@ def score_one(slide: str, fingerprint: str, model: str, model_sha: str, out_dir:
                 return cohort_row(Path(slide), "ok", result=done, out_dir=Path(out_dir))
             det = _detector(model, model_sha, _device(), settings.precision)
             try:
-                result = score_slide(det, slide, out_dir=out_dir, patch_um=settings.patch_um,
+                regions = None
+                if settings.regions:
+                    from ..slide import open_slide
+
+                    with open_slide(slide, mpp=settings.mpp) as probe:
+                        regions = settings.slide_regions(Path(slide), probe.dimensions_xy)
+                result = score_slide(det, slide, out_dir=out_dir, patch_um=settings.patch_um, regions=regions,
                                      patch_px=settings.patch_px, min_tissue=settings.min_tissue, mode=settings.mode,
                                      batch_size=settings.batch_size, mpp=settings.mpp, overwrite=True,
                                      checkpoint={"path": model, "sha256": model_sha},

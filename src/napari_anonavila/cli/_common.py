@@ -32,6 +32,17 @@ def positive_float(text: str) -> float:
     return value
 
 
+def fraction(text: str) -> float:
+    """A part of a patch's area: a number in (0, 1]."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < v <= 1:
+        raise argparse.ArgumentTypeError(f"a part of a patch's area lies in (0, 1], got {text}")
+    return v
+
+
 def existing_path(text: str) -> Path:
     p = Path(text)
     if not p.exists():

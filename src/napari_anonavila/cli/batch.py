@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..options import PRECISIONS
 from ._common import existing_path, model_path, positive_int
+from ._regions import add_region_args, region_sources
 from .slides import _grid_args
 
 __all__ = ["add_commands"]
@@ -30,10 +31,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace a complete result in --out that belongs to another slide of the same name")
     _grid_args(p)
+    add_region_args(p)
     p.set_defaults(func=_batch)
 
 
 def _batch(args: argparse.Namespace) -> int:
+    import dataclasses
     import sys
 
     from tqdm import tqdm
@@ -49,8 +52,11 @@ def _batch(args: argparse.Namespace) -> int:
     if args.labels:
         labels = {r["slide_id"]: parse_label(r["label"], f"{args.labels}: {r['slide_id']}")
                   for r in read_csv(args.labels, ["slide_id", "label"])}
+    sources = region_sources(args)
     settings = BatchSettings(patch_um=args.patch_um, patch_px=args.patch_px, min_tissue=args.min_tissue,
-                             mode=args.mode, batch_size=args.batch_size, mpp=args.mpp, precision=args.precision)
+                             mode=args.mode, batch_size=args.batch_size, mpp=args.mpp, precision=args.precision,
+                             regions={k: list(v) if isinstance(v, tuple) else v  # as JSON keeps it (resume check)
+                                      for k, v in dataclasses.asdict(sources).items()} if sources else None)
     bar = tqdm(total=len(slides), desc="cohort", unit="slide", file=sys.stderr,
                disable=args.quiet or not sys.stderr.isatty())
     report = run_batch(slides, args.model, args.out, settings=settings, scheduler=args.scheduler,

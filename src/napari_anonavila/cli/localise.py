@@ -11,17 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputFileError
-from ._common import existing_path, positive_int
-from ._regions import _file_for
+from ._common import existing_path, fraction, positive_int
 
 __all__ = ["add_commands"]
-
-
-def _fraction(text: str) -> float:
-    v = float(text)
-    if not 0 < v <= 1:
-        raise argparse.ArgumentTypeError(f"a fraction in (0, 1], got {text}")
-    return v
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -33,7 +25,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "by its stem, a slide without one is normal")
     p.add_argument("--lesion-class", action="append", default=[], metavar="CLASS",
                    help="only these classes are lesions (e.g. _0 and _1 of Camelyon16; repeatable)")
-    p.add_argument("--lesion-fraction", type=_fraction, default=0.5,
+    p.add_argument("--lesion-fraction", type=fraction, default=0.5,
                    help="a patch is a lesion patch when at least this part of its area is lesion (default 0.5)")
     p.add_argument("--patches", nargs="+", type=existing_path, default=[], metavar="CSV",
                    help="score-patches CSVs ({slide}_Ascores.csv): labels from the names' abnormal percent")
@@ -91,6 +83,7 @@ def _finite(o):
 
 def _from_results(args: argparse.Namespace) -> dict:
     from ..annotations import ScoreRegions, read_annotations
+    from ..annotations.sources import file_for_slide
     from ..export.result_folder import open_result
     from ..localisation import detections_of, froc, lesion_mask, overlap, patch_labels, patch_metrics
 
@@ -99,7 +92,7 @@ def _from_results(args: argparse.Namespace) -> dict:
     for folder in folders:  # everything read and checked before anything is computed
         res = open_result(folder)
         dims = tuple(res.slide.get("dimensions_xy") or ())
-        f = _file_for(args.lesions, Path(res.slide["path"]))
+        f = file_for_slide(args.lesions, Path(res.slide["path"]))
         lesions = read_annotations(f, slide_dimensions_xy=dims).select(args.lesion_class or None) if f else None
         if lesions is not None:
             ScoreRegions(lesions).check(_SlideSize(Path(res.slide["path"]).name, dims))

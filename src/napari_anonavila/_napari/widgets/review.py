@@ -24,7 +24,7 @@ def _fmt(v: float, spec: str) -> str:
     return "n/a" if not np.isfinite(v) else format(v, spec)
 
 
-_COLUMNS = ("rank", "z", "p", "score", "review", "top abnormal term", "top normal term")
+_COLUMNS = ("rank", "z", "p", "score", "review", "lesion", "top abnormal term", "top normal term")
 _VISIBLE_ROWS = 8
 _EMPTY = "Score a slide to list its most anomalous patches."
 
@@ -65,11 +65,12 @@ class ReviewWidget(QWidget):
             return
         _data, kw = review_points(s.result, s.top_k, s.marks(), s.slide_layer)
         f = self.rows = kw["features"]
+        lesion = self._lesion_column(f)
         self.table.blockSignals(True)
         self.table.setRowCount(len(f["rank"]))
         for r in range(len(f["rank"])):
             values = (str(f["rank"][r]), _fmt(f["z"][r], ".1f"), _fmt(f["p_normal"][r], ".2g"),
-                      f"{f['score'][r]:.4g}", f["review"][r], f["top_abnormal"][r], f["top_normal"][r])
+                      f"{f['score'][r]:.4g}", f["review"][r], lesion[r], f["top_abnormal"][r], f["top_normal"][r])
             for c, v in enumerate(values):
                 self.table.setItem(r, c, QTableWidgetItem(v))
         self.table.resizeColumnsToContents()
@@ -82,6 +83,22 @@ class ReviewWidget(QWidget):
             self._selected = None
             self.details.setText("Select a row, or click a patch in the 'top-k patches' layer.")
         self._watch_points()
+
+    def _lesion_column(self, f: dict) -> list[str]:
+        """'hit' or 'miss' per listed patch against the lesion annotations opened onto the slide (File > Open of a
+        GeoJSON or XML: half its area in a lesion is a hit, as in localise), else empty."""
+        from ...annotations import merge
+        from ...localisation import LESION_FRACTION
+        from ..annotation_layers import REGIONS_KEY
+        from ..slides import group_of
+
+        sets = [ly.metadata[REGIONS_KEY] for ly in group_of(self.viewer, self.session.slide_layer)
+                if REGIONS_KEY in ly.metadata and not ly.name.startswith("scored with")]
+        if not sets or not f["x_l0"]:
+            return [""] * len(f["rank"])
+        xy = np.stack([f["x_l0"], f["y_l0"]], axis=1)
+        frac = merge(sets).fractions(xy, self.session.result.patch_size_l0)
+        return ["hit" if v >= LESION_FRACTION else "miss" for v in frac]
 
     def _keys(self) -> list[PatchKey]:
         f = self.rows
