@@ -33,8 +33,12 @@ __all__ = ["HEATMAP_VALUES", "PatchTerms", "SlideResult"]
 HEATMAP_VALUES = ("score", "d_normal", "d_abnormal", "z", "p_normal")  # the columns a heatmap can show
 
 
-def _joined(names: Sequence[str], idx: np.ndarray, w: np.ndarray) -> str:
-    return "|".join(f"{names[j]}:{wt:.4f}" for j, wt in zip(idx, w, strict=True) if j >= 0)
+def _joined(names: Sequence[str], idx: np.ndarray, w: np.ndarray) -> list[str]:
+    """'term:weight|term:weight' for each row of (n, k) ``idx`` and ``w`` (index -1 skipped). Python numbers, not
+    NumPy scalars, in the loop: 2 x 10^6 rows in seconds, not a minute."""
+    pre = [f"{n}:" for n in names]
+    return ["|".join(pre[j] + f"{wt:.4f}" for j, wt in zip(ji, wi, strict=True) if j >= 0)
+            for ji, wi in zip(np.asarray(idx).tolist(), np.asarray(w, np.float64).tolist(), strict=True)]
 
 
 @dataclass(frozen=True, eq=False)
@@ -65,13 +69,19 @@ class PatchTerms:
 
     def explain(self, i: int) -> tuple[str, str]:
         """Patch ``i``'s best normal and abnormal terms as 'term:weight|term:weight' strings."""
-        return (_joined(self.normal_names, self.normal_idx[i], self.normal_w[i]),
-                _joined(self.abnormal_names, self.abnormal_idx[i], self.abnormal_w[i]))
+        i = int(i)
+        return (_joined(self.normal_names, self.normal_idx[i:i + 1], self.normal_w[i:i + 1])[0],
+                _joined(self.abnormal_names, self.abnormal_idx[i:i + 1], self.abnormal_w[i:i + 1])[0])
+
+    def slice(self, start: int, stop: int) -> PatchTerms:
+        """Patches ``start:stop`` (views, no copy)."""
+        return PatchTerms(self.normal_names, self.abnormal_names, self.normal_idx[start:stop],
+                          self.normal_w[start:stop], self.abnormal_idx[start:stop], self.abnormal_w[start:stop])
 
     def columns(self) -> tuple[list[str], list[str]]:
         """Every patch's :meth:`explain` strings, as two columns."""
-        pairs = [self.explain(i) for i in range(len(self))]
-        return [p[0] for p in pairs], [p[1] for p in pairs]
+        return (_joined(self.normal_names, self.normal_idx, self.normal_w),
+                _joined(self.abnormal_names, self.abnormal_idx, self.abnormal_w))
 
     @classmethod
     def of_scores(cls, scores, normal_names: Sequence[str], abnormal_names: Sequence[str]) -> PatchTerms:

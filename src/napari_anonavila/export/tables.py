@@ -16,14 +16,24 @@ __all__ = ["read_csv", "read_score_column", "safe_cell", "write_csv"]
 
 
 def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Sequence], *,
-              overwrite: bool = False) -> Path:
+              overwrite: bool = False, text_columns: Sequence[int] | None = None) -> Path:
     """Write a CSV atomically; refuse an existing file unless ``overwrite``. Text cells are made safe for
-    spreadsheets (:func:`safe_cell`): a term or slide name can never become a formula."""
+    spreadsheets (:func:`safe_cell`): a term or slide name can never become a formula. ``text_columns``, when
+    given, are the only columns that can hold free text (the others are numbers or fixed words): only those are
+    checked, which keeps millions of rows fast."""
     path = check_writable(path, overwrite=overwrite)
     with atomic_write(path, newline="", encoding="utf-8") as fh:
         w = csv.writer(fh, lineterminator="\n")
         w.writerow([safe_cell(h) for h in header])
-        w.writerows([safe_cell(c) for c in row] for row in rows)
+        if text_columns is None:
+            w.writerows([safe_cell(c) for c in row] for row in rows)
+        else:
+            cols = tuple(text_columns)
+            for row in rows:
+                row = list(row)
+                for j in cols:
+                    row[j] = safe_cell(row[j])
+                w.writerow(row)
     return path
 
 
