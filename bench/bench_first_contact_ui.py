@@ -43,6 +43,7 @@ def _time_plugin_calls() -> list[tuple[str, float]]:
     import functools
 
     from napari_anonavila._napari import reader, sample_data
+    from napari_anonavila._napari.turns import TurnQueue
     from napari_anonavila._napari.widgets.score import ScoreWidget
 
     ours: list[tuple[str, float]] = []
@@ -61,8 +62,8 @@ def _time_plugin_calls() -> list[tuple[str, float]]:
         setattr(owner, name, wrapper)
 
     for owner, names in ((reader, ("get_reader", "read_slide")), (sample_data, ("sample_slide",)),
-                         (ScoreWidget, ("__init__", "_on_run", "_on_yield", "_on_result", "_draw_next",
-                                        "_on_finished", "_on_aborted"))):
+                         (ScoreWidget, ("__init__", "_on_run", "_on_yield", "_on_result", "_on_aborted")),
+                         (TurnQueue, ("next_step", "finish"))):
         for name in names:
             timed(owner, name)
     return ours

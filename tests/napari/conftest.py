@@ -55,9 +55,16 @@ def calibrated_model(fitted_on_sample, tmp_path_factory):
 @pytest.fixture
 def errors(monkeypatch):
     """Messages the widgets show in napari's notification area with show_error."""
+    import importlib
+    import pkgutil
+
+    import napari_anonavila._napari.widgets as widgets
+
     shown: list[str] = []
-    for mod in ("score", "terms", "retrain", "export"):
-        monkeypatch.setattr(f"napari_anonavila._napari.widgets.{mod}.show_error", shown.append)
+    for info in pkgutil.iter_modules(widgets.__path__):  # every panel module that shows errors, the helpers' too
+        mod = importlib.import_module(f"{widgets.__name__}.{info.name}")
+        if hasattr(mod, "show_error"):
+            monkeypatch.setattr(mod, "show_error", shown.append)
     return shown
 
 

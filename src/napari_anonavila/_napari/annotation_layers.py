@@ -12,7 +12,7 @@ from .coords import cells_layer_transform
 from .session import shapes_to_polygons_xy_l0
 from .tags import link_of
 
-__all__ = ["REGIONS_KEY", "region_layer_data", "regions_of_layer"]
+__all__ = ["REGIONS_KEY", "region_layer_data", "regions_of_layer", "view_regions"]
 
 REGIONS_KEY = "anonavila_regions"  # layer metadata: the exact RegionSet behind a Shapes layer of ours
 _SCREEN_PX = 4000  # outlines are simplified to a tolerance of the slide's longer side over this
@@ -60,10 +60,23 @@ def region_layer_data(regions: RegionSet, slide_layer, dimensions_xy: tuple[int,
 
 def regions_of_layer(shapes_layer, slide_layer, *, cls: str | None = None) -> RegionSet:
     """The regions a Shapes layer stands for: the exact ones it was opened from, else what is drawn in it (polygons,
-    rectangles, ellipses, through both layers' transforms)."""
+    rectangles, ellipses, through both layers' transforms). A layer with none is an error, never 'everywhere'."""
     exact = shapes_layer.metadata.get(REGIONS_KEY)
     if isinstance(exact, RegionSet):
-        return exact
-    polys = shapes_to_polygons_xy_l0(shapes_layer, slide_layer)
-    return regions_of_polygons(polys, source=f"Shapes layer {shapes_layer.name!r}", kind="napari-shapes",
-                               cls=cls or shapes_layer.name)
+        regions = exact
+    else:
+        polys = shapes_to_polygons_xy_l0(shapes_layer, slide_layer)
+        regions = regions_of_polygons(polys, source=f"Shapes layer {shapes_layer.name!r}", kind="napari-shapes",
+                                      cls=cls or shapes_layer.name)
+    if not len(regions):
+        raise ValueError(f"Shapes layer {shapes_layer.name!r} has no polygon, rectangle or ellipse")
+    return regions
+
+
+def view_regions(slide_layer) -> RegionSet:
+    """The part of the slide the canvas shows now, as a level-0 rectangle (from the shown level's corner pixels)."""
+    corners = np.asarray(slide_layer.corner_pixels, float)[:, -2:]  # data (row, col) of the shown level
+    ds = np.asarray(slide_layer.downsample_factors[slide_layer.data_level], float)[-2:]
+    (r0, c0), (r1, c1) = corners * ds  # level-0 pixel indices
+    box = np.array([[c0, r0], [c1 + 1, r0], [c1 + 1, r1 + 1], [c0, r1 + 1]], float)
+    return regions_of_polygons([box], source="the current view", kind="view")

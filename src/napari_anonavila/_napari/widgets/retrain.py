@@ -167,8 +167,6 @@ class RetrainWidget(Container):
             if s.slide_layer is None:
                 raise ValueError("normal regions need a scored slide layer")
             polys = regions_of_layer(self.regions.value, s.slide_layer)  # exact, for an annotation file's layer
-            if not len(polys):
-                raise ValueError(f"Shapes layer {self.regions.value.name!r} has no region drawn")
         folder = chosen_path(self.folder)
         reference_slide = s.slide if polys else None
         if self.other_slide.value is not None:

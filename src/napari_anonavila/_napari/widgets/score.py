@@ -3,47 +3,41 @@
 from __future__ import annotations
 
 import contextlib
-import time
 
 import napari
-import numpy as np
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
     Container,
     FileEdit,
-    FloatSpinBox,
     Label,
     ProgressBar,
     PushButton,
     SpinBox,
 )
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import QTimer
 
-from ...annotations import ScoreRegions, regions_of_polygons
+from ...annotations import ScoreRegions
 from ...errors import AnonavilaError
 from ...options import PRECISIONS, ScoreMode
 from ...progress import Progress
-from ...slide.base import MPP_RANGE
-from ..annotation_layers import regions_of_layer
+from ..annotation_layers import regions_of_layer, view_regions
 from ..layers import Z_RANGE
 from ..legend import legend_text, scores_text
-from ..results import HEATMAP, TOPK, clear_results, draw_heatmap, draw_points, draw_significant, result_layer
+from ..live_heatmap import HEATMAP_VALUES, LiveHeatmap
+from ..results import HEATMAP, TOPK, clear_results, draw_points, draw_significant, result_layer
 from ..session import chosen_path, session_for
 from ..slides import LAYOUTS
 from ..tags import slide_of, unwrap
-from ..units import give_mpp, patch_unit, units_text
-from ..workers import DetectorReady, GridReady, ScorePlan, load_worker, score_worker, warm_worker
+from ..turns import TurnQueue
+from ..workers import DetectorReady, GridReady, ScorePlan, score_worker
 from . import follow_layers, scroll_form, set_progress, tabify_when_docked, wrapping
+from .model_line import NO_MODEL, ModelLine
+from .slide_units import SlideUnits
 
 __all__ = ["HEATMAP", "TOPK", "ScoreWidget"]
 
 REGIONS = ("whole slide", "current view", "shapes layer")
-HEATMAP_VALUES = ("z vs normal (fixed scale)", "raw score (per slide)")
-_REFRESH_S = 0.3  # at most ~3 heatmap redraws a second while batches arrive
-_NO_MODEL = ("No model yet: choose a checkpoint, or draw normal regions in a Shapes layer and pick it in "
-             "'demo fit on' to try the random demo model.")
 _MODEL_FILES = "*.safetensors *.pth *.pt"
 
 
@@ -54,14 +48,13 @@ class ScoreWidget(Container):
         self.viewer = viewer
         self.session = session_for(viewer)
         self.slide_layer = ComboBox(label="slide", choices=self._slide_layers, nullable=True)
-        self.slide_mpp = FloatSpinBox(label="slide mpp", value=0.0, min=0.0, max=MPP_RANGE[1], step=0.05,
-                                      tooltip="microns per pixel of a slide whose file does not say (0.25 at 40x, "
-                                              "0.5 at 20x): patch sizes then work in microns and the slide lines up "
-                                              "with other slides; 0 leaves it in pixels")
+        self.slide_units = SlideUnits(self.session, self.slide_layer)
+        self.units, self.slide_mpp, self.patch_um = (self.slide_units.units, self.slide_units.slide_mpp,
+                                                     self.slide_units.patch)
         self.model = FileEdit(label="model", mode="r", filter=_MODEL_FILES,
                               tooltip="a checkpoint: ours (.safetensors) or the authors' (.pth, which holds CONCH); "
                                       "leave empty to fit the random demo model")
-        self.model_info = Label(value=_NO_MODEL)
+        self.model_info = Label(value=NO_MODEL)
         self.normal_layer = ComboBox(label="demo fit on", choices=self._shapes_layers, nullable=True,
                                      tooltip="a Shapes layer of normal regions, to fit the demo model on")
         self.region = ComboBox(label="region", choices=REGIONS, value="whole slide")
@@ -71,14 +64,9 @@ class ScoreWidget(Container):
         self.exclude_layer = ComboBox(label="leave out", choices=self._shapes_layers, nullable=True,
                                       tooltip="a Shapes layer of regions to leave out: pen marks, folds, blur; a "
                                               "patch a quarter or more inside one is not scored")
-        self.units = Label(value="")
         self.show_slides = ComboBox(label="show", choices=LAYOUTS, value=self.session.layout,
                                     tooltip="one slide at a time (its layers only, the view fitted to it), or every "
                                             "slide side by side")
-        self.patch_um = FloatSpinBox(label="patch (um)", value=128.0, min=8.0, max=8192.0, step=16.0,
-                                     tooltip="patch field: microns for a slide with mpp (the paper's 128 um), level-0 "
-                                             "pixels for a slide without (256 px)")
-        self._patch_unit = "um"
         self.batch_size = SpinBox(label="batch size", value=32, min=1, max=1024)
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
         self.precision = ComboBox(label="precision", choices=list(PRECISIONS), value="float32",
@@ -105,38 +93,40 @@ class ScoreWidget(Container):
         for label in (self.units, self.model_info, self.scores_label, self.legend):
             wrapping(label)
         self.worker = None
-        self._drawing: list = []  # result layers still to draw, one per event-loop turn (see _on_result)
-        self._draw_timer = QTimer(self.native)  # the panel's own: it goes with the panel, never fires on a dead one
-        self._draw_timer.setSingleShot(True)
-        self._draw_timer.setInterval(0)
-        self._draw_timer.timeout.connect(self._draw_next)
-        self._worker_done = False
-        self._heat: np.ndarray | None = None
-        self._grid = None
-        self._scored = 0
-        self._last_refresh = 0.0
+        self._turns = TurnQueue(self.native, then=self._end_run)  # a result's layers, one per event-loop turn
+        self.live = LiveHeatmap(viewer, self.session)
+        self.model_line = ModelLine(self.session, self.model_info, self.model, self.device, self.precision)
         self.run_button.changed.connect(self._on_run)
         self.slide_layer.changed.connect(self._on_pick)
         self.show_slides.changed.connect(lambda layout: self.session.show(layout))
-        self.model.changed.connect(self._preload)
-        self.slide_mpp.changed.connect(self._on_mpp)
+        self.model.changed.connect(self.model_line.preload)
         self.eroded.changed.connect(lambda *_: self._refresh_heatmap())
         self.values.changed.connect(lambda *_: self._refresh_heatmap())
         self.mode.changed.connect(lambda *_: self.rescore())
         self.top_k.changed.connect(self._on_top_k)
         self.session.rescore_requested.connect(self.rescore)
-        self.session.detector_changed.connect(self._show_model)
+        self.session.detector_changed.connect(self.model_line.show)
         self.session.reviews_changed.connect(self._draw_points)
         follow_layers(viewer, self.reset_choices)
         viewer.layers.events.inserted.connect(self._show_legend)
         self.session.slide_changed.connect(self._on_slide)
         self.reset_choices()
-        self._show_mpp()
+        self.slide_units.show()
         self.top_k.value = self.session.top_k
-        self._show_model(self.session.detector)
+        self.model_line.show(self.session.detector)
         if self.session.slide_layer is not None:
             self._on_slide(self.session.slide_layer)  # a slide (a reopened result) shown before the panel opened
-        self._warm()
+        self.model_line.warm()
+
+    @property
+    def _grid(self):
+        """The grid being scored or shown (None before a run)."""
+        return self.live.grid
+
+    @property
+    def _scored(self) -> int:
+        """Patches scored so far in this run (all of a finished one)."""
+        return self.live.scored
 
     # -- choices -----------------------------------------------------------------------------------
     def reset_choices(self, *_):
@@ -152,32 +142,9 @@ class ScoreWidget(Container):
 
         return [ly for ly in self.viewer.layers if isinstance(ly, Shapes)]
 
-    def _show_mpp(self, *_) -> None:
-        """Say the slide's units; offer the mpp field only for a slide whose file gives none (or whose mpp was given
-        here); the patch field in the slide's unit (microns, else level-0 pixels)."""
-        slide = slide_of(self.slide_layer.value) if self.slide_layer.value is not None else None
-        self.units.value = units_text(slide)
-        self.units.native.setStyleSheet("color: #ffb000;" if slide is not None and not slide.mpp else "")
-        self.slide_mpp.visible = slide is not None and slide.mpp_source != "file"
-        with self.slide_mpp.changed.blocked():
-            self.slide_mpp.value = slide.mpp if slide is not None and slide.mpp else 0.0
-        unit, default = patch_unit(slide)
-        if unit != self._patch_unit:
-            self._patch_unit = unit
-            self.patch_um.label = f"patch ({unit})"
-            self.patch_um.value = default
-
-    def _on_mpp(self, value: float) -> None:
-        try:
-            self.set_mpp(self.slide_layer.value, value)
-        except ValueError as err:
-            show_error(str(err))
-            self._show_mpp()
-
     def set_mpp(self, layer, mpp: float) -> None:
         """Give a slide without mpp in its file its microns per pixel (see :func:`..units.give_mpp`)."""
-        give_mpp(layer, mpp, has_result=self.session.result_of(layer) is not None)
-        self._show_mpp()
+        self.slide_units.set_mpp(layer, mpp)
 
     def _show_legend(self, *_) -> None:
         """The legend of the shown slide's heatmap (called as a reopened result's layers arrive)."""
@@ -188,48 +155,9 @@ class ScoreWidget(Container):
 
     def _on_pick(self, layer) -> None:
         """A slide picked in the panel becomes the slide shown (alone, or among the others side by side)."""
-        self._show_mpp()
+        self.slide_units.show()
         if layer is not None and not self.session.busy and unwrap(layer) is not self.session.slide_layer:
             self.viewer.layers.selection.active = layer
-
-    def _warm(self) -> None:
-        """Start torch and the models' code in the background as the panel opens (once per process), so that the
-        first Run does not wait for them; the model line says when it is ready."""
-        worker = warm_worker()
-        if worker is None:
-            return
-        if self.session.detector is None:
-            self.model_info.value = f"{_NO_MODEL}\n(starting torch in the background...)"
-        worker.returned.connect(lambda _r: self._show_model(self.session.detector))
-        worker.start()
-
-    def _preload(self, *_) -> None:
-        """Load a chosen checkpoint at once, in the background: Run then starts scoring without the wait."""
-        path = chosen_path(self.model)
-        s = self.session
-        if path is None or not path.is_file() or s.busy or (s.checkpoint is not None and s.checkpoint == path):
-            return
-        self.model_info.value = f"loading {path.name} in the background..."
-        worker = load_worker(path, device=self.device.value, precision=self.precision.value)
-
-        def loaded(det) -> None:
-            if self.session.busy or chosen_path(self.model) != path:
-                return  # a run or another choice came first
-            self.session.detector, self.session.checkpoint = det, path
-            self.session.detector_changed.emit(det)
-
-        worker.returned.connect(loaded)
-        worker.errored.connect(lambda err: (show_error(f"{path.name}: {err}"), self._show_model(s.detector)))
-        worker.start()
-
-    def _show_model(self, det) -> None:
-        if det is None:
-            self.model_info.value = _NO_MODEL
-            return
-        from ...splits import describe_split
-
-        self.model_info.value = f"{det.describe()}\n{describe_split(det.info.get('centroid_split'))}"
-        self.model_info.native.setStyleSheet("color: #ffb000; font-weight: bold;" if det.is_demo else "")
 
     def _on_slide(self, slide_layer) -> None:
         """The session shows another slide (selected in the layer list, or by the cohort browser): show its own
@@ -239,13 +167,13 @@ class ScoreWidget(Container):
             self.slide_layer.value = slide_layer
         res = s.result
         if res is not None:
-            self._grid, self._heat, self._scored = res.grid, res.heatmap(), len(res)
+            self.live.show_result(res)
             self.scores_label.value = scores_text(res)
             self._refresh_heatmap()
             if not s.result_is_current() and s.detector is not None and self.worker is None:
                 self.rescore()
         else:
-            self._grid, self._heat, self._scored = None, None, 0
+            self.live.clear()
             self.scores_label.value = "-"
             self.legend.value = ""
 
@@ -274,26 +202,14 @@ class ScoreWidget(Container):
         annotation file opened onto the slide), less the exclusion layer's; the tissue rule, by area."""
         roi = None
         if self.region.value == "current view":
-            corners = np.asarray(slide_layer.corner_pixels, float)[:, -2:]  # data (row, col) of the shown level
-            level = slide_layer.data_level
-            ds = np.asarray(slide_layer.downsample_factors[level], float)[-2:]
-            (r0, c0), (r1, c1) = corners * ds  # level-0 pixel indices
-            box = np.array([[c0, r0], [c1 + 1, r0], [c1 + 1, r1 + 1], [c0, r1 + 1]], float)
-            roi = regions_of_polygons([box], source="the current view", kind="view")
+            roi = view_regions(slide_layer)
         elif self.region.value == "shapes layer":
             if self.region_layer.value is None:
                 raise ValueError("region 'shapes layer' needs a Shapes layer with the regions to score")
-            roi = self._layer_regions(self.region_layer.value, slide_layer)
-        exclude = (self._layer_regions(self.exclude_layer.value, slide_layer),) if self.exclude_layer.value else ()
+            roi = regions_of_layer(self.region_layer.value, slide_layer)
+        exclude = (regions_of_layer(self.exclude_layer.value, slide_layer),) if self.exclude_layer.value else ()
         regions = ScoreRegions(roi, exclude)
         return regions if regions else None
-
-    @staticmethod
-    def _layer_regions(shapes_layer, slide_layer):
-        regions = regions_of_layer(shapes_layer, slide_layer)
-        if not len(regions):
-            raise ValueError(f"Shapes layer {shapes_layer.name!r} has no polygon, rectangle or ellipse")
-        return regions
 
     def plan(self) -> ScorePlan:
         """The Run as the widget's fields describe it (cheap: nothing is read or built here)."""
@@ -301,9 +217,8 @@ class ScoreWidget(Container):
         if layer is None:
             raise ValueError("no slide layer: open a slide (File > Open) or the sample (File > Open Sample)")
         slide = slide_of(layer)
-        in_um = self._patch_unit == "um" and bool(slide.mpp)
-        plan = ScorePlan(slide=slide, patch_um=self.patch_um.value if in_um else None,
-                         patch_px=None if in_um else round(self.patch_um.value), batch_size=self.batch_size.value,
+        patch_um, patch_px = self.slide_units.patch_size(slide)
+        plan = ScorePlan(slide=slide, patch_um=patch_um, patch_px=patch_px, batch_size=self.batch_size.value,
                          mode=self.mode.value, regions=self._regions(layer), device=self.device.value,
                          precision=self.precision.value)
         s, model = self.session, chosen_path(self.model)
@@ -320,7 +235,7 @@ class ScoreWidget(Container):
             if self.normal_layer.value is None:
                 raise ValueError("choose a model checkpoint, or a Shapes layer of normal regions to fit the demo "
                                  "model on ('demo fit on')")
-            plan.demo_regions = self._layer_regions(self.normal_layer.value, layer)
+            plan.demo_regions = regions_of_layer(self.normal_layer.value, layer)
             show_warning("Fitting the demo model: random weights, NO pathology knowledge (for trying the tool only)")
         return plan
 
@@ -335,8 +250,8 @@ class ScoreWidget(Container):
         clear_results(self.viewer, self.session.slide_layer)  # this slide's earlier result is not this run's
         self.scores_label.value = "scoring..."
         self.session.result_changed.emit(None)
-        self._heat, self._grid, self._scored = None, None, 0
-        self._drawing, self._worker_done = [], False
+        self.live.clear()
+        self._turns.reset()
         worker = score_worker(plan)
         self.worker = worker
         self.run_button.text = "Cancel"
@@ -345,7 +260,7 @@ class ScoreWidget(Container):
         worker.returned.connect(self._on_result)
         worker.errored.connect(self._on_error)
         worker.aborted.connect(self._on_aborted)
-        worker.finished.connect(self._on_finished)
+        worker.finished.connect(self._turns.finish)  # the run ends after the result's last layer is drawn
         worker.start()
 
     def rescore(self):
@@ -356,11 +271,6 @@ class ScoreWidget(Container):
         self.start(ScorePlan(slide=slide_of(layer), patch_um=None, batch_size=self.batch_size.value,
                              mode=self.mode.value, grid=res.grid, detector=det,
                              checkpoint=self.session.checkpoint), slide_layer=layer)
-
-    def _on_finished(self):
-        self._worker_done = True
-        if not self._drawing:  # else the last result layer's turn ends the run
-            self._end_run()
 
     def _end_run(self):
         self.worker = None
@@ -385,9 +295,7 @@ class ScoreWidget(Container):
             s.detector, s.checkpoint = event.detector, event.checkpoint
             s.detector_changed.emit(event.detector)
         elif isinstance(event, GridReady):
-            self._grid = event.grid
-            self._heat = np.full(event.grid.shape_rc, np.nan)
-            self._last_refresh = time.perf_counter()
+            self.live.start(event.grid)
             if len(event.grid) == 0:
                 show_warning("no tissue patches in this region; nothing to score")
             self._refresh_heatmap()
@@ -398,48 +306,16 @@ class ScoreWidget(Container):
                 return
             set_progress(self.progress, event.done, max(1, event.total), event.stage)
             scores = event.info.get("scores")
-            if scores is None or self._heat is None or "start" not in event.info:
+            if scores is None or self.live.heat is None or "start" not in event.info:
                 return
-            cells = self._grid.cells_rc[event.info["start"] : event.info["start"] + len(scores)]
-            self._heat[cells[:, 0], cells[:, 1]] = scores.score
-            self._scored = event.done
-            now = time.perf_counter()
-            if now - self._last_refresh >= _REFRESH_S:  # coalesce batches: each redraw costs the UI a frame
-                self._last_refresh = now
+            if self.live.add(event.info["start"], scores, event.done):
                 self._refresh_heatmap()
 
-    def _calibration(self):
-        det = self.session.detector
-        return det.calibration if det is not None else None
-
     def _refresh_heatmap(self):
-        if self._heat is None or self.session.slide_layer is None:
+        label = self.live.refresh(values=self.values.value, eroded=self.eroded.value, mode=self.mode.value)
+        if label is None:
             return
-        from ...maps import erode  # (scipy: imported at the first heatmap, not with the Plugins menu)
-
-        res = self.session.result  # None while a run streams in: the partial heatmap, z from the model's reference
-        saved = self.session.is_reopened(res)
-        if saved and result_layer(self.viewer, self.session.slide_layer, HEATMAP) is None:
-            return  # a result folder being opened: its reader adds the heatmap layer next (never a second one)
-        mode = res.mode if res is not None else self.mode.value
-        how = f"{mode}{', 3x3 eroded' if self.eroded.value else ''}{'; saved' if saved else ''}"
-        cal = None if res is not None else self._calibration()
-        calibrated = res.calibrated if res is not None else cal is not None
-        want_z = self.values.value == HEATMAP_VALUES[0] and calibrated
-        if res is not None:
-            heat = res.heatmap(values="z" if want_z else "score", eroded=self.eroded.value)
-        else:
-            heat = erode(self._heat) if self.eroded.value else self._heat
-            heat = cal.z(heat, mode) if want_z else heat
-        if want_z:
-            fixed = Z_RANGE
-            label = f"anomaly z: robust SD above normal tissue ({how}; fixed scale)"
-        else:
-            fixed = None
-            label = f"raw anomaly score ({how}; stretched per slide{'' if calibrated else ', uncalibrated model'})"
-        draw_heatmap(self.viewer, self.session.slide_layer, heat, self._grid.patch_size_l0, self._grid.origin_xy_l0,
-                     label=label, fixed=fixed)
-        if res is None:
+        if self.session.result is None:
             self.legend.value = label
         else:
             self._show_legend()
@@ -453,25 +329,11 @@ class ScoreWidget(Container):
         """
         s = self.session
         s.result = result
-        self._grid, self._heat, self._scored = result.grid, result.heatmap(), len(result)
+        self.live.show_result(result)
         self.scores_label.value = scores_text(result)
         self._refresh_heatmap()
-        self._drawing = [self._draw_points, lambda: draw_significant(self.viewer, s.slide_layer, s.result),
-                         self._announce]
-        self._draw_timer.start()
-
-    def _draw_next(self) -> None:
-        """Draw the next pending result layer; the last ends the run once its worker has finished."""
-        if not self._drawing:
-            return
-        step = self._drawing.pop(0)
-        try:
-            step()
-        finally:
-            if self._drawing:
-                self._draw_timer.start()
-            elif self._worker_done:
-                self._end_run()
+        self._turns.run([self._draw_points, lambda: draw_significant(self.viewer, s.slide_layer, s.result),
+                         self._announce])
 
     def _announce(self) -> None:
         s = self.session
