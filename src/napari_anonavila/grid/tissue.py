@@ -133,7 +133,7 @@ def tissue_mask(slide: Slide, *, mask_um: float = 8.0, min_object_um2: float = 5
     ink = np.zeros(thumb.shape[:2], bool)
     planes = np.moveaxis(thumb, -1, 0).copy()  # contiguous channels: every test on them runs several times faster
     mx = _channel_max(planes)
-    if _median_u8(mx) < 60:
+    if _median_u8(np.ascontiguousarray(mx[::2, ::2])) < 60:  # dark-field? (every 4th pixel decides as well)
         kind = "dark-field"
         mask, thr, signal = _dark_field(mx)
         gap = max(2, round(24 / px_um)) if px_um else 4  # close the gaps between nuclei (about 24 um)
@@ -236,8 +236,14 @@ def _drop_small(mask: np.ndarray, min_px: int) -> np.ndarray:
 
     def sizes(m):
         labels, n = ndimage.label(m)
-        return labels, np.bincount(labels[m], minlength=n + 1)  # sizes from the mask's own pixels only
+        if n <= 1:  # one piece (a section in one piece) or none: its size without a pass over the labels
+            return labels, np.array([m.size - np.count_nonzero(m), np.count_nonzero(m)][: n + 1], np.int64)
+        # a sparse mask: count its own pixels only; a dense one: every label, background included (no gather)
+        on = labels[m] if np.count_nonzero(m) < m.size // 4 else labels.ravel()
+        return labels, np.bincount(on, minlength=n + 1)
 
+    if np.count_nonzero(mask) < min_px:  # fewer pixels than the smallest piece kept: nothing stays
+        return np.zeros_like(mask)
     if not _split(mask.shape):
         labels, size = sizes(mask)
         keep = size >= min_px
