@@ -80,3 +80,44 @@ def test_a_huge_outline_opens_in_seconds_with_its_exact_shape_kept(make_napari_v
     assert layer.metadata["anonavila_regions"].regions[0].geometry.area == pytest.approx(
         __import__("shapely").Polygon(ring).area)
     assert seconds < 60  # (napari took 13 s at 5,000 raw vertices; the bench has the timings)
+
+
+def test_review_lists_misses_or_hits_first_against_opened_lesions(make_napari_viewer, qtbot, sample_slides,
+                                                                  fitted_on_sample, tmp_path, errors):
+    """A lesion file opened onto a scored slide: the Review list marks each listed patch hit or miss (half its area
+    in a lesion) and can list the misses (or the hits) first, by rank within each; a row still centres on its
+    patch."""
+    viewer = make_napari_viewer()
+    [slide] = viewer.open(str(sample_slides.anomalous), plugin=PLUGIN)
+    half = [[0, 0], [1024, 0], [1024, 2048], [0, 2048], [0, 0]]  # the left half of the 2048 px slide, level 0
+    lesions = tmp_path / "anomalous.geojson"
+    lesions.write_text(json.dumps({"type": "Feature", "properties": {"classification": {"name": "Tumor"}},
+                                   "geometry": {"type": "Polygon", "coordinates": [half]}}))
+    viewer.open(str(lesions), plugin=PLUGIN)
+    score = open_widget(viewer, "Score")
+    score.session.detector = fitted_on_sample
+    score.slide_layer.value = slide
+    score.patch_um.value = 64.0  # 128 px at 0.5 um/px
+    score.top_k.value = 60
+    click(score.run_button)
+    wait_worker(qtbot, score)
+    review = open_widget(viewer, "Review top-k")
+    head = [review.table.horizontalHeaderItem(c).text() for c in range(review.table.columnCount())]
+
+    def column(name):
+        return [review.table.item(r, head.index(name)).text() for r in range(review.table.rowCount())]
+
+    by_rank = column("lesion")
+    assert {"hit", "miss"} <= set(by_rank) and [int(r) for r in column("rank")] == sorted(map(int, column("rank")))
+    res = score.session.result
+    for order, first in (("misses first", "miss"), ("hits first", "hit")):
+        review.order.setCurrentText(order)
+        marks, ranks = column("lesion"), [int(r) for r in column("rank")]
+        n = by_rank.count(first)
+        assert marks == [first] * n + [m for m in by_rank if m != first]
+        assert ranks[:n] == sorted(ranks[:n]) and ranks[n:] == sorted(ranks[n:])
+        review.select(0)  # the first row shown: a patch of the group listed first
+        i = int(np.flatnonzero(res.rank == ranks[0])[0])
+        x = int(res.xy_l0[i, 0])
+        assert (x + 64 <= 1024) == (first == "hit") and f"({x}, {int(res.xy_l0[i, 1])})" in review.details.text()
+    assert not errors

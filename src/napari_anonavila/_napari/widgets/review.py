@@ -7,7 +7,7 @@ import html
 import napari
 import numpy as np
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QLabel, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QComboBox, QHBoxLayout, QLabel, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
 from ...reviews import PatchKey
 from ..coords import slide_xy_l0_to_world
@@ -25,6 +25,7 @@ def _fmt(v: float, spec: str) -> str:
 
 
 _COLUMNS = ("rank", "z", "p", "score", "review", "lesion", "top abnormal term", "top normal term")
+ORDERS = ("by rank", "misses first", "hits first")  # against the lesions opened onto the slide
 _VISIBLE_ROWS = 8
 _EMPTY = "Score a slide to list its most anomalous patches."
 
@@ -43,13 +44,23 @@ class ReviewWidget(QWidget):
         self.details.setWordWrap(True)
         self.details.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.details.setAlignment(Qt.AlignmentFlag.AlignTop)
+        self.order = QComboBox()
+        self.order.addItems(ORDERS)
+        self.order.setToolTip("list the top-k by rank, or the patches outside the lesions opened onto the slide (File "
+                              "> Open of a GeoJSON or XML) first, or those inside them first; by rank within each")
+        bar = QHBoxLayout()
+        bar.addWidget(QLabel("order"))
+        bar.addWidget(self.order, stretch=1)
         layout = QVBoxLayout(self)
+        layout.addLayout(bar)
         layout.addWidget(self.table, stretch=1)
         layout.addWidget(self.details)
         self.rows: dict = {}
+        self._order: list[int] = []  # table row -> index into self.rows (the points layer's order)
         self._selected: PatchKey | None = None
         self._points = None
         self.table.itemSelectionChanged.connect(self._on_row)
+        self.order.currentIndexChanged.connect(lambda _i: self.refresh())
         self.session.result_changed.connect(lambda _r: self.refresh())
         self.session.reviews_changed.connect(self.refresh)
         self.refresh()
@@ -59,25 +70,28 @@ class ReviewWidget(QWidget):
         """Fill the table from the session's result; keep the selected patch selected (with its new score)."""
         s = self.session
         if s.result is None or s.slide_layer is None:
-            self.rows = {}
+            self.rows, self._order = {}, []
             self.table.setRowCount(0)
             self.details.setText(_EMPTY)
             return
         _data, kw = review_points(s.result, s.top_k, s.marks(), s.slide_layer)
         f = self.rows = kw["features"]
         lesion = self._lesion_column(f)
+        first = {"misses first": "miss", "hits first": "hit"}.get(self.order.currentText())
+        self._order = sorted(range(len(f["rank"])), key=lambda i: lesion[i] != first) if first else \
+            list(range(len(f["rank"])))  # stable: by rank within each group
         self.table.blockSignals(True)
         self.table.setRowCount(len(f["rank"]))
-        for r in range(len(f["rank"])):
+        for t, r in enumerate(self._order):
             values = (str(f["rank"][r]), _fmt(f["z"][r], ".1f"), _fmt(f["p_normal"][r], ".2g"),
                       f"{f['score'][r]:.4g}", f["review"][r], lesion[r], f["top_abnormal"][r], f["top_normal"][r])
             for c, v in enumerate(values):
-                self.table.setItem(r, c, QTableWidgetItem(v))
+                self.table.setItem(t, c, QTableWidgetItem(v))
         self.table.resizeColumnsToContents()
         self.table.blockSignals(False)
         keys = self._keys()
         if self._selected in keys:
-            self.table.selectRow(keys.index(self._selected))
+            self.table.selectRow(self._order.index(keys.index(self._selected)))
             self._show(keys.index(self._selected))
         else:
             self._selected = None
@@ -112,7 +126,8 @@ class ReviewWidget(QWidget):
             layer.selected_data.events.items_changed.connect(self._on_point)
 
     def select(self, row: int) -> None:
-        """Centre and zoom on listed patch ``row`` (0-based) and show its terms."""
+        """Centre and zoom on the patch in table row ``row`` (0-based, in the order shown) and show its terms."""
+        row = self._order[row]
         f = self.rows
         p = self.session.result.grid.patch_size_l0
         x, y = f["x_l0"][row], f["y_l0"][row]
@@ -142,5 +157,5 @@ class ReviewWidget(QWidget):
     def _on_point(self, *_) -> None:
         layer = result_layer(self.viewer, self.session.slide_layer, TOPK)
         sel = sorted(layer.selected_data) if layer is not None else []
-        if sel and sel[0] < self.table.rowCount():
-            self.table.selectRow(sel[0])
+        if sel and sel[0] < len(self._order):
+            self.table.selectRow(self._order.index(sel[0]))
