@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -188,3 +190,11 @@ def refused(res, *needles: str) -> str:
     for n in needles:
         assert n in last, last
     return last
+
+
+EXE = str(Path(sys.executable).with_name("anonavila"))  # the installed command, as a user runs it
+
+
+def cli(*args, cwd=None, timeout: float = 1800) -> subprocess.CompletedProcess:
+    """Run the installed ``anonavila`` with ``args`` (any objects, as text); its output captured."""
+    return subprocess.run([EXE, *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=cwd)

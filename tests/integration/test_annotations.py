@@ -6,8 +6,6 @@ area inside computed one by one with shapely)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -15,15 +13,11 @@ import numpy as np
 import pytest
 
 from ..conftest import shared_path
-from ..helpers import refused
+from ..helpers import cli, refused
 
-EXE = str(Path(sys.executable).with_name("anonavila"))
 W, H = 2220, 2967  # cmu-1-small-region.svs, level-0 pixels
 P = 128  # patch side, level-0 pixels
 
-
-def cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([EXE, *map(str, args)], capture_output=True, text=True, timeout=900)
 
 
 def _circle(cx, cy, r, n):

@@ -12,13 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from ..helpers import refused
-
-EXE = str(Path(sys.executable).with_name("anonavila"))
-
-
-def cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([EXE, *args], capture_output=True, text=True, timeout=600, cwd=cwd)
+from ..helpers import EXE, cli, refused
 
 
 @pytest.mark.parametrize("value", ["inf", "-inf", "Infinity"])

@@ -6,8 +6,6 @@ are written; bad inputs are one line each. Through the installed ``anonavila``."
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,13 +13,7 @@ import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from ..conftest import shared_path
-from ..helpers import refused
-
-EXE = str(Path(sys.executable).with_name("anonavila"))
-
-
-def cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([EXE, *map(str, args)], capture_output=True, text=True, timeout=900)
+from ..helpers import cli, refused
 
 
 # -- the Camelyon16 evaluation, re-implemented independently (after its public Evaluation_FROC.py) --------------

@@ -7,20 +7,13 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ..conftest import shared_path
-
-EXE = str(Path(sys.executable).with_name("anonavila"))
-
-
-def cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([EXE, *map(str, args)], capture_output=True, text=True, timeout=1800)
+from ..helpers import cli
 
 
 @pytest.fixture(scope="module")

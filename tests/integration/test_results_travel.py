@@ -17,13 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ..helpers import refused
-
-EXE = str(Path(sys.executable).with_name("anonavila"))
-
-
-def cli(*args, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([EXE, *map(str, args)], capture_output=True, text=True, timeout=900, cwd=cwd)
+from ..helpers import cli, refused
 
 
 def ok(res: subprocess.CompletedProcess) -> subprocess.CompletedProcess:

@@ -39,8 +39,8 @@ def get_reader(path: str | os.PathLike | list):
         return None
     if is_result_folder(path):
         return read_results
-    if is_cohort_folder(path):
-        return read_cohort_folder
+    if is_cohort_folder(path) or str(path).lower().endswith(".qpproj"):
+        return read_cohort_folder  # a batch output folder, or a QuPath project: the cohort browser
     if str(path).lower().endswith(ANNOTATION_FILES):
         return read_annotation_file
     if not str(path).lower().endswith(SLIDE_SUFFIXES):
@@ -88,7 +88,8 @@ def _warn_if_not_brightfield(slide) -> None:
 
 
 def read_cohort_folder(path: str | os.PathLike) -> list[tuple]:
-    """A batch output folder opens the cohort browser on its cohort.csv (no layer yet: a row opens its slide)."""
+    """A batch output folder opens the cohort browser on its cohort.csv, a QuPath project on its images (no layer
+    yet: a row opens its slide)."""
     import napari
 
     viewer = napari.current_viewer()

@@ -47,11 +47,16 @@ class BatchSettings:
 
 
 def expand_inputs(items: list[str]) -> list[Path]:
-    """Slides from paths, glob patterns, and list files (``.txt``/``.csv``: one path a line, or a ``slide`` column)."""
+    """Slides from paths, glob patterns, list files (``.txt``/``.csv``: one path a line, or a ``slide`` column) and
+    QuPath projects (``project.qpproj`` or its folder: its images, found as QuPath finds them)."""
     out: list[Path] = []
+    from ..slide.qupath_project import is_qupath_project, read_qupath_project
+
     for item in items:
         p = Path(item)
-        if p.suffix.lower() in (".txt", ".csv", ".lst") and p.is_file():
+        if is_qupath_project(p):
+            out += _project_slides(p, read_qupath_project(p))
+        elif p.suffix.lower() in (".txt", ".csv", ".lst") and p.is_file():
             out += _read_list(p)
         elif any(c in item for c in "*?["):
             matches = sorted(glob.glob(item, recursive=True))
@@ -69,6 +74,17 @@ def expand_inputs(items: list[str]) -> list[Path]:
     if not unique:
         raise InputFileError("no slides given")
     return unique
+
+
+def _project_slides(path: Path, images) -> list[Path]:
+    """The files of a QuPath project's images; a project with images that cannot be found is refused, naming them."""
+    missing = [im for im in images if im.path is None]
+    if missing:
+        named = "; ".join(f"{im.name} ({im.uri})" for im in missing[:3]) + (" ..." if len(missing) > 3 else "")
+        raise InputFileError(f"{path}: {len(missing)} of {len(images)} project images not found, at the recorded "
+                             f"place or relative to the project: {named}. Open the project in QuPath to update "
+                             "the image paths, or move the images back")
+    return [im.path for im in images]
 
 
 def _read_list(path: Path) -> list[Path]:
@@ -155,6 +171,9 @@ def merge_cohort(previous: list[dict], rows: list[dict]) -> list[dict]:
     return [{c: r.get(c, "") for c in COHORT_COLUMNS} for r in kept] + rows
 
 
+NOT_SCORED = "not scored"  # the status of a QuPath project's image that has no result yet
+
+
 @dataclass(frozen=True)
 class CohortEntry:
     """One slide of a cohort table, as the cohort browser lists it."""
@@ -168,6 +187,11 @@ class CohortEntry:
     @property
     def has_result(self) -> bool:
         return self.result_dir is not None
+
+    @property
+    def can_open(self) -> bool:
+        """A result to show, or (a QuPath project's image, not scored yet) the slide itself."""
+        return self.has_result or self.status == NOT_SCORED
 
 
 def _number(text: str):
@@ -185,13 +209,22 @@ def _desc(v: float | None) -> float:
 
 def read_cohort(path: str | os.PathLike) -> tuple[list[CohortEntry], str]:
     """The slides of ``cohort.csv`` (or of the batch folder holding it), most anomalous first, failures last; and
-    what they are ranked by: significant patches then max z (a calibrated model), else the eroded maximum.
+    what they are ranked by: significant patches then max z (a calibrated model), else the eroded maximum. A QuPath
+    project lists its images in the project's order, not scored yet (those not found last, with the reason).
 
     Result folders are looked up beside the table, so a cohort folder that was moved or copied still opens.
     """
     from ..export.tables import read_csv
+    from ..slide.qupath_project import is_qupath_project, read_qupath_project
 
     path = Path(path)
+    if is_qupath_project(path):
+        images = read_qupath_project(path)
+        empty = dict.fromkeys(["n_patches", *SLIDE_SCORE_NAMES, *CALIBRATED_COLUMNS])
+        found = [CohortEntry(str(im.path), NOT_SCORED, "", None, dict(empty)) for im in images if im.path]
+        lost = [CohortEntry(im.name, "not found", f"not at {im.uri} nor beside the project", None, dict(empty))
+                for im in images if im.path is None]
+        return found + lost, "the QuPath project's order (not scored yet)"
     table = path / "cohort.csv" if path.is_dir() else path
     rows = read_csv(table, ["slide", "status", "out_dir"])
     numeric = ["n_patches", *SLIDE_SCORE_NAMES, *CALIBRATED_COLUMNS]

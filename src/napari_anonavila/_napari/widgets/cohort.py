@@ -7,6 +7,7 @@ layer list, hidden while another slide is shown, so going back is instant.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import napari
@@ -18,6 +19,7 @@ from qtpy.QtWidgets import QTableWidget, QTableWidgetItem
 
 from ...batch.cohort import CohortEntry, read_cohort
 from ...errors import AnonavilaError
+from ...slide.qupath_project import is_qupath_project
 from ..session import chosen_path, session_for
 from ..slides import find_reopened
 from . import plain_tooltip, row_table, tabify_when_docked, wrapping
@@ -72,10 +74,11 @@ class CohortWidget(Container):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         self.viewer = viewer
         self.session = session_for(viewer)  # the other widgets follow the slide shown here
-        self.source = FileEdit(label="cohort", mode="r", filter="cohort.csv *.csv",
+        self.source = FileEdit(label="cohort", mode="r", filter="cohort.csv *.csv *.qpproj",
                                tooltip="the cohort.csv that 'anonavila batch' wrote (File > Open on the batch output "
-                                       "folder does the same)")
-        self.info = Label(value="Open a cohort: the cohort.csv of an 'anonavila batch' run.")
+                                       "folder does the same), or a QuPath project.qpproj (its images, to score one "
+                                       "by one)")
+        self.info = Label(value="Open a cohort: the cohort.csv of an 'anonavila batch' run, or a QuPath project.")
         super().__init__(widgets=[self.source, self.info])
         wrapping(self.info)
         self.table = row_table(_Table(0, len(_COLUMNS), step=self.step), _COLUMNS)
@@ -102,14 +105,15 @@ class CohortWidget(Container):
     def load(self, path: str | Path) -> None:
         """List the cohort of ``path`` (cohort.csv or the folder holding it), most anomalous first."""
         self.entries, by = read_cohort(path)
-        table = Path(path) / "cohort.csv" if Path(path).is_dir() else Path(path)
+        project = is_qupath_project(path)
+        table = Path(path) / ("project.qpproj" if project else "cohort.csv") if Path(path).is_dir() else Path(path)
         if chosen_path(self.source) != table:
             with self.source.changed.blocked():
                 self.source.value = table
-        n_ok = sum(e.has_result for e in self.entries)
-        failed = len(self.entries) - n_ok
-        self.info.value = (f"{len(self.entries)} slides, ranked by {by}"
-                           f"{f'; {failed} without a result (failed), listed last' if failed else ''}. "
+        failed = sum(not e.can_open for e in self.entries)
+        why = "not found" if project else "without a result (failed)"
+        self.info.value = (f"{len(self.entries)} slides, {'in' if project else 'ranked by'} {by}"
+                           f"{f'; {failed} {why}, listed last' if failed else ''}. "
                            f"{NEXT_KEY} / {PREVIOUS_KEY}: next / previous slide.")
         self.table.blockSignals(True)
         self.table.setSortingEnabled(False)  # rows stay where they are put while the table fills
@@ -117,14 +121,14 @@ class CohortWidget(Container):
         for r, e in enumerate(self.entries):
             n = e.numbers
             status = e.status if not e.error else f"{e.status}: {e.error}"
-            cells = ((str(r + 1) if e.has_result else "-", r), (Path(e.slide).name, Path(e.slide).name.lower()),
+            cells = ((str(r + 1) if e.can_open else "-", r), (Path(e.slide).name, Path(e.slide).name.lower()),
                      (_fmt(n["n_significant"], ".0f"), n["n_significant"]), (_fmt(n["max_z"], ".3g"), n["max_z"]),
                      (_fmt(n["p_slide"], ".3g"), n["p_slide"]), (_fmt(n["max_eroded"], ".3g"), n["max_eroded"]),
                      (status, status))
             for c, (text, key) in enumerate(cells):
                 item = _Item(text, key if e.has_result or c in (0, 1) else None)
                 item.setToolTip(plain_tooltip(e.error or e.slide))
-                if not e.has_result:
+                if not e.can_open:
                     item.setForeground(QColor("#ff6060"))
                 if c == 0:
                     item.setData(Qt.ItemDataRole.UserRole, r)  # the entry, wherever sorting moves its row
@@ -134,6 +138,14 @@ class CohortWidget(Container):
         self.table.resizeColumnsToContents()
         self.table.blockSignals(False)
         self.current = None
+
+    def _opened_slide(self, path: str):
+        """The slide layer of ``path`` opened earlier (from here or File > Open), else None."""
+        from ..slides import slide_layers
+        from ..tags import slide_of
+
+        want = os.path.realpath(path)
+        return next((ly for ly in slide_layers(self.viewer) if os.path.realpath(slide_of(ly).path) == want), None)
 
     def entry_at(self, row: int) -> int:
         """The index in ``entries`` of the slide shown in table row ``row`` (rows move when the table is sorted)."""
@@ -149,8 +161,9 @@ class CohortWidget(Container):
             self.open_entry(self.entry_at(rows[0]))
 
     def step(self, by: int) -> None:
-        """Show the next (``by`` = 1) or previous (-1) slide that has a result, in the order the table shows."""
-        order = [i for i in map(self.entry_at, range(self.table.rowCount())) if self.entries[i].has_result]
+        """Show the next (``by`` = 1) or previous (-1) slide that can be shown (a result, or a project's image), in
+        the order the table shows."""
+        order = [i for i in map(self.entry_at, range(self.table.rowCount())) if self.entries[i].can_open]
         if not order:
             return
         here = order.index(self.current) if self.current in order else -1 if by > 0 else len(order)
@@ -160,11 +173,11 @@ class CohortWidget(Container):
         """Open (once) and show ``entries[index]`` with its saved results; the cohort's other slides are hidden."""
         e = self.entries[index]
         self.current = index
-        if not e.has_result:
+        if not e.can_open:
             self.info.value = f"{Path(e.slide).name}: no result ({e.status}{f': {e.error}' if e.error else ''})"
             return None
-        key = str(e.result_dir)
-        layer = find_reopened(self.viewer, key)  # opened here, or already by File > Open: never twice
+        key = str(e.result_dir) if e.has_result else e.slide  # a project's image: the slide itself, to score
+        layer = find_reopened(self.viewer, key) if e.has_result else self._opened_slide(key)  # never twice
         if layer is None:
             try:
                 layers = self.viewer.open(key, plugin=PLUGIN)
