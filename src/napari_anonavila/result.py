@@ -73,15 +73,11 @@ class PatchTerms:
         return (_joined(self.normal_names, self.normal_idx[i:i + 1], self.normal_w[i:i + 1])[0],
                 _joined(self.abnormal_names, self.abnormal_idx[i:i + 1], self.abnormal_w[i:i + 1])[0])
 
-    def slice(self, start: int, stop: int) -> PatchTerms:
-        """Patches ``start:stop`` (views, no copy)."""
-        return PatchTerms(self.normal_names, self.abnormal_names, self.normal_idx[start:stop],
-                          self.normal_w[start:stop], self.abnormal_idx[start:stop], self.abnormal_w[start:stop])
-
-    def columns(self) -> tuple[list[str], list[str]]:
-        """Every patch's :meth:`explain` strings, as two columns."""
-        return (_joined(self.normal_names, self.normal_idx, self.normal_w),
-                _joined(self.abnormal_names, self.abnormal_idx, self.abnormal_w))
+    def columns(self, start: int = 0, stop: int | None = None) -> tuple[list[str], list[str]]:
+        """The :meth:`explain` strings of patches ``start:stop`` (all by default), as two columns."""
+        rows = slice(start, stop)
+        return (_joined(self.normal_names, self.normal_idx[rows], self.normal_w[rows]),
+                _joined(self.abnormal_names, self.abnormal_idx[rows], self.abnormal_w[rows]))
 
     @classmethod
     def of_scores(cls, scores, normal_names: Sequence[str], abnormal_names: Sequence[str]) -> PatchTerms:

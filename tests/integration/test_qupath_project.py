@@ -97,7 +97,7 @@ def test_batch_scores_a_projects_images_and_refuses_one_with_a_missing_image(lab
 
 
 @pytest.mark.parametrize(("text", "needle"), [("not json", "not JSON"), ('{"version": "0.4"}', "no 'images' list"),
-                                          ('{"images": [{"serverBuilder": {"uri": "https://x/a.svs"}}]}',
+                                          ('{"images": [{"serverBuilder": {"uri": "omero:/a.svs"}}]}',
                                            "no file URI")])
 def test_a_damaged_project_is_one_line(tmp_path, text, needle, fitted_on_sample):
     p = tmp_path / "project.qpproj"

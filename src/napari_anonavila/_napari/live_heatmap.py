@@ -4,11 +4,17 @@ most a few times a second, on the fixed z scale when the model is calibrated."""
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .layers import Z_RANGE
 from .results import HEATMAP, draw_heatmap, result_layer
+
+if TYPE_CHECKING:
+    import napari
+
+    from .session import Session
 
 __all__ = ["HEATMAP_VALUES", "LiveHeatmap"]
 
@@ -19,7 +25,7 @@ _REFRESH_S = 0.3  # at most ~3 heatmap redraws a second while batches arrive
 class LiveHeatmap:
     """The scores of the session's slide so far (a run streaming in) or of its result, and their heatmap layer."""
 
-    def __init__(self, viewer, session) -> None:
+    def __init__(self, viewer: napari.viewer.Viewer, session: Session) -> None:
         self.viewer, self.session = viewer, session
         self.grid = None
         self.heat: np.ndarray | None = None

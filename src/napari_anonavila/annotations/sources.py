@@ -4,7 +4,7 @@ cohort's annotations are kept; and the regions one slide is scored or trained wi
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import InputFileError
@@ -56,6 +56,14 @@ class RegionSources:
 
     def __bool__(self) -> bool:
         return bool(self.roi or self.exclude)
+
+    def to_dict(self) -> dict:
+        """As JSON keeps it (lists, not tuples): the form a batch's settings record and compare on resume."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RegionSources:
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
     def for_slide(self, slide: str | Path, dimensions_xy, boxes=None) -> ScoreRegions | None:
         """The ScoreRegions of one slide (None when there are none); ``boxes`` (level-0 polygons) join the ROI."""

@@ -42,8 +42,7 @@ class BatchSettings:
             return None
         from ..annotations.sources import RegionSources
 
-        return RegionSources(**{k: tuple(v) if isinstance(v, list) else v for k, v in self.regions.items()}
-                             ).for_slide(slide, dimensions_xy)
+        return RegionSources.from_dict(self.regions).for_slide(slide, dimensions_xy)
 
 
 def expand_inputs(items: list[str]) -> list[Path]:

@@ -36,7 +36,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _batch(args: argparse.Namespace) -> int:
-    import dataclasses
     import sys
 
     from tqdm import tqdm
@@ -55,8 +54,7 @@ def _batch(args: argparse.Namespace) -> int:
     sources = region_sources(args)
     settings = BatchSettings(patch_um=args.patch_um, patch_px=args.patch_px, min_tissue=args.min_tissue,
                              mode=args.mode, batch_size=args.batch_size, mpp=args.mpp, precision=args.precision,
-                             regions={k: list(v) if isinstance(v, tuple) else v  # as JSON keeps it (resume check)
-                                      for k, v in dataclasses.asdict(sources).items()} if sources else None)
+                             regions=sources.to_dict() if sources else None)
     bar = tqdm(total=len(slides), desc="cohort", unit="slide", file=sys.stderr,
                disable=args.quiet or not sys.stderr.isatty())
     report = run_batch(slides, args.model, args.out, settings=settings, scheduler=args.scheduler,

@@ -65,7 +65,7 @@ def _patch_rows(result: SlideResult, chunk: int = 1 << 16):
 
     for a in range(0, n, chunk):
         b = min(n, a + chunk)
-        normal, abnormal = t.slice(a, b).columns()
+        normal, abnormal = t.columns(a, b)
         if sig is not None:
             calibrated = ((f"{z:.6g}", f"{q:.6g}", int(s)) for z, q, s in
                           zip(f64(result.z, a, b), f64(result.p_normal, a, b), sig[a:b].tolist(), strict=True))
