@@ -11,6 +11,12 @@ without itself, so it is not in-sample) or normal tissue given to ``anonavila ca
   at 0.05 flags 5% of normal patches.
 - per slide, patches significant at a false-discovery rate (Benjamini-Hochberg on ``p_normal``), and, when normal
   slides were given, a slide p-value of the slide's eroded maximum against theirs.
+
+With ``normalise="slide"`` every slide is its own scale: a slide's scores (and each reference slide's) are first
+standardised by that slide's median and 1.4826 MAD, and z and p are computed on the standardised scores against the
+reference slides standardised the same way. A slide-wide shift of level or spread (stain, section thickness,
+scanner) then no longer moves the false-alarm rate; what it cannot see is a change of the whole slide (docs/
+calibration.md).
 """
 
 from __future__ import annotations
@@ -23,11 +29,13 @@ import numpy as np
 if TYPE_CHECKING:  # torch is imported where tensors are made: a saved result's z and p reopen without it
     import torch
 
-__all__ = ["DOMAIN_Z", "FDR", "MIN_CALIBRATION", "MIN_SLIDES_DECISION", "MIN_SLIDES_WARN", "MODES", "OUT_OF_DOMAIN",
-           "Calibration", "benjamini_hochberg", "clopper_pearson", "loo_distances", "mode_scores", "slide_calibration"]
+__all__ = ["DOMAIN_Z", "FDR", "MIN_CALIBRATION", "MIN_SLIDES_DECISION", "MIN_SLIDES_WARN", "MODES", "NORMALISE",
+           "OUT_OF_DOMAIN", "Calibration", "benjamini_hochberg", "clopper_pearson", "loo_distances", "mode_scores",
+           "slide_calibration"]
 
 FDR = 0.05  # default false-discovery rate for significant patches
 MODES = ("sum", "max", "l2", "zero_shot")  # reference columns, one per score mode
+NORMALISE = ("reference", "slide")  # scores as they are against the pooled reference, or each slide on its own scale
 _MAD_TO_SD = 1.482602218505602  # 1 / Phi^-1(3/4): the MAD of a normal distribution is 0.6745 sd
 MIN_CALIBRATION = 20  # fewer normal reference patches than this give no calibration
 MIN_SLIDES_WARN = 5  # fewer normal reference slides than this: a warning (slides differ more than patches)
@@ -44,7 +52,9 @@ class Calibration:
     the slide's size; older references hold the eroded maximum) of every mode but zero-shot, and each patch's
     slide (``patch_slides``: its index into the slides, -1 for patches not from a slide).
 
-    ``source`` says where the reference came from, for people and provenance.
+    ``source`` says where the reference came from, for people and provenance. ``normalise`` is ``"reference"``
+    (scores as they are) or ``"slide"`` (each slide, new or reference, standardised by its own median and robust
+    SD first; needs every reference patch's slide, and at least ``MIN_CALIBRATION`` patches with spread per slide).
     """
 
     patch_scores: np.ndarray  # (n, 4) float64, columns MODES
@@ -52,6 +62,7 @@ class Calibration:
     slide_scores: np.ndarray | None = None  # (m, 3) float64: the statistic per normal slide for sum, max, l2
     patch_slides: np.ndarray | None = None  # (n,) int: each reference patch's slide (index into slide_scores), -1
     slide_statistic: str = "max_eroded"  # "top1" (the top-1% mean, from calibrate) or "max_eroded" (older)
+    normalise: str = "reference"  # NORMALISE
     _sorted: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -80,21 +91,55 @@ class Calibration:
             object.__setattr__(self, "patch_slides", ps)
         if self.slide_statistic not in ("top1", "max_eroded"):
             raise ValueError(f"unknown slide statistic {self.slide_statistic!r}")
+        if self.normalise not in NORMALISE:
+            raise ValueError(f"unknown normalisation {self.normalise!r}; choose from {', '.join(NORMALISE)}")
+        if self.normalise == "slide":
+            self._check_slides_normalise()
+
+    def _check_slides_normalise(self) -> None:
+        """Slide normalisation standardises each reference slide by itself: every patch needs its slide, and every
+        slide enough patches with spread to have a median and a robust SD."""
+        if self.patch_slides is None or self.k_slides < 2 or (self.patch_slides < 0).any():
+            raise ValueError("slide normalisation needs a reference of normal slides (2 or more), every patch from "
+                             "a slide: patch folders have no slide to normalise by")
+        for j in range(self.k_slides):
+            for mode in MODES[:3]:
+                if (why := _unscalable(self.patch_scores[self.patch_slides == j, MODES.index(mode)])) is not None:
+                    raise ValueError(f"slide normalisation: reference slide {j + 1} of {self.k_slides} {why}")
 
     @property
     def n(self) -> int:
         return int(self.patch_scores.shape[0])
 
+    def _column(self, mode: str) -> np.ndarray:
+        """The reference scores of ``mode`` in this calibration's normalisation (grid order)."""
+        key = f"column:{mode}"
+        if key not in self._sorted:
+            col = self.patch_scores[:, MODES.index(str(mode))]
+            if self.normalise == "slide":
+                col = col.copy()
+                for j in range(self.k_slides):
+                    own = self.patch_slides == j
+                    col[own] = _standardise(col[own])
+            self._sorted[key] = col
+        return self._sorted[key]
+
     def reference(self, mode: str) -> np.ndarray:
-        """The reference scores of ``mode``, sorted."""
+        """The reference scores of ``mode`` in this calibration's normalisation, sorted."""
         if mode not in self._sorted:
-            self._sorted[mode] = np.sort(self.patch_scores[:, MODES.index(str(mode))])
+            self._sorted[mode] = np.sort(self._column(mode))
         return self._sorted[mode]
 
+    def _raw(self, mode: str) -> np.ndarray:
+        key = f"raw:{mode}"
+        if key not in self._sorted:
+            self._sorted[key] = np.sort(self.patch_scores[:, MODES.index(str(mode))])
+        return self._sorted[key]
+
     def centre_scale(self, mode: str) -> tuple[float, float]:
-        """(median, 1.4826 MAD) of the reference; a reference whose MAD is zero (more than half its scores tie) has
-        no robust spread and is refused."""
-        ref = self.reference(mode)
+        """(median, 1.4826 MAD) of the pooled reference as scored; a reference whose MAD is zero (more than half its
+        scores tie) has no robust spread and is refused."""
+        ref = self._raw(mode)
         med = float(np.median(ref))
         scale = _MAD_TO_SD * float(np.median(np.abs(ref - med)))
         if not scale > 0:
@@ -104,14 +149,34 @@ class Calibration:
                              "tissue (more slides or regions)")
         return med, scale
 
-    def z(self, scores: np.ndarray, mode: str) -> np.ndarray:
+    def unusable_for(self, scores: np.ndarray) -> str | None:
+        """Why these scores (one slide's, or one patch folder's) cannot be calibrated, or None. Only slide
+        normalisation can refuse: it needs the slide's own median and robust SD."""
+        if self.normalise != "slide":
+            return None
+        why = _unscalable(np.asarray(scores, np.float64))
+        return None if why is None else f"slide normalisation: this slide {why}; its scores stay uncalibrated"
+
+    def normalised(self, scores: np.ndarray) -> np.ndarray:
+        """Scores in this calibration's normalisation: as they are, or standardised by their own median and robust
+        SD (``normalise="slide"``: ``scores`` are one slide's; NaN are left out of its median and SD)."""
+        s = np.asarray(scores, dtype=np.float64)
+        return _standardise(s) if self.normalise == "slide" else s
+
+    def reference_z(self, scores: np.ndarray, mode: str) -> np.ndarray:
+        """(score - median) / (1.4826 MAD) of the pooled reference as scored, whatever the normalisation: how far a
+        slide lies from the normal tissue the model knows (the domain check)."""
         med, scale = self.centre_scale(mode)
         return (np.asarray(scores, dtype=np.float64) - med) / scale
 
+    def z(self, scores: np.ndarray, mode: str) -> np.ndarray:
+        """Robust z: against the pooled reference, or (``normalise="slide"``) against the slide itself."""
+        return self.normalised(scores) if self.normalise == "slide" else self.reference_z(scores, mode)
+
     def p(self, scores: np.ndarray, mode: str) -> np.ndarray:
-        """Conformal p-values: (1 + #{reference >= s}) / (n + 1)."""
+        """Conformal p-values of the (normalised) scores: (1 + #{reference >= s}) / (n + 1)."""
         ref = self.reference(mode)
-        above = ref.size - np.searchsorted(ref, np.asarray(scores, dtype=np.float64), side="left")
+        above = ref.size - np.searchsorted(ref, self.normalised(scores), side="left")
         return (1.0 + above) / (ref.size + 1.0)
 
     @property
@@ -132,8 +197,8 @@ class Calibration:
         if self.slide_scores is None or mode == "zero_shot":
             return None
         if patch_scores is not None and self.patch_slides is not None and self.slide_statistic == "top1":
-            return self._matched_slide_p(np.asarray(patch_scores, np.float64), mode)
-        if not np.isfinite(statistic):
+            return self._matched_slide_p(self.normalised(patch_scores), mode)
+        if not np.isfinite(statistic) or self.normalise == "slide":
             return None
         ref = self.slide_scores[:, MODES.index(mode)]
         return float((1 + np.sum(ref >= statistic)) / (ref.size + 1))
@@ -143,7 +208,7 @@ class Calibration:
 
         if not scores.size:
             return None
-        col = self.patch_scores[:, MODES.index(mode)]
+        col = self._column(mode)
         mine: dict[int, float] = {}
         hits = 0
         others = [j for j in range(self.k_slides) if j != skip]
@@ -176,7 +241,7 @@ class Calibration:
         interval of the pooled rate), and of the slide p-value; None with fewer than 2 slides."""
         if self.patch_slides is None or self.k_slides < 2 or mode == "zero_shot":
             return None
-        col = self.patch_scores[:, MODES.index(mode)]
+        col = self._column(mode)
         stats = self.slide_scores[:, MODES.index(mode)]
         k = self.k_slides
         flagged = {a: [] for a in alphas}
@@ -201,7 +266,8 @@ class Calibration:
         if not n_per:
             return None
         total = int(np.sum(n_per))
-        out = {"k_slides": k, "n_patches": total, "unit": "the slide: each scored against the other slides"}
+        out = {"k_slides": k, "n_patches": total, "unit": "the slide: each scored against the other slides",
+               "normalise": self.normalise}
         for a in alphas:
             hits = int(np.sum(flagged[a]))
             per = [f / n for f, n in zip(flagged[a], n_per, strict=True)]
@@ -213,13 +279,19 @@ class Calibration:
 
     def describe(self) -> str:
         slides = f", {self.k_slides} normal slides" if self.slide_scores is not None else ""
-        return f"calibrated on {self.n} normal patches{slides} ({self.source})"
+        own = "; each slide on its own scale" if self.normalise == "slide" else ""
+        return f"calibrated on {self.n} normal patches{slides}{own} ({self.source})"
 
     def to_dict(self) -> dict:
         """For provenance: the reference's size, source, and the centre and scale of each mode."""
+        own = self.normalise == "slide"
         return {"n_patches": self.n, "n_slides": self.k_slides, "slide_statistic": self.slide_statistic,
-                "source": self.source, "z": "(score - median) / (1.4826 MAD) of the reference",
-                "p_normal": "(1 + #{reference >= score}) / (n + 1)",
+                "source": self.source, "normalise": self.normalise,
+                "z": ("(score - median) / (1.4826 MAD) of the slide itself" if own else
+                      "(score - median) / (1.4826 MAD) of the reference"),
+                "p_normal": ("(1 + #{reference >= score}) / (n + 1), the slide's and each reference slide's scores "
+                             "standardised by their own median and 1.4826 MAD" if own else
+                             "(1 + #{reference >= score}) / (n + 1)"),
                 "centre_scale": {m: list(self.centre_scale(m)) for m in MODES}}
 
     def tensors(self) -> dict[str, torch.Tensor]:
@@ -233,8 +305,8 @@ class Calibration:
         return out
 
     @classmethod
-    def from_tensors(cls, tensors: dict[str, torch.Tensor], source: str, slide_statistic: str = "max_eroded"
-                     ) -> Calibration | None:
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], source: str, slide_statistic: str = "max_eroded",
+                     normalise: str = "reference") -> Calibration | None:
         if "calibration.patches" not in tensors:
             return None
         slides = tensors.get("calibration.slides")
@@ -242,7 +314,7 @@ class Calibration:
         return cls(tensors["calibration.patches"].double().numpy(), source,
                    None if slides is None else slides.double().numpy(),
                    None if per_patch is None else per_patch.double().numpy().round().astype(np.int64),
-                   slide_statistic)
+                   slide_statistic, normalise)
 
 
 def loo_distances(h: torch.Tensor, centroid: torch.Tensor) -> np.ndarray:
@@ -278,6 +350,23 @@ def benjamini_hochberg(p: np.ndarray, q: float = FDR) -> np.ndarray:
     return out
 
 
+def _unscalable(values: np.ndarray) -> str | None:
+    """Why ``values`` have no median and robust SD to standardise by (too few finite, or no spread), or None."""
+    v = values[np.isfinite(values)]
+    if v.size < MIN_CALIBRATION:
+        return f"has {v.size} scored patches, fewer than the {MIN_CALIBRATION} a median and robust SD need"
+    if not np.median(np.abs(v - np.median(v))) > 0:
+        return "has no robust spread (more than half its scores are equal)"
+    return None
+
+
+def _standardise(values: np.ndarray) -> np.ndarray:
+    """(values - median) / (1.4826 MAD), both of the finite values (NaN stay NaN)."""
+    v = values[np.isfinite(values)]
+    med = float(np.median(v))
+    return (values - med) / (_MAD_TO_SD * float(np.median(np.abs(v - med))))
+
+
 def _subsample(values: np.ndarray, size: int, seed: int) -> np.ndarray:
     """``size`` of ``values`` drawn without replacement (seeded: the same every time), or all of them."""
     if values.size <= size:
@@ -302,13 +391,18 @@ def slide_calibration(scores: np.ndarray, slide_stats: dict, mode: str, calibrat
     if calibration is None:
         return {"calibrated": False, "note": "uncalibrated: scores are raw distances; see 'anonavila calibrate'"}
     s = np.asarray(scores, dtype=np.float64)
+    if (why := calibration.unusable_for(s)) is not None:
+        return {"calibrated": False, "note": why, "reference": calibration.describe()}
     sig = benjamini_hochberg(calibration.p(s, mode), fdr)
     n_sig = int(sig.sum())
     floor = 1.0 / (calibration.n + 1)
     z = calibration.z(s, mode)
-    median_z = float(np.median(z)) if s.size else None
+    # out of domain: the slide's median against the pooled reference as scored (with slide normalisation the
+    # slide's own median z is 0 by construction)
+    median_z = float(np.median(calibration.reference_z(s, mode))) if s.size else None
     out = median_z is not None and median_z > DOMAIN_Z
-    return {"calibrated": True, "reference": calibration.describe(), "fdr": fdr, "n_significant": n_sig,
+    return {"calibrated": True, "reference": calibration.describe(), "normalise": calibration.normalise,
+            "fdr": fdr, "n_significant": n_sig,
             "area_significant_mm2": None if patch_area_mm2 is None else n_sig * patch_area_mm2,
             "max_z": float(z.max()) if s.size else None, "median_z": median_z,
             "out_of_domain": out,

@@ -271,12 +271,14 @@ class Detector:
         return mode_scores(s.d_normal, s.d_abnormal, zero_shot)
 
     def calibrate(self, patch_scores: np.ndarray, source: str, slide_scores: np.ndarray | None = None,
-                  patch_slides: np.ndarray | None = None, slide_statistic: str = "top1") -> None:
+                  patch_slides: np.ndarray | None = None, slide_statistic: str = "top1",
+                  normalise: str = "reference") -> None:
         """Set the normal reference: :meth:`reference_scores` of normal tissue this detector never saw (neither
         trained on nor used for its centroids); optionally each normal slide's ``slide_statistic`` per mode (the
         top-1% mean: its slide scores) and each patch's slide (``patch_slides``, -1 for patches of a folder), which
-        gives the leave-one-slide-out check (``info["reference_check"]``)."""
-        self.calibration = Calibration(patch_scores, source, slide_scores, patch_slides, slide_statistic)
+        gives the leave-one-slide-out check (``info["reference_check"]``). ``normalise="slide"``: each slide on its
+        own scale (:class:`~napari_anonavila.calibration.Calibration`)."""
+        self.calibration = Calibration(patch_scores, source, slide_scores, patch_slides, slide_statistic, normalise)
         self.info["calibration"] = self.calibration.describe()
         self.info["reference_check"] = self.calibration.check(self.mode.value)
         self.info["reference_limits"] = self.calibration.limits()

@@ -155,8 +155,9 @@ class SlideResult:
         s = np.asarray(scores.score, np.float64)
         terms = PatchTerms.of_scores(scores, normal_names, abnormal_names)
         nan = np.full(s.shape, np.nan)
-        z = calibration.z(s, mode) if calibration is not None else nan
-        p = calibration.p(s, mode) if calibration is not None else nan
+        usable = calibration is not None and calibration.unusable_for(s) is None  # (the summary says why not)
+        z = calibration.z(s, mode) if usable else nan
+        p = calibration.p(s, mode) if usable else nan
         result = cls(slide, grid, scores.d_normal, scores.d_abnormal, s, terms, mode, z, p, {}, provenance or {},
                      fdr, calibration=calibration, **run)
         um = grid.patch_size_um

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from ..conftest import shared_path
-from ..helpers import cli
+from ..helpers import cli, refused
 
 
 @pytest.fixture(scope="module")
@@ -133,3 +133,42 @@ def test_a_reference_of_five_slides_can_find_the_planted_patches(tmp_path, model
     sig = r.significant()
     assert (sig & (planted == 1)).sum() >= 5, (sig.sum(), planted.sum())
     assert (sig & (planted == 1)).sum() / max(1, sig.sum()) >= 0.5  # most calls are planted tissue
+
+
+@pytest.mark.slow
+def test_slide_normalisation_through_calibrate_and_score_slide(tmp_path, model, normal_slides, sample_slides):
+    """``calibrate --normalise slide``: stored in the checkpoint, its own leave-one-slide-out check printed, every
+    slide of the run on its own scale (summary.json says so), and the planted patches still found. Patch folders
+    have no slide to normalise by: refused before a file is written."""
+    from PIL import Image
+
+    from napari_anonavila import open_result
+    from napari_anonavila.detector import Detector
+    from napari_anonavila.sample import cell_labels, make_tissue
+
+    out = tmp_path / "own.safetensors"
+    res = cli("calibrate", "--model", model, "--normal", *normal_slides[:5], "--out", out, "--patch-px", 64,
+              "--normalise", "slide")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "each slide on its own scale" in res.stdout and "leave one slide out (5 normal slides" in res.stdout
+    assert Detector.load(out).calibration.normalise == "slide"
+    res = cli("score-slide", sample_slides.anomalous, "--model", out, "--out", tmp_path, "--patch-px", 64)
+    assert res.returncode == 0, res.stderr[-2000:]
+    r = open_result(tmp_path / "anomalous")
+    assert r.calibration_summary["normalise"] == "slide" and "(1.4826 MAD) of the slide itself" in (
+        r.provenance["calibration"]["z"])
+    assert abs(float(np.median(r.z))) < 1e-9  # its own scale: the slide's median patch sits at z = 0
+    planted = cell_labels(sample_slides.mask, sample_slides.mask_downsample, r.grid.cells_rc, r.patch_size_l0)
+    sig = r.significant()
+    assert (sig & (planted == 1)).sum() >= 5 and (sig & (planted == 1)).sum() / max(1, sig.sum()) >= 0.5
+
+    folder = tmp_path / "patches"
+    folder.mkdir()
+    tissue = make_tissue(256, 3)[0]
+    for i in range(4):
+        Image.fromarray(tissue[64 * i : 64 * i + 64, :64]).save(folder / f"p{i}.png")
+    bad = tmp_path / "bad.safetensors"
+    res = cli("calibrate", "--model", model, "--normal", *normal_slides[:2], folder, "--out", bad, "--patch-px", 64,
+              "--normalise", "slide")
+    refused(res, "patch folders have no slide to normalise by")
+    assert not bad.exists()

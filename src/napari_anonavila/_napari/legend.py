@@ -39,8 +39,12 @@ def legend_text(viewer, slide_layer, result, model: str | None = None) -> str:
         lines.append("Colours: stretched over this slide's own scores (2nd to 99.5th percentile): compare slides by "
                      "their numbers, not their colours.")
     cal = result.calibrated_summary()
-    lines.append(f"Reference: {cal['reference']}" if cal.get("calibrated") else
-                 "Reference: none (uncalibrated model: raw distances; 'anonavila calibrate' adds z and p-values)")
+    if cal.get("calibrated"):
+        lines.append(f"Reference: {cal['reference']}")
+    elif cal.get("reference"):  # a reference that could not apply to this slide (too few patches for its own scale)
+        lines.append(f"Reference: {cal['reference']}; not applied: {cal.get('note', '')}")
+    else:
+        lines.append("Reference: none (uncalibrated model: raw distances; 'anonavila calibrate' adds z and p-values)")
     lines.append(f"Model: {result.provenance.get('model') or model or 'unknown'}")
     if result.folder is not None:
         lines.append(f"Result folder: {result.folder}")

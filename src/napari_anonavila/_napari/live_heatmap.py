@@ -78,7 +78,8 @@ class LiveHeatmap:
             heat = res.heatmap(values="z" if want_z else "score", eroded=eroded)
         else:
             heat = erode(self.heat) if eroded else self.heat
-            heat = cal.z(heat, mode) if want_z else heat
+            if want_z:  # a slide-normalised model: the slide's own scale once enough of it is in
+                heat = cal.z(heat, mode) if cal.unusable_for(heat) is None else cal.reference_z(heat, mode)
         if want_z:
             fixed = Z_RANGE
             label = f"anomaly z: robust SD above normal tissue ({how}; fixed scale)"

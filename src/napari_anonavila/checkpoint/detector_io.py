@@ -38,7 +38,8 @@ def write_state(path: str | os.PathLike, state: DetectorState, *, overwrite: boo
             "pools": state.pools.to_dict(), "info": state.info,
             "calibration_source": state.calibration.source if state.calibration is not None else None,
             "calibration_slide_statistic": state.calibration.slide_statistic if state.calibration is not None
-            else None}
+            else None,
+            "calibration_normalise": state.calibration.normalise if state.calibration is not None else None}
     return write_checkpoint(path, tensors, meta, overwrite=overwrite)
 
 
@@ -64,7 +65,8 @@ def read_state(path: str | os.PathLike) -> DetectorState:
             centroids=(tensors["centroid.normal"].reshape(-1), tensors["centroid.abnormal"].reshape(-1)),
             reference=tensors.get("reference"), mode=mode,
             calibration=Calibration.from_tensors(tensors, str(meta.get("calibration_source") or "stored"),
-                                                 str(meta.get("calibration_slide_statistic") or "max_eroded")),
+                                                 str(meta.get("calibration_slide_statistic") or "max_eroded"),
+                                                 str(meta.get("calibration_normalise") or "reference")),
             info=meta.get("info") if isinstance(meta.get("info"), dict) else {})
     except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as err:
         raise CheckpointError(f"{path}: checkpoint content is incomplete or inconsistent ({err})") from err

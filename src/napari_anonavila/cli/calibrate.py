@@ -23,6 +23,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--patch-um", type=positive_float, help="patch field for slides in microns (default 128)")
     p.add_argument("--patch-px", type=positive_int, help="patch size for slides in level-0 pixels")
     p.add_argument("--mpp", type=positive_float, help="microns per level-0 pixel, for slides without it")
+    p.add_argument("--normalise", choices=("reference", "slide"), default="reference",
+                   help="'slide': every slide on its own scale (its scores standardised by its own median and robust "
+                        "SD, as each reference slide's are), so that slide-wide differences of stain or scanner do "
+                        "not change the false-alarm rate; blind to a change of the whole slide (docs/calibration.md)")
     add_normal_region_args(p)
     add_backend_args(p, default=None)
     p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
@@ -67,7 +71,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     table = np.concatenate(patches)
     det.calibrate(table, f"{len(table)} normal patches of {len(args.normal)} source(s) given to calibrate"
                   f"{f', {len(slides)} slides' if slides else ''}", np.asarray(slides) if slides else None,
-                  np.concatenate(owner), "top1")  # validated here: a degenerate reference never reaches the file
+                  np.concatenate(owner), "top1", args.normalise)  # validated: a bad reference never reaches the file
     det.info["calibrated_from"] = [str(s) for s in args.normal]
     det.save(args.out, overwrite=args.overwrite)
     med, scale = det.calibration.centre_scale(det.mode.value)
