@@ -7,7 +7,7 @@ for every path; 5 alternating rounds after one warm-up batch; CPU time (all thre
 Paths: float32 eager, a batch of 32 in forward passes of 8 side by side on one thread each (the default on a
 CPU), the same passes one after another with the threads sharing each, and one pass; float32
 with ``torch.compile`` (inductor, weight freezing; its compile time apart); int8 dynamic quantisation of the
-linear layers (bench only); bfloat16 weights (``--precision bfloat16`` on a CPU); bfloat16 CPU autocast (what
+linear layers (``--precision int8``); bfloat16 weights (``--precision bfloat16`` on a CPU); bfloat16 CPU autocast (what
 ``--precision bfloat16`` did before).
 
 Accuracy: a detector fitted on float32 ViT-B/16 embeddings of one real slide; then, on every real slide in
@@ -22,7 +22,6 @@ Run: .venv/bin/python bench/bench_encoder_cpu.py [--quick]
 from __future__ import annotations
 
 import argparse
-import copy
 import statistics
 import time
 import warnings
@@ -66,12 +65,7 @@ def paths(spec: str, conch: bool):
         return b
 
     def int8():
-        b = f32()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            b.model.visual = torch.ao.quantization.quantize_dynamic(copy.deepcopy(b.model.visual), {torch.nn.Linear},
-                                                                    dtype=torch.qint8)
-        return b
+        return get_backend(spec, device="cpu", precision="int8")
 
     def bf16_autocast():
         b = f32()
@@ -91,7 +85,7 @@ def paths(spec: str, conch: bool):
     out = {"float32 (default: passes of 8)": (f32, 32),
            "float32, passes of 8 one after another on all threads (before)": (shared_threads, 32),
            "float32, one pass of 32 (before)": (one_pass, 32),
-           "int8 dynamic (bench only)": (int8, 32),
+           "int8 dynamic (now --precision int8)": (int8, 32),
            "bfloat16 weights (--precision bfloat16)": (lambda: get_backend(spec, device="cpu", precision="bfloat16"),
                                                        32),
            "bfloat16 autocast (before)": (bf16_autocast, 32)}
@@ -130,7 +124,7 @@ def accuracy(spec: str, n: int) -> list[dict]:
 
     makers = paths(spec, False)
     backends = {k: makers[k][0]() for k in ("float32 (default: passes of 8)", "bfloat16 weights (--precision bfloat16)",
-                                           "int8 dynamic (bench only)")}
+                                           "int8 dynamic (now --precision int8)")}
     f32 = backends["float32 (default: passes of 8)"]
     slides = [SLIDES / s for s in REAL if (SLIDES / s).is_file()]
     det = Detector.create(f32)

@@ -10,7 +10,9 @@ Pixels: each tool's largest difference from OpenSlide on the first 20 patches (0
 
 Slides: bench/data/real-aperio.svs and real-ome.ome.tif (bench/make_real_tile_slides.py: real tissue in Aperio's
 and QuPath's layouts). Peers in their own environment: ``bash bench/setup_peers.sh``.
-Run: .bench-venv/bin/python bench/bench_reads.py [--quick]
+``--load N``: N busy processes (one pure-Python loop each) run throughout, as on a shared machine; the results go
+to their own section (reads_loaded), warm cache only.
+Run: .bench-venv/bin/python bench/bench_reads.py [--quick] [--load N]
 """
 
 from __future__ import annotations
@@ -106,13 +108,18 @@ def pixels(path: Path, xy) -> dict[str, int]:
     return out
 
 
-def measure(path: Path, n: int, rounds: int) -> dict:
+def _busy() -> None:
+    while True:
+        pass
+
+
+def measure(path: Path, n: int, rounds: int, caches: tuple[bool, ...] = (False, True)) -> dict:
     xy = patches(path, n)
     res: dict = {"slide": path.name, "patches": len(xy["grid"]), "pixels_vs_openslide": pixels(path, xy["grid"]),
                  "runs": {}}
     tools = list(TOOLS)
     for r in range(rounds):
-        for cold in (False, True):
+        for cold in caches:
             for order in ("grid", "random"):
                 for tool in tools[r % len(tools):] + tools[: r % len(tools)]:
                     key = f"{tool}|{order}|{'cold' if cold else 'warm'}"
@@ -121,19 +128,27 @@ def measure(path: Path, n: int, rounds: int) -> dict:
     return res
 
 
-def report(rows: list[dict], m: dict, rounds: int, cold_ok: bool) -> str:
-    md = ["## Patch reads: warm and cold, grid and random order, on one clock", "",
-          f"{m['date']}, {m['cpu']}, {m['cores']} cores. One calling thread; 224-px patches at level 0; each run "
-          f"opens, reads and closes; {rounds} rounds, tools rotating, median (range). Cold: page cache dropped "
-          f"before each run ({'done' if cold_ok else 'NOT possible here: cold equals warm'}). CPU time counts "
-          "every thread (ours decodes a window's tiles in parallel; fastslide does too). Open time apart. "
-          "Reproduce: `.bench-venv/bin/python bench/bench_reads.py`.", ""]
+def report(rows: list[dict], m: dict, rounds: int, cold_ok: bool, load: int = 0) -> str:
+    flags = f" ({m['cpu_family_model']}; {', '.join(m['isa_flags'])})"
+    if load:
+        md = [f"## Patch reads under load: {load} busy processes on {m['cores']} cores (warm cache)", "",
+              f"{m['date']}, {m['cpu']}{flags}, {m['cores']} cores, load {m['load_1min']:.2f} at the end. As the "
+              f"section above, with {load} busy processes (a pure-Python loop each) running throughout, as on a "
+              f"shared machine; warm cache; {rounds} rounds, tools rotating, median (range). Reproduce: "
+              f"`.bench-venv/bin/python bench/bench_reads.py --load {load}`.", ""]
+    else:
+        md = ["## Patch reads: warm and cold, grid and random order, on one clock", "",
+              f"{m['date']}, {m['cpu']}{flags}, {m['cores']} cores. One calling thread; 224-px patches at level 0; "
+              f"each run opens, reads and closes; {rounds} rounds, tools rotating, median (range). Cold: page cache "
+              f"dropped before each run ({'done' if cold_ok else 'NOT possible here: cold equals warm'}). CPU time "
+              "counts every thread (ours decodes a window's tiles in parallel; fastslide does too). Open time apart. "
+              "Reproduce: `.bench-venv/bin/python bench/bench_reads.py`.", ""]
     for row in rows:
         px = ", ".join(f"{k} {v}" for k, v in row["pixels_vs_openslide"].items())
         md += [f"### {row['slide']} ({row['patches']} patches; largest pixel difference from OpenSlide: {px})", "",
                "| cache | order | tool | wall ms/patch | CPU ms/patch | open ms | ours vs it (wall) |",
                "|---|---|---|---|---|---|---|"]
-        for cache in ("warm", "cold"):
+        for cache in ("warm",) if load else ("warm", "cold"):
             for order in ("grid", "random"):
                 ours = statistics.median(x["wall_ms"] for x in row["runs"][f"ours|{order}|{cache}"])
                 for tool in TOOLS:
@@ -151,18 +166,30 @@ def report(rows: list[dict], m: dict, rounds: int, cold_ok: bool) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--load", type=int, default=0, help="busy processes running throughout")
     args = ap.parse_args()
     rounds, n = (2, 100) if args.quick else (5, 300)
     paths = [p for p in (DATA / "real-aperio.svs", DATA / "real-ome.ome.tif") if p.exists()]
     if not paths:
         raise SystemExit("no benchmark slides: run bench/make_real_tile_slides.py first")
+    import multiprocessing as mp
+
     cold_ok = drop_caches()
+    busy = [mp.Process(target=_busy, daemon=True) for _ in range(args.load)]
+    for b in busy:
+        b.start()
     rows = []
-    for p in paths:
-        print(p.name, flush=True)
-        rows.append(measure(p, n, rounds))
-    m = machine()
-    save("reads", {"machine": m, "rounds": rounds, "cold": cold_ok, "results": rows}, report(rows, m, rounds, cold_ok))
+    try:
+        for p in paths:
+            print(p.name, flush=True)
+            rows.append(measure(p, n, rounds, (False,) if args.load else (False, True)))
+        m = machine()
+    finally:
+        for b in busy:
+            b.terminate()
+    name = "reads_loaded" if args.load else "reads"
+    save(name, {"machine": m, "rounds": rounds, "cold": cold_ok, "load": args.load, "results": rows},
+         report(rows, m, rounds, cold_ok, args.load))
 
 
 if __name__ == "__main__":

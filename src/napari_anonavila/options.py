@@ -8,7 +8,7 @@ from enum import Enum
 
 __all__ = ["PRECISIONS", "Z_RANGE", "ScoreMode", "TrainConfig"]
 
-PRECISIONS = ("float32", "tf32", "bfloat16", "float16")
+PRECISIONS = ("float32", "tf32", "bfloat16", "float16", "int8")  # int8: a CPU's image tower only
 Z_RANGE = (0.0, 8.0)  # calibrated z's fixed colour range: the same colour means the same z on every slide
 
 

@@ -349,6 +349,11 @@ def test_transformers_clip_model_from_a_folder_or_the_cache(hf_cache, tmp_path, 
                                torch.nn.functional.normalize(ref, dim=-1))
     e = b.embed_images([np.full((100, 90, 3), 180, np.uint8)])
     assert e.shape == (1, 24) and torch.isfinite(e).all()
+    if how == "folder":  # int8: the vision model and its projection quantised, the text side float32's exactly
+        q = get_backend(f"hf_clip:{folder}", "cpu", precision="int8")
+        assert type(q.model.visual_projection).__module__.startswith("torch.ao.nn.quantized.dynamic")
+        assert torch.equal(q.encode_texts(["an image showing sinuses"]), b.encode_texts(["an image showing sinuses"]))
+        assert float((q.embed_images([np.full((100, 90, 3), 180, np.uint8)]) * e).sum()) > 0.99
     assert not no_network
 
 

@@ -123,6 +123,7 @@ class VLMBackend:
     """
 
     description = ""
+    image_tower: tuple[str, ...] = ("visual",)  # the submodules that make image embeddings (int8 quantises these)
 
     def __init__(self, spec: BackendSpec, model: torch.nn.Module, transform, device: torch.device,
                  weights_sha256: str | None, *, precision: str = "float32") -> None:
@@ -143,6 +144,10 @@ class VLMBackend:
         self._weights_dtype = torch.bfloat16 if precision == "bfloat16" and device.type == "cpu" else None
         if self._weights_dtype is not None:
             self.model = self.model.to(self._weights_dtype)
+        if precision == "int8":  # (refused off the CPU by hardware.choose_precision)
+            from .quantise import int8_image_tower
+
+            self.model = int8_image_tower(self.model, self.image_tower)
         self.micro_batch = _CPU_MICRO_BATCH if device.type == "cpu" else 0  # images per forward pass (0: all)
         self.cpu_streams = True  # on a CPU, passes side by side on one thread each (see _cpu_streams)
         self._text_cache: dict[str, tuple[str, torch.Tensor]] = {}  # token-id hash -> (prompt, embedding)
@@ -169,6 +174,8 @@ class VLMBackend:
     def numerics(self) -> str:
         """How the encoders compute: the precision, and for bfloat16 whether weights or autocast (the caches' key:
         the two give slightly different embeddings)."""
+        if self.precision == "int8":
+            return "int8-dynamic-image"
         return "bfloat16-weights" if self._weights_dtype is not None else self.precision
 
     @property
@@ -251,7 +258,7 @@ class VLMBackend:
     @contextlib.contextmanager
     def _precision(self):
         """float32 (the authors' choice, the default), TF32 matrix products, or bfloat16/float16 autocast (on a CPU,
-        bfloat16 is the weights' own type instead: see __init__)."""
+        bfloat16 is the weights' own type instead, and int8 the image tower's quantised layers: see __init__)."""
         if self._weights_dtype is not None:
             yield
         elif self.precision in ("bfloat16", "float16"):

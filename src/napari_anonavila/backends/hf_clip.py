@@ -37,6 +37,7 @@ class HFClipBackend(VLMBackend):
     """A ``transformers`` CLIPModel with its tokenizer and image processor, from local files only."""
 
     description = "Hugging Face CLIPModel"
+    image_tower = ("vision_model", "visual_projection")
 
     def __init__(self, spec: BackendSpec, device: torch.device, *, precision: str = "float32",
                  allow_download: bool = False) -> None:

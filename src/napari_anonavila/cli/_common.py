@@ -72,7 +72,8 @@ def add_backend_args(p: argparse.ArgumentParser, default: str | None = "demo") -
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto (default: auto)")
     p.add_argument("--precision", default="float32", choices=("auto", *PRECISIONS),
                    help="encoder precision (default: float32, as the authors; 'auto': bfloat16 on a CPU with "
-                        "bfloat16 matrix hardware, else float32, and says why; lower ones can reorder close scores: "
+                        "bfloat16 matrix hardware, else int8 on one with VNNI, else float32, and says why; 'int8': "
+                        "the image tower's linear layers in int8, CPU only; lower ones can reorder close scores: "
                         "see docs/user-guide.md)")
     p.add_argument("--allow-download", action="store_true",
                    help="fetch a model missing from the local Hugging Face cache (otherwise nothing goes online)")
