@@ -110,7 +110,6 @@ def _forget_pool() -> None:
 
 
 _CORES = max(1, min(8, os.cpu_count() or 1))
-_INLINE_TILES = 1  # windows needing at most this many undecoded tiles decode on the calling thread
 _WILLNEED = getattr(os, "POSIX_FADV_WILLNEED", None)  # not on macOS or Windows
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
@@ -172,11 +171,6 @@ class _TiffLevel:
         segs = [self.cache.get((self.level, r, c)) for r, c in wanted]
         todo = [i for i, seg in enumerate(segs) if seg is None]
         if not todo:
-            return segs
-        if len(todo) <= _INLINE_TILES:  # a small window: handing tiles to the pool costs more than it saves
-            for i in todo:
-                segs[i] = self._decode(wanted[i])
-                self.cache.put((self.level, *wanted[i]), segs[i])
             return segs
         if _WILLNEED is not None and len(todo) > 1:  # ask for every tile's bytes at once: cold reads overlap
             for index in map(self._index, (wanted[i] for i in todo)):
