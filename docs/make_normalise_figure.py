@@ -9,7 +9,6 @@ Run from the repo root: ``.venv/bin/python docs/make_normalise_figure.py`` (abou
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -22,7 +21,6 @@ from napari_anonavila.calibration import MODES, Calibration
 from napari_anonavila.maps import top_percent_mean
 
 OUT = Path(__file__).parent / "images" / "slide-normalisation.png"
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "slides" / "cmu-1-small-region.svs"
 EFFECTS = (0.0, 0.5, 1.0, 1.5, 2.0)
 
 
@@ -66,25 +64,9 @@ def simulation(ax) -> None:
 
 
 def demo_slides(ax) -> None:
-    from napari_anonavila.detector import Detector
-    from napari_anonavila.grid import make_grid
-    from napari_anonavila.pipeline import iter_slide_embeddings
-    from napari_anonavila.progress import drain
-    from napari_anonavila.sample import make_tissue, write_pyramid_tiff
-    from napari_anonavila.slide import open_slide
-    from napari_anonavila.training import TrainConfig
+    from make_reference_figure import reference_tables  # (docs/: the same slides and model as that figure)
 
-    def embed(det, path):
-        with open_slide(path) as s:
-            return drain(iter_slide_embeddings(s, make_grid(s, patch_px=64), det.backend, det.backend_id))
-
-    tmp = Path(tempfile.mkdtemp())
-    det = Detector.create("demo", device="cpu")
-    train = write_pyramid_tiff(tmp / "train.tif", make_tissue(1536, 1, variation=1.0)[0], 0.5)
-    det.fit(embed(det, train), config=TrainConfig(epochs=10, batch_size=32, accumulate=1))
-    paths = [write_pyramid_tiff(tmp / f"n{i}.tif", make_tissue(768, 100 + i, variation=1.0)[0], 0.5)
-             for i in range(20)] + ([REAL] if REAL.is_file() else [])
-    tables = [det.reference_scores(embed(det, p)) for p in paths]
+    _, tables = reference_tables()
     n = len(tables)
     width = 0.4
     for shift, how, colour in ((-width / 2, "reference", "tab:red"), (width / 2, "slide", "tab:blue")):

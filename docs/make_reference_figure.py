@@ -33,14 +33,20 @@ def embed(det, path):
         return drain(iter_slide_embeddings(s, grid, det.backend, det.backend_id))
 
 
-def main() -> None:
+def reference_tables() -> tuple[Detector, list[np.ndarray]]:
+    """The demo model fitted on one synthetic slide, and the reference scores (n, 4) of each of 20 synthetic normal
+    slides (stain and outline varied) and of CMU-1 (when ../shared is there)."""
     tmp = Path(tempfile.mkdtemp())
     det = Detector.create("demo", device="cpu")
     train = write_pyramid_tiff(tmp / "train.tif", make_tissue(1536, 1, variation=1.0)[0], 0.5)
     det.fit(embed(det, train), config=TrainConfig(epochs=10, batch_size=32, accumulate=1))
     paths = [write_pyramid_tiff(tmp / f"n{i}.tif", make_tissue(768, 100 + i, variation=1.0)[0], 0.5)
              for i in range(20)] + ([REAL] if REAL.is_file() else [])
-    tables = [det.reference_scores(embed(det, p)) for p in paths]
+    return det, [det.reference_scores(embed(det, p)) for p in paths]
+
+
+def main() -> None:
+    det, tables = reference_tables()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), dpi=110, gridspec_kw={"width_ratios": [20, 21]})
     for ax, n, title in ((axes[0], 20, "20 normal slides of one source"),
                          (axes[1], len(tables), "the same, and a slide from another lab (CMU-1)")):
