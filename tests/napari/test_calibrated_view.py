@@ -75,7 +75,7 @@ def test_retrain_calibrate_only_gives_an_uncalibrated_model_z(make_napari_viewer
     _clim, label, res = _score(viewer, qtbot, w, anomalous, model)
     assert "uncalibrated" in label and "uncalibrated" in w.scores_label.value and np.isnan(res.z).all()
     r = open_widget(viewer, "Retrain")
-    r.other_slide.value = normal
+    r.other_slides.value = [normal]
     before = w.session.detector.mlp.linear1.weight.detach().clone()
     click(r.calibrate_button)
     qtbot.waitUntil(lambda: r.worker is None, timeout=120_000)
@@ -85,4 +85,41 @@ def test_retrain_calibrate_only_gives_an_uncalibrated_model_z(make_napari_viewer
     assert np.array_equal(det.mlp.linear1.weight.detach().numpy(), before.numpy())  # the MLP is kept
     assert w.session.result.calibration is det.calibration and np.isfinite(w.session.result.z).all()
     assert "fixed scale" in layer_of(viewer, HEATMAP).metadata["label"]
+    assert not errors
+
+
+def test_calibrate_only_on_several_normal_slides_each_on_its_own_scale(make_napari_viewer, qtbot, sample_slides,
+                                                                       fitted_on_sample, tmp_path, errors):
+    """Retrain > Calibrate only with several normal slides chosen: each slide a unit of the reference (as
+    ``anonavila calibrate``), the leave-one-slide-out check run, and with 'each slide on its own scale' the slides
+    normalised; the legend says so, and what a reference of three slides cannot do."""
+    from napari_anonavila.detector import Detector
+    from napari_anonavila.sample import make_tissue, write_pyramid_tiff
+
+    det = Detector.load(fitted_on_sample.save(tmp_path / "m.safetensors"))
+    det.calibration = None
+    model = det.save(tmp_path / "uncalibrated.safetensors")
+    extra = [write_pyramid_tiff(tmp_path / f"n{i}.tif", make_tissue(768, 200 + i, variation=1.0)[0], 0.5)
+             for i in range(2)]
+    viewer = make_napari_viewer()
+    normals = [open_slide(viewer, p) for p in (sample_slides.normal, *extra)]
+    anomalous = open_slide(viewer, sample_slides.anomalous)
+    w = open_widget(viewer, "Score")
+    _score(viewer, qtbot, w, anomalous, model)
+    r = open_widget(viewer, "Retrain")
+    r.other_slides.value = normals[:1]
+    r.own_scale.value = True
+    click(r.calibrate_button)  # one slide has no other slide to be scaled against: refused before any work
+    assert r.worker is None and any("two or more normal slides" in e for e in errors)
+    errors.clear()
+    r.other_slides.value = normals
+    click(r.calibrate_button)
+    qtbot.waitUntil(lambda: r.worker is None, timeout=180_000)
+    wait_worker(qtbot, w)
+    cal = w.session.detector.calibration
+    assert cal.k_slides == 3 and cal.normalise == "slide" and (cal.patch_slides >= 0).all()
+    assert w.session.detector.info["reference_check"]["k_slides"] == 3
+    assert "each slide on its own scale" in w.legend.value and "cannot fall below 0.25" in w.legend.value
+    res = w.session.result
+    assert res.calibration_summary["normalise"] == "slide" and abs(float(np.median(res.z))) < 1e-9
     assert not errors

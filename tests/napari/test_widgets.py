@@ -287,7 +287,7 @@ def test_retrain_on_another_normal_slide(scored, qtbot, sample_slides):
     normal = open_slide(viewer, sample_slides.normal)  # selected: the widgets now show this slide (no result yet)
     assert w.session.result is None
     r = open_widget(viewer, "Retrain")
-    r.other_slide.value = normal
+    r.other_slides.value = [normal]
     r.epochs.value = 2
     click(r.train_button)
     qtbot.waitUntil(lambda: r.worker is None, timeout=120_000)

@@ -104,40 +104,45 @@ def _reference_grid(slide: Slide, roi, patch_um: float | None, what: str) -> Pat
     return grid
 
 
-def _iter_reference(detector, *, slide=None, roi=None, patch_um=None, folder=None):
-    """Embed a normal reference (slide regions, a whole slide, or a folder); return (embeddings, hold-out groups):
-    drawn regions when there are several, else blocks of the tissue (a 4 x 4 division), and sub-folders."""
+def _iter_reference(detector, *, slides=(), roi=None, patch_um=None, folder=None):
+    """Embed a normal reference (regions of a slide, whole slides, and/or a folder); return (embeddings, hold-out
+    groups, each patch's slide: its index into ``slides``, -1 for a folder's patches). Hold-out groups: drawn
+    regions when there are several, else blocks of each slide's tissue (a 4 x 4 division), and sub-folders.
+    ``roi`` (a RegionSet) applies to the one slide given with it."""
+    import numpy as np
     import torch
 
     from ..patches import list_images
     from ..pipeline import iter_slide_embeddings
     from ..splits import region_groups
 
-    parts, groups = [], []
-    if slide is not None:
+    parts, groups, owner = [], [], []
+    for i, slide in enumerate(slides):
         what = "the normal regions" if roi is not None else f"the normal slide {slide.path.name}"
         grid = _reference_grid(slide, roi, patch_um, what)
         embs = yield from restage(iter_slide_embeddings(slide, grid, detector.backend, detector.backend_id),
-                                  f"encoding {what}")
+                                  f"encoding {what}" + (f" ({i + 1} of {len(slides)})" if len(slides) > 1 else ""))
         parts.append(torch.as_tensor(embs))
+        owner.append(np.full(len(grid), i))
         groups += region_groups(grid.xy_l0(), grid.patch_size_l0, roi.outlines() if roi is not None else None,
                                 prefix=f"{slide.path.name}: ")
     if folder is not None:
         paths, embs = yield from restage(detector.iter_embed_files(list_images(folder, order="walk")),
                                          f"encoding the patches in {folder.name}")
         parts.append(embs)
+        owner.append(np.full(len(paths), -1))
         groups += [str(p.parent) for p in paths]
     if not parts:
-        raise ValueError("choose a normal reference: a Shapes layer of normal regions, a normal slide or a folder "
+        raise ValueError("choose a normal reference: a Shapes layer of normal regions, normal slides or a folder "
                          "of normal patches")
-    return torch.cat(parts), groups
+    return torch.cat(parts), groups, np.concatenate(owner)
 
 
-def _iter_fit(detector, *, slide=None, roi=None, patch_um=None, folder=None, config: TrainConfig
+def _iter_fit(detector, *, slides=(), roi=None, patch_um=None, folder=None, config: TrainConfig
               ) -> Generator[Progress, None, list[float]]:
     """Embed the normal reference, train, fit centroids (and the calibration) on held-out whole regions (or bands
     of grid rows, or sub-folders), never on neighbours of training patches."""
-    embs, groups = yield from _iter_reference(detector, slide=slide, roi=roi, patch_um=patch_um, folder=folder)
+    embs, groups, _ = yield from _iter_reference(detector, slides=slides, roi=roi, patch_um=patch_um, folder=folder)
     return (yield from detector.iter_fit(embs, config=config, groups=groups))
 
 
@@ -199,7 +204,7 @@ def score_worker(plan: ScorePlan):
         elif det is None:
             det = yield from waiting(lambda: Detector.create("demo", device=plan.device, precision=plan.precision),
                                      "building the demo model")
-            yield from _iter_fit(det, slide=plan.slide, roi=plan.demo_regions, patch_um=plan.patch_um,
+            yield from _iter_fit(det, slides=[plan.slide], roi=plan.demo_regions, patch_um=plan.patch_um,
                                  config=plan.fit_config)
             yield DetectorReady(det, None)
         grid, counts = plan.grid, {}
@@ -226,22 +231,32 @@ def score_worker(plan: ScorePlan):
 
 
 @thread_worker(ignore_errors=True)
-def calibrate_worker(detector, *, slide=None, roi=None, patch_um=None, folder=None):
-    """Calibrate ``detector`` on normal tissue it never saw (its MLP and centroids unchanged); return the number of
-    reference patches."""
+def calibrate_worker(detector, *, slides=(), roi=None, patch_um=None, folder=None, normalise: str = "reference"):
+    """Calibrate ``detector`` on normal tissue it never saw (its MLP and centroids unchanged), each slide kept as
+    the reference's unit (as ``anonavila calibrate`` does: the slide p-value and the leave-one-slide-out check);
+    ``normalise="slide"``: each slide on its own scale. Returns the number of reference patches."""
+    import numpy as np
+
+    from ..maps import top_percent_mean
+
     with _TorchThreads():
-        embs, _groups = yield from _iter_reference(detector, slide=slide, roi=roi, patch_um=patch_um, folder=folder)
+        embs, _groups, owner = yield from _iter_reference(detector, slides=slides, roi=roi, patch_um=patch_um,
+                                                          folder=folder)
         yield Progress("calibrating", 0, 1)
-        where = "normal regions" if roi is not None else slide.path.name if slide is not None else folder.name
-        detector.calibrate(detector.reference_scores(embs), f"{len(embs)} normal patches of {where}, given in napari")
+        table = detector.reference_scores(embs)
+        names = [s.path.name for s in slides] + ([folder.name] if folder is not None else [])
+        where = "normal regions" if roi is not None else ", ".join(names)
+        stats = np.array([[top_percent_mean(table[owner == j, m]) for m in range(3)] for j in range(len(slides))])
+        detector.calibrate(table, f"{len(embs)} normal patches of {where}, given in napari",
+                           stats if len(slides) else None, owner if len(slides) else None, "top1", normalise)
         return len(embs)
 
 
 @thread_worker(ignore_errors=True)
-def fit_worker(detector, *, slide=None, roi=None, patch_um=None, folder=None, config: TrainConfig):
+def fit_worker(detector, *, slides=(), roi=None, patch_um=None, folder=None, config: TrainConfig):
     """Retrain ``detector`` on a normal reference; yield Progress throughout; return the losses."""
     with _TorchThreads():
-        return (yield from _iter_fit(detector, slide=slide, roi=roi, patch_um=patch_um, folder=folder,
+        return (yield from _iter_fit(detector, slides=slides, roi=roi, patch_um=patch_um, folder=folder,
                                      config=config))
 
 

@@ -5,7 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import napari
-from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, ProgressBar, PushButton, SpinBox
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    ProgressBar,
+    PushButton,
+    Select,
+    SpinBox,
+)
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
@@ -98,9 +109,15 @@ class RetrainWidget(Container):
         self.session = session_for(viewer)
         self.regions = ComboBox(label="normal regions", nullable=True,
                                 choices=lambda *_: [ly for ly in viewer.layers if isinstance(ly, Shapes)])
-        self.other_slide = ComboBox(label="or normal slide", nullable=True,
-                                    choices=lambda *_: [ly for ly in viewer.layers if slide_of(ly) is not None],
-                                    tooltip="a whole slide of normal tissue (its tissue patches)")
+        self.other_slides = Select(label="or normal slides",
+                                   choices=lambda *_: [ly for ly in viewer.layers if slide_of(ly) is not None],
+                                   tooltip="whole slides of normal tissue (their tissue patches); to calibrate, each "
+                                           "slide is a unit of the reference: 5 or more for a checked false-alarm "
+                                           "rate, 19 or more for a slide decision")
+        self.own_scale = CheckBox(value=False, text="calibrate: each slide on its own scale",
+                                  tooltip="standardise every slide by its own median and robust SD before the "
+                                          "p-values (2 or more normal slides): holds the false-alarm rate when "
+                                          "slides differ as a whole, blind to a change of the whole slide")
         self.folder = FileEdit(label="or patch folder", mode="d")
         self.epochs = SpinBox(label="epochs", value=20, min=1, max=1000)
         self.batch_size = SpinBox(label="batch size", value=32, min=2, max=1024)
@@ -118,8 +135,9 @@ class RetrainWidget(Container):
         self.save_button = PushButton(text="Save checkpoint", enabled=False)
         self.plot = _LossPlot()
         super().__init__()
-        self.form = scroll_form(self, [self.regions, self.other_slide, self.folder, self.epochs, self.batch_size,
-                                       self.lr, self.accumulate, self.train_button, self.calibrate_button,
+        self.form = scroll_form(self, [self.regions, self.other_slides, self.folder, self.epochs, self.batch_size,
+                                       self.lr, self.accumulate, self.train_button, self.own_scale,
+                                       self.calibrate_button,
                                        self.progress, self.status,
                                        self.out, self.save_button], extra=[self.plot])
         tabify_when_docked(self.native)
@@ -168,16 +186,21 @@ class RetrainWidget(Container):
                 raise ValueError("normal regions need a scored slide layer")
             polys = regions_of_layer(self.regions.value, s.slide_layer)  # exact, for an annotation file's layer
         folder = chosen_path(self.folder)
-        reference_slide = s.slide if polys else None
-        if self.other_slide.value is not None:
+        slides = [s.slide] if polys else []
+        if self.other_slides.value:
             if polys:
-                raise ValueError("choose normal regions or a normal slide, not both")
-            reference_slide = slide_of(self.other_slide.value)
+                raise ValueError("choose normal regions or normal slides, not both")
+            slides = [slide_of(layer) for layer in self.other_slides.value]
         config = TrainConfig(epochs=self.epochs.value, batch_size=self.batch_size.value, lr=self.lr.value,
                              accumulate=self.accumulate.value)
         patch_um = s.result.grid.patch_size_um if s.result is not None else None
         if calibrate:
-            self.worker = calibrate_worker(det, slide=reference_slide, roi=polys, folder=folder, patch_um=patch_um)
+            normalise = "slide" if self.own_scale.value else "reference"
+            if normalise == "slide" and (len(slides) < 2 or folder is not None):
+                raise ValueError("each slide on its own scale needs two or more normal slides (and no patch folder: "
+                                 "its patches have no slide to be scaled by)")
+            self.worker = calibrate_worker(det, slides=slides, roi=polys, folder=folder, patch_um=patch_um,
+                                           normalise=normalise)
             s.busy = "calibrating"
             self.worker.yielded.connect(self._on_progress)
             self.worker.returned.connect(self._on_calibrated)
@@ -186,7 +209,7 @@ class RetrainWidget(Container):
             self.worker.finished.connect(self._on_finished)
             self.worker.start()
             return self.worker
-        self.worker = fit_worker(det, slide=reference_slide, roi=polys, folder=folder, config=config,
+        self.worker = fit_worker(det, slides=slides, roi=polys, folder=folder, config=config,
                                  patch_um=patch_um)
         s.busy = "training"
         self.plot.reset()
