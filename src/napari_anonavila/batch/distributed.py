@@ -55,6 +55,7 @@ def score_one(slide: str, fingerprint: str, model: str, model_sha: str, out_dir:
               log_dir: str) -> dict:
     """The task: score one slide into ``out_dir``; return its cohort row. Raises only for transient failures."""
     from ..pipeline import score_slide
+    from ..slide import open_slide
 
     t0 = time.perf_counter()
     try:
@@ -66,17 +67,13 @@ def score_one(slide: str, fingerprint: str, model: str, model_sha: str, out_dir:
                 return cohort_row(Path(slide), "ok", result=done, out_dir=Path(out_dir))
             det = _detector(model, model_sha, _device(), settings.precision)
             try:
-                regions = None
-                if settings.regions:
-                    from ..slide import open_slide
-
-                    with open_slide(slide, mpp=settings.mpp) as probe:
-                        regions = settings.slide_regions(Path(slide), probe.dimensions_xy)
-                result = score_slide(det, slide, out_dir=out_dir, patch_um=settings.patch_um, regions=regions,
-                                     patch_px=settings.patch_px, min_tissue=settings.min_tissue, mode=settings.mode,
-                                     batch_size=settings.batch_size, mpp=settings.mpp, overwrite=True,
-                                     checkpoint={"path": model, "sha256": model_sha},
-                                     extra={"batch_settings": settings.to_dict()})
+                with open_slide(slide, mpp=settings.mpp) as sl:  # opened once: its size places the regions too
+                    regions = settings.slide_regions(Path(slide), sl.dimensions_xy) if settings.regions else None
+                    result = score_slide(det, sl, out_dir=out_dir, patch_um=settings.patch_um, regions=regions,
+                                         patch_px=settings.patch_px, min_tissue=settings.min_tissue,
+                                         mode=settings.mode, batch_size=settings.batch_size, overwrite=True,
+                                         checkpoint={"path": model, "sha256": model_sha},
+                                         extra={"batch_settings": settings.to_dict()})
                 break
             except OutputExistsError:
                 if attempt:
