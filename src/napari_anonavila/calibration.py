@@ -140,8 +140,7 @@ class Calibration:
         """(median, 1.4826 MAD) of the pooled reference as scored; a reference whose MAD is zero (more than half its
         scores tie) has no robust spread and is refused."""
         ref = self._raw(mode)
-        med = float(np.median(ref))
-        scale = _MAD_TO_SD * float(np.median(np.abs(ref - med)))
+        med, scale = _median_scale(ref)
         if not scale > 0:
             ties = int(np.sum(ref == med))
             raise ValueError(f"the normal reference is degenerate: {ties} of its {ref.size} {mode} scores are equal "
@@ -149,13 +148,13 @@ class Calibration:
                              "tissue (more slides or regions)")
         return med, scale
 
-    def unusable_for(self, scores: np.ndarray) -> str | None:
-        """Why these scores (one slide's, or one patch folder's) cannot be calibrated, or None. Only slide
+    def unusable_for(self, scores: np.ndarray, what: str = "slide") -> str | None:
+        """Why these scores (one slide's, or one patch ``what="folder"``'s) cannot be calibrated, or None. Only slide
         normalisation can refuse: it needs the slide's own median and robust SD."""
         if self.normalise != "slide":
             return None
         why = _unscalable(np.asarray(scores, np.float64))
-        return None if why is None else f"slide normalisation: this slide {why}; its scores stay uncalibrated"
+        return None if why is None else f"slide normalisation: this {what} {why}; its scores stay uncalibrated"
 
     def normalised(self, scores: np.ndarray) -> np.ndarray:
         """Scores in this calibration's normalisation: as they are, or standardised by their own median and robust
@@ -350,21 +349,27 @@ def benjamini_hochberg(p: np.ndarray, q: float = FDR) -> np.ndarray:
     return out
 
 
+def _median_scale(values: np.ndarray) -> tuple[float, float]:
+    """(median, 1.4826 MAD) of the finite ``values``: the robust centre and SD that z is measured in."""
+    v = values[np.isfinite(values)]
+    med = float(np.median(v))
+    return med, _MAD_TO_SD * float(np.median(np.abs(v - med)))
+
+
 def _unscalable(values: np.ndarray) -> str | None:
     """Why ``values`` have no median and robust SD to standardise by (too few finite, or no spread), or None."""
-    v = values[np.isfinite(values)]
-    if v.size < MIN_CALIBRATION:
-        return f"has {v.size} scored patches, fewer than the {MIN_CALIBRATION} a median and robust SD need"
-    if not np.median(np.abs(v - np.median(v))) > 0:
+    n = int(np.count_nonzero(np.isfinite(values)))
+    if n < MIN_CALIBRATION:
+        return f"has {n} scored patches, fewer than the {MIN_CALIBRATION} a median and robust SD need"
+    if not _median_scale(values)[1] > 0:
         return "has no robust spread (more than half its scores are equal)"
     return None
 
 
 def _standardise(values: np.ndarray) -> np.ndarray:
     """(values - median) / (1.4826 MAD), both of the finite values (NaN stay NaN)."""
-    v = values[np.isfinite(values)]
-    med = float(np.median(v))
-    return (values - med) / (_MAD_TO_SD * float(np.median(np.abs(v - med))))
+    med, scale = _median_scale(values)
+    return (values - med) / scale
 
 
 def _subsample(values: np.ndarray, size: int, seed: int) -> np.ndarray:

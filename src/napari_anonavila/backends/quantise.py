@@ -20,11 +20,11 @@ def int8_image_tower(model: torch.nn.Module, tower: Sequence[str]) -> torch.nn.M
     missing = [name for name in tower if not hasattr(model, name)]
     if missing:
         raise ValueError(f"int8: this model has no image tower named {', '.join(missing)}; use float32")
-    try:
-        from torch.ao.quantization import quantize_dynamic
-    except ImportError as err:  # a future torch without the eager dynamic path
+    if not int8_available():  # a future torch without the eager dynamic path
         raise ValueError(f"int8 needs torch's dynamic quantisation (torch.ao.quantization), which torch "
-                         f"{torch.__version__} lacks; use float32") from err
+                         f"{torch.__version__} lacks; use float32")
+    from torch.ao.quantization import quantize_dynamic
+
     with warnings.catch_warnings():  # torch marks the eager path deprecated; it is what runs the int8 kernels here
         warnings.simplefilter("ignore")
         for name in tower:  # by exact type: attention's own output projection (a Linear subclass) is left alone

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..calibration import NORMALISE
 from ._common import add_backend_args, existing_path, model_path, positive_float, positive_int, progress_bar
 from ._regions import add_normal_region_args, normal_regions_for
 
@@ -23,7 +24,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--patch-um", type=positive_float, help="patch field for slides in microns (default 128)")
     p.add_argument("--patch-px", type=positive_int, help="patch size for slides in level-0 pixels")
     p.add_argument("--mpp", type=positive_float, help="microns per level-0 pixel, for slides without it")
-    p.add_argument("--normalise", choices=("reference", "slide"), default="reference",
+    p.add_argument("--normalise", choices=NORMALISE, default=NORMALISE[0],
                    help="'slide': every slide on its own scale (its scores standardised by its own median and robust "
                         "SD, as each reference slide's are), so that slide-wide differences of stain or scanner do "
                         "not change the false-alarm rate; blind to a change of the whole slide (docs/calibration.md)")

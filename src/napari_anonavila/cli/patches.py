@@ -152,8 +152,8 @@ def _score_patches(args: argparse.Namespace) -> int:
         read, embs = drain(det.iter_embed_files(list_images(d), batch_size=args.batch_size), bars)
         scores = det.score_embeddings(embs, mode=args.mode)
         cal = det.calibration
-        if cal is not None and (why := cal.unusable_for(scores.score)) is not None:
-            print(f"warning: {d.name}: {why.replace('this slide', 'this folder')}", file=sys.stderr)
+        if cal is not None and (why := cal.unusable_for(scores.score, "folder")) is not None:
+            print(f"warning: {d.name}: {why}", file=sys.stderr)
             cal = None
         mode = (args.mode or det.mode.value)
         z = cal.z(scores.score, mode) if cal is not None else None
