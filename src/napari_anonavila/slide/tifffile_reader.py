@@ -163,11 +163,8 @@ class _TiffLevel:
         seg = self.decode(data, index, jpegtables=self.jpegtables)[0]
         return seg.reshape(seg.shape[-3:])
 
-    def _decode_all(self, rcs: list[tuple[int, int]]) -> list[np.ndarray]:
-        return [self._decode(rc) for rc in rcs]
-
     def _segments(self, wanted: list[tuple[int, int]]) -> list[np.ndarray]:
-        """The decoded tiles ``wanted``: from the cache, the rest decoded in parallel (this thread takes one)."""
+        """The decoded tiles ``wanted``: from the cache, the rest decoded side by side (this thread takes part)."""
         segs = [self.cache.get((self.level, r, c)) for r, c in wanted]
         todo = [i for i, seg in enumerate(segs) if seg is None]
         if not todo:
@@ -176,17 +173,26 @@ class _TiffLevel:
             for index in map(self._index, (wanted[i] for i in todo)):
                 if self.counts[index]:
                     os.posix_fadvise(self.fd, int(self.offsets[index]), int(self.counts[index]), _WILLNEED)
-        # one share per core, this thread taking the first: on 2 cores, 4 tiles are 2 + 2, not 1 + 3 contending
-        shares = [todo[k :: _CORES] for k in range(min(len(todo), _CORES))]
-        futures = [_decode_pool().submit(self._decode_all, [wanted[i] for i in share]) for share in shares[1:]]
+        queue = deque(todo)
+
+        def drain() -> None:  # take tiles until none is left (deque.popleft is atomic)
+            while True:
+                try:
+                    i = queue.popleft()
+                except IndexError:
+                    return
+                segs[i] = self._decode(wanted[i])
+
+        # helpers and this thread pull from one queue: a helper the scheduler starts late (a loaded machine) finds
+        # nothing left, or is cancelled before it starts, so a window never waits for a thread that is not running
+        helpers = [_decode_pool().submit(drain) for _ in range(min(len(todo), _CORES) - 1)]
         try:
-            done = [self._decode_all([wanted[i] for i in shares[0]]), *(f.result() for f in futures)]
+            drain()
         finally:
-            for f in futures:
-                f.cancel()
-        for share, tiles in zip(shares, done, strict=True):
-            for i, seg in zip(share, tiles, strict=True):
-                segs[i] = seg
+            queue.clear()  # after an error here, helpers stop at their current tile
+            for f in helpers:
+                if not f.cancel():
+                    f.result()
         for i in todo:
             self.cache.put((self.level, *wanted[i]), segs[i])
         return segs
