@@ -38,6 +38,13 @@ def machine() -> dict:
             "load_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None, "versions": package_versions()}
 
 
+def host_line(m: dict) -> str:
+    """The date and the machine as every section of docs/benchmarks.md names it: the CPU's model string, its
+    family/model/stepping and ISA flags (hosts with one model string differ in these), and the cores."""
+    ident = f"{m['cpu_family_model']}; {', '.join(m['isa_flags']) or 'no listed ISA flags'}"
+    return f"{m['date']}, {m['cpu']} ({ident}), {m['cores']} cores"
+
+
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_tile",
              "amx_bf16", "amx_int8")
 

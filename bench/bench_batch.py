@@ -10,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import machine, save
+from _common import host_line, machine, save
 
 
 def main() -> None:
@@ -44,7 +44,7 @@ def main() -> None:
     ratio = best[1] / best[2]
     m = machine()
     md = ["## Cohort: 1 vs 2 local dask workers", "",
-          f"{m['date']}, {m['cpu']}, {m['cores']} cores. Eight synthetic 2048 px slides (64 px patches, ~600 "
+          f"{host_line(m)}. Eight synthetic 2048 px slides (64 px patches, ~600 "
           "patches each), demo backend, a fresh LocalCluster per run (start-up included), runs interleaved. "
           "Reproduce: `.venv/bin/python bench/bench_batch.py`.", "",
           "| workers | run | wall time | slides/min |", "|---|---|---|---|"]

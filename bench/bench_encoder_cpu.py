@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import machine, save
+from _common import host_line, machine, save
 from _vit import vit_b16_weights
 
 from napari_anonavila.backends import get_backend
@@ -157,7 +157,7 @@ def accuracy(spec: str, n: int) -> list[dict]:
 
 def report(res: dict, acc: list[dict], m: dict, rounds: int) -> str:
     md = ["## The image encoder on a CPU: each path's cost and accuracy", "",
-          f"{m['date']}, {m['cpu']}, {m['cores']} cores, torch {m['versions'].get('torch')}, "
+          f"{host_line(m)}, torch {m['versions'].get('torch')}, "
           f"{m['torch_threads']} threads. Seeded random weights loaded through our backends; the same real tissue "
           f"patches for every path; {rounds} alternating rounds after a warm-up; median and range per patch. CPU "
           "time counts every thread. Reproduce: `.venv/bin/python bench/bench_encoder_cpu.py`.", "",

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import machine, save
+from _common import host_line, machine, save
 from _vit import vit_b16_weights
 from bench_encoder_cpu import REAL, SLIDES, real_patches
 
@@ -92,7 +92,7 @@ def main() -> None:
     m = machine()
     base = statistics.median(res[names[0]]["cpu_ms"])
     md = ["## The image encoder on other CPU runtimes (ONNX Runtime, OpenVINO)", "",
-          f"{m['date']}, {m['cpu']}, {m['cores']} cores, {THREADS} threads for every runtime. ViT-B/16 at 224 px, "
+          f"{host_line(m)}, {THREADS} threads for every runtime. ViT-B/16 at 224 px, "
           f"seeded random weights; its image tower exported once to ONNX; the same {BATCH} real tissue patches, "
           f"preprocessed once; {ROUNDS} alternating rounds after a warm-up, median (range) per patch. Reproduce: "
           "`.bench-venv/bin/python bench/bench_encoder_runtimes.py`.", "",

@@ -13,7 +13,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from _common import machine, save
+from _common import host_line, machine, save
 from _vit import vit_b16_weights
 
 from napari_anonavila.backends import get_backend
@@ -62,7 +62,7 @@ def main() -> None:
         print(r, flush=True)
     m = machine()
     md = ["## End to end on real slides: reading and encoding overlap", "",
-          f"{m['date']}, {m['cpu']}, {m['cores']} cores, GPU: {m['gpu'] or 'none'}. Same patches, one run each "
+          f"{host_line(m)}, GPU: {m['gpu'] or 'none'}. Same patches, one run each "
           "row: read-only "
           "(reader threads read, decode, resize and normalise), encode-only (tensors already in memory) and the "
           "streaming pipeline. Reproduce: `.venv/bin/python bench/bench_end_to_end.py`.", "",

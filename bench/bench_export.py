@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 
-from _common import machine, save
+from _common import host_line, machine, save
 
 CHILD = r"""
 import json, sys, time
@@ -49,7 +49,7 @@ def main() -> None:
             print(rows[-1], flush=True)
     m = machine()
     md = ["## Export: QuPath GeoJSON with 10^5 tiles", "",
-          f"{m['date']}, {m['cpu']}, {m['cores']} cores. One tile object per patch (measurements, class band) plus "
+          f"{host_line(m)}. One tile object per patch (measurements, class band) plus "
           "the top 100 as annotations, streamed to disk; each size in a fresh process. Reproduce: "
           "`.venv/bin/python bench/bench_export.py`.", "",
           "| tiles | write time | file size | peak RSS | RSS before writing |", "|---|---|---|---|---|"]

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import drop_caches, machine, save
+from _common import drop_caches, host_line, machine, save
 
 CHILD = r"""
 import json, sys, time
@@ -89,7 +89,7 @@ def main(rounds: int = 5) -> None:
                                                                                            max(firsts)],
                       "open_panel_median_s": statistics.median(opens)})
     lines = ["### First Score in a real window (issue 38's target: under 5 s after the panel has been open 30 s)", "",
-             f"{m['date']}, {m['cpu']} ({m['cpu_family_model']}; {', '.join(m['isa_flags'])}), {m['cores']} cores, "
+             f"{host_line(m)}, "
              f"load {m['load_1min']:.2f}; Xvfb with Mesa. Fresh process per run, {rounds} alternating rounds, median "
              "(range). Run pressed on the planted demo slide (64 um patches) with the demo checkpoint chosen in the "
              "panel; 'first batch' is Run to the first scored batch. Reproduce: "

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import machine, save
+from _common import host_line, machine, save
 from _vit import vit_b16_weights
 from bench_head import run as head_run
 
@@ -245,7 +245,7 @@ def main() -> None:
 def report(r: dict) -> str:
     m = r["machine"]
     md = ["## GPU: encoders, precision, reading, end to end, and the paper's figures", "",
-          f"{m['date']}, {m['gpu']}, {m['cpu']} ({m['cores']} cores), torch {m['versions'].get('torch')}. "
+          f"{m['gpu']}; {host_line(m)}, torch {m['versions'].get('torch')}. "
           "Reproduce: `bash scripts/gpu/prepare_wheelhouse.sh` here, then `bash scripts/gpu/run.sh` there.", ""]
     for row in r["models"]:
         md += [f"### {row['model']} ({row['image_size']} px)", "", "Encoder images/s:", "",

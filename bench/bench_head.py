@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from _common import machine, median_time, save
+from _common import host_line, machine, median_time, save
 
 from napari_anonavila.head import MLP, text_augmented_embeddings
 
@@ -48,7 +48,7 @@ if __name__ == "__main__":
         rows.append(run("cuda"))
     m = machine()
     md = ["## Head: batched vs per-image (B=100, D=512, pools 92/48)", "",
-          f"{m['date']}, {m['cpu']}, {m['cores']} cores, torch {m['versions'].get('torch')}, "
+          f"{host_line(m)}, torch {m['versions'].get('torch')}, "
           f"{m['torch_threads']} threads. Medians of 7 (per-image) and 21 (batched) runs, both in the same process.",
           "Reproduce: `.venv/bin/python bench/bench_head.py`.", "",
           "| device | per-image (authors' loop) | batched (ours) | speed-up | images/s (batched) | max abs diff |",

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import machine, save
+from _common import host_line, machine, save
 
 
 def _old_fingerprint(path: Path) -> str:
@@ -90,7 +90,7 @@ def main() -> None:
            "cache_verified_load_s": verify, "cache_plain_load_s": plain}
     cold_txt = f"{cold_new:.2f} s" if cold_new is not None else "not measured (page cache could not be dropped)"
     md = ["## Integrity: what the checks cost", "",
-          f"{m['date']}, {m['cpu']}, {m['cores']} cores. Reproduce: `.venv/bin/python bench/bench_integrity.py`.", "",
+          f"{host_line(m)}. Reproduce: `.venv/bin/python bench/bench_integrity.py`.", "",
           "| what | time | for comparison |", "|---|---|---|",
           f"| slide fingerprint, every byte of a {size_gb:.1f} GB file (page cache warm) | {warm_new:.2f} s "
           f"({size_gb / warm_new:.1f} GB/s) | old first/last-4-MiB fingerprint: {warm_old * 1e3:.1f} ms |",

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import machine, save
+from _common import host_line, machine, save
 
 CHILD = r"""
 import json, sys, time, resource
@@ -58,7 +58,7 @@ def main() -> None:
     ratio = rows[1]["peak_mb"] / rows[0]["peak_mb"]
     m = machine()
     md = ["## Memory: peak RSS against slide size", "",
-          f"{m['date']}, {m['cpu']}, {m['cores']} cores. Each row is a fresh process scoring a synthetic slide with "
+          f"{host_line(m)}. Each row is a fresh process scoring a synthetic slide with "
           "the demo backend (32 px patches, every cell kept), writing all outputs and the embedding cache. "
           "Reproduce: `.venv/bin/python bench/bench_memory.py`.", "",
           "| slide | patches | peak RSS | of which scoring | time |", "|---|---|---|---|---|"]

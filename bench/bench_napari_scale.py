@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import machine, save
+from _common import host_line, machine, save
 
 SLIDE = Path(__file__).resolve().parent / "data" / "large.ome.tif"
 
@@ -117,7 +117,7 @@ def main() -> None:
     med, p95, worst = (1e3 * statistics.median(frames), 1e3 * float(np.percentile(frames, 95)), 1e3 * max(frames))
     m = res["machine"]
     md = ["## napari at scale: first frame, panning, alignment of 10^5 cells", "",
-          f"{m['date']}, {m['cpu']}, {m['cores']} cores, Xvfb with Mesa (software OpenGL). {SLIDE.name}, "
+          f"{host_line(m)}, Xvfb with Mesa (software OpenGL). {SLIDE.name}, "
           f"{w0:,} x {h0:,} px, opened with `viewer.open(path, plugin='napari-anonavila')`. Reproduce: "
           "`xvfb-run -a -s \"-screen 0 1920x1200x24\" .venv/bin/python bench/bench_napari_scale.py`.", "",
           f"- first frame: **{first_frame:.2f} s** (target under 2 s)",

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import machine, peak_rss_mib, save
+from _common import host_line, machine, peak_rss_mib, save
 
 from napari_anonavila.backends import get_backend
 from napari_anonavila.grid import make_grid
@@ -203,7 +203,7 @@ def _cell(d: dict, key: str, fmt) -> str:
 def report(rows: list[dict], m: dict) -> str:
     tools = ("ours", "lazyslide", "TIAToolbox")
     md = ["## End to end against lazyslide and TIAToolbox (same encoder)", "",
-          f"{m['date']}, {m['cpu']}, {m['cores']} cores. Demo encoder (read-bound), 224-px tiles at level 0, batches "
+          f"{host_line(m)}. Demo encoder (read-bound), 224-px tiles at level 0, batches "
           f"of 64, 2 rounds in rotating order, median. Ours: {N} consecutive tissue patches from the middle of our "
           f"grid. lazyslide 0.13 `feature_extraction` (its reader, `num_workers=0`, its default): {N} tiles from the "
           "middle of its own tiling. TIAToolbox 2.1 `DeepFeatureExtractor` (WSI mode, zarr output, "
@@ -229,7 +229,7 @@ def report_cpu(rows: list[dict], m: dict) -> str:
     tools = [t for t in PEERS if any(t in r["cpu_s_per_tile"] for r in rows)]
     how = "" if PEERS_FORWARD == "ours" else ", the peers through the model's own forward"
     md = [f"## End to end with a real-size encoder (ViT-B/16) against lazyslide and TIAToolbox{how}", "",
-          f"{m['date']}, {m['cpu']}, {m['cores']} cores. As the table above, with an open_clip ViT-B/16 (seeded random "
+          f"{host_line(m)}. As the table above, with an open_clip ViT-B/16 (seeded random "
           f"weights) as the encoder; {rows[0]['rounds']} rounds in rotating order, each run a fresh process; "
           "median. CPU time counts every thread of the process. The peers run the same float32 weights, "
           + ("through our backend's `encode_images` (its passes of 8 images included: the conservative comparison)"

@@ -24,7 +24,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from _common import machine, save
+from _common import host_line, machine, save
 from _vit import vit_b16_weights
 
 SLIDES = Path(__file__).resolve().parents[2] / "shared" / "data" / "slides"
@@ -131,7 +131,7 @@ def main() -> None:
              f"{a['top1_change']:.2%} |" for s, per in agree.items() for p, a in per.items()]
     md = f"""## Each CPU precision end to end (`score-slide --precision`, issue 42)
 
-{m['date']}, {m['cpu']} ({m['cpu_family_model']}; {', '.join(m['isa_flags'])}), torch CPU capability
+{host_line(m)}, torch CPU capability
 {m['torch_cpu_capability']}, {m['cores']} cores, load {m['load_1min']:.2f}. `anonavila score-slide` in a fresh
 process per run into a fresh folder (no embedding cache), open_clip ViT-B/16 with seeded random weights behind a
 checkpoint fitted on float32 embeddings of CMU-1, {PATCH_PX}-px patches; {TIMED} ({patches} patches), a warm-up round

@@ -26,7 +26,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from _common import machine, save
+from _common import host_line, machine, save
 
 from napari_anonavila.slide import open_slide
 
@@ -275,7 +275,7 @@ def main() -> None:
 def report(r: dict) -> str:
     m = r["machine"]
     md = ["## Readers at scale: patch reads, napari chunks, tissue masks, end to end", "",
-          f"{m['date']}, {m['cpu']}, {m['cores']} cores. One run, same slides and patches, alternating rounds "
+          f"{host_line(m)}. One run, same slides and patches, alternating rounds "
           "(median). `large.*` are 100,000 x 80,000 px 40x slides from `bench/make_slides.py` (JPEG tiles, full "
           "pyramid); the others are the real slides in `../shared`. Reproduce: `.bench-venv/bin/python "
           "bench/bench_readers.py`.", "", "### Patch reads (level 0, grid order, single thread)", "",

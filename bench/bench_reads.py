@@ -24,7 +24,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from _common import drop_caches, machine, save
+from _common import drop_caches, host_line, machine, save
 
 from napari_anonavila.slide import open_slide
 
@@ -129,16 +129,15 @@ def measure(path: Path, n: int, rounds: int, caches: tuple[bool, ...] = (False, 
 
 
 def report(rows: list[dict], m: dict, rounds: int, cold_ok: bool, load: int = 0) -> str:
-    flags = f" ({m['cpu_family_model']}; {', '.join(m['isa_flags'])})"
     if load:
         md = [f"## Patch reads under load: {load} busy processes on {m['cores']} cores (warm cache)", "",
-              f"{m['date']}, {m['cpu']}{flags}, {m['cores']} cores, load {m['load_1min']:.2f} at the end. As the "
+              f"{host_line(m)}, load {m['load_1min']:.2f} at the end. As the "
               f"section above, with {load} busy processes (a pure-Python loop each) running throughout, as on a "
               f"shared machine; warm cache; {rounds} rounds, tools rotating, median (range). Reproduce: "
               f"`.bench-venv/bin/python bench/bench_reads.py --load {load}`.", ""]
     else:
         md = ["## Patch reads: warm and cold, grid and random order, on one clock", "",
-              f"{m['date']}, {m['cpu']}{flags}, {m['cores']} cores. One calling thread; 224-px patches at level 0; "
+              f"{host_line(m)}. One calling thread; 224-px patches at level 0; "
               f"each run opens, reads and closes; {rounds} rounds, tools rotating, median (range). Cold: page cache "
               f"dropped before each run ({'done' if cold_ok else 'NOT possible here: cold equals warm'}). CPU time "
               "counts every thread (ours decodes a window's tiles in parallel; fastslide does too). Open time apart. "

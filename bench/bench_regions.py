@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine, save
+from _common import host_line, machine, save
 
 CHILD = r"""
 import json, sys, time
@@ -51,7 +51,7 @@ def main(rounds: int = 5) -> None:
             print(c, runs[c][-1], flush=True)
     m = machine()
     lines = ["### Patches selected by an annotated region (issue 36: well under a second)", "",
-             f"{m['date']}, {m['cpu']} ({m['cpu_family_model']}; {', '.join(m['isa_flags'])}), {m['cores']} cores, "
+             f"{host_line(m)}, "
              f"load {m['load_1min']:.2f}. One outline (a polygon of N vertices) over a square grid of 10^5 patches; "
              "exact area fractions (GEOS through shapely: whole-inside patches by containment, boundary patches by "
              "intersection after recursive bisection cuts the outline to each group of squares); the outline napari "

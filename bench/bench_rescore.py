@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import machine, save
+from _common import host_line, machine, save
 from _vit import vit_b16_weights
 
 from napari_anonavila.detector import Detector
@@ -45,7 +45,7 @@ def main() -> None:
     med = statistics.median(times)
     m = machine()
     md = ["## Re-score from the embedding cache after a term edit", "",
-          f"{m['date']}, {m['cpu']}, {m['cores']} cores, torch {m['versions'].get('torch')}. 10^4 cached 512-d "
+          f"{host_line(m)}, torch {m['versions'].get('torch')}. 10^4 cached 512-d "
           "embeddings, pools 92/48, one abnormal term replaced each run: the new prompt is encoded (ViT-B-16 text "
           "tower), the centroids recomputed from 2,000 kept normal embeddings, and every patch scored. "
           "Reproduce: `.venv/bin/python bench/bench_rescore.py`.", "",

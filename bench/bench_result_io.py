@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 
-from _common import machine, save
+from _common import host_line, machine, save
 
 CHILD = r"""
 import json, sys, time
@@ -80,7 +80,7 @@ def main() -> None:
             print(rows[-1], flush=True)
     m = machine()
     lines = ["### Result folders of many patches (write, open, open with every output's SHA-256 verified)", "",
-             f"{m['date']}, {m['cpu']} ({m['cpu_family_model']}; {', '.join(m['isa_flags'])}), {m['cores']} cores, "
+             f"{host_line(m)}, "
              f"load {m['load_1min']:.2f}. A calibrated synthetic result with three terms per pool and a review mark "
              f"on every 100th patch; fresh process per step, {args.rounds} alternating rounds, median (range). "
              "Opening reads `patches.npz` (exact columns) and `reviews.json`, puts the marks on the grid and draws "

@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from _common import machine, save
+from _common import host_line, machine, save
 
 DATA = Path(__file__).resolve().parent / "data"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "slides"
@@ -78,7 +78,7 @@ def main() -> None:
         print(rows[-1], flush=True)
     m = machine()
     md = ["## Tissue mask, warm, on one clock (issue 24)", "",
-          f"{m['date']}, {m['cpu']} ({m['cpu_family_model']}; {', '.join(m['isa_flags'])}), {m['cores']} cores, "
+          f"{host_line(m)}, "
           f"load {m['load_1min']:.2f}. Each run opens the slide and makes the mask; imports paid "
           "before (first calls, with imports: " + ", ".join(f"{k} {v:.2f} s" for k, v in first.items()) + "); 5 "
           "alternating rounds after a warm-up, median (range). TIAToolbox 2.1.3: Otsu at 1.25x (8 um/px where the "

@@ -17,7 +17,7 @@ import tempfile
 import time
 
 import numpy as np
-from _common import machine, save
+from _common import host_line, machine, save
 
 
 def _run(kind: str, model, folder) -> list[dict]:
@@ -90,7 +90,7 @@ def main() -> None:
            for k, a in groups}
     click = max(r["click_ms"] for r in rows)
     md = ["## napari: longest UI-thread stall during a run", "",
-          f"{m['date']}, {m['cpu']}, {m['cores']} cores, Xvfb with Mesa software OpenGL. The slide opened with "
+          f"{host_line(m)}, Xvfb with Mesa software OpenGL. The slide opened with "
           "`viewer.open(..., plugin='napari-anonavila')`, the Score widget from the plugin machinery; 64 px patches, "
           "batch 64, demo backend, cold cache. A 5 ms QTimer on the UI thread records its firings; a stall is the "
           "longest gap. 'Run' is the time the click handler takes. Reproduce: "

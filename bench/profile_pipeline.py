@@ -12,7 +12,7 @@ import warnings
 
 import numpy as np
 import torch
-from _common import machine, save
+from _common import host_line, machine, save
 
 from napari_anonavila.backends import get_backend
 from napari_anonavila.detector import Detector
@@ -59,7 +59,7 @@ def main() -> None:
     m = machine()
     stream, head = stream_profile(), head_profile()
     md = ["## Profiles", "",
-          f"{m['date']}, {m['cpu']}, {m['cores']} cores. Reproduce: `.venv/bin/python bench/profile_pipeline.py`.", "",
+          f"{host_line(m)}. Reproduce: `.venv/bin/python bench/profile_pipeline.py`.", "",
           "Streaming the TCGA slide (2,470 patches of 64 px, demo model), cProfile of the main thread (the "
           "encoder), top entries by own time. The reader threads, which cProfile does not follow, read and decode "
           "beside it; the read-only time of the same patches is in the end-to-end table above:", "",

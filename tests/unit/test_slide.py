@@ -185,6 +185,22 @@ def test_tile_cache_keeps_tiles_while_reads_reuse_them():
     assert cache.keeping and cache.get((1, 0, 59)) is not None
 
 
+def test_tile_cache_is_sized_to_the_slide(tmp_path):
+    """A small slide's cache holds what grid-order reads reuse (four tile rows; at least 32 MiB), not the 96 MiB a
+    100,000-px-wide slide may use: peak memory does not climb to the cap on every slide."""
+    from napari_anonavila.sample import make_tissue, write_pyramid_tiff
+
+    img, _ = make_tissue(2048, seed=3, n_anomalies=0)
+    path = write_pyramid_tiff(tmp_path / "small.tif", img, mpp=0.5)
+    with open_slide(path) as s:
+        cache = s._levels[0].cache
+        assert cache.budget == 32 << 20
+        for y in range(0, 2048 - 224, 224):  # grid order over the whole slide: 9 MiB of decoded pixels
+            for x in range(0, 2048 - 224, 224):
+                np.testing.assert_array_equal(s.read_region((x, y), 0, (224, 224)), img[y : y + 224, x : x + 224])
+        assert 0 < cache.size <= cache.budget
+
+
 def test_reads_work_in_a_forked_child_after_parallel_reads():
     import multiprocessing as mp
 

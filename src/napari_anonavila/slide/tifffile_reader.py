@@ -231,6 +231,7 @@ class TifffileSlide(Slide):
                 raise ValueError("its Aperio levels are not in Aperio's page order (OpenSlide reads them)")
             cache = _TileCache()
             self._levels = [_TiffLevel(lvl, self._fd, str(path), cache, i) for i, lvl in enumerate(series.levels)]
+            cache.budget = _cache_budget(self._levels)
         except (tifffile.TiffFileError, OSError, ValueError, KeyError, IndexError, AttributeError) as err:
             self._release()
             raise SlideReadError(f"{path}: not a readable TIFF slide ({err})") from err
@@ -297,6 +298,14 @@ class TifffileSlide(Slide):
 
     def _close(self) -> None:
         self._finalizer()
+
+
+def _cache_budget(levels: list[_TiffLevel]) -> int:
+    """The tile cache's byte budget for a slide: four rows of tiles (or strips) of its widest level, as reads in
+    grid order reuse them (a patch row spans up to three tile rows), within 32-96 MiB. A small slide's reads never
+    need the 96 MiB that a 100,000-px-wide one can use, so memory does not grow to the cap on every slide."""
+    row = max(lv.across * lv.th * lv.tw * lv.spp for lv in levels)
+    return int(min(max(4 * row, 32 << 20), 96 << 20))
 
 
 def _release(tif, fd: int) -> None:
