@@ -66,3 +66,10 @@ class ScoreRegions:
         return {"roi": self.roi.describe() if self.roi is not None else None,
                 "exclude": [e.describe() for e in self.exclude], "roi_fraction": self.roi_fraction,
                 "exclude_fraction": self.exclude_fraction, **(counts or {})}
+
+    @staticmethod
+    def file_hashes(described: dict | None) -> set[str]:
+        """The SHA-256 of every annotation file named in a :meth:`describe` record (a merged set's are joined by
+        ';', a drawn layer or a typed box has none)."""
+        sets = [(described or {}).get("roi"), *((described or {}).get("exclude") or ())]
+        return {h for d in sets if d for h in str(d.get("sha256") or "").split(";") if h not in ("", "-")}

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import glob
-import json
 import os
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -128,10 +126,11 @@ def finished(out_dir: Path, *, slide_fingerprint: str, checkpoint_sha: str, sett
     same = (result.slide_fingerprint == slide_fingerprint and (prov.get("checkpoint") or {}).get("sha256") ==
             checkpoint_sha and prov.get("batch_settings") == settings.to_dict())
     if same and settings.regions:  # the annotation files' content, not only their names
+        from ..annotations import ScoreRegions
         from ..annotations.sources import file_for_slide
         from ..userfiles import sha256_file
 
-        recorded = set(re.findall(r"[0-9a-f]{64}", json.dumps(prov.get("regions") or {})))
+        recorded = ScoreRegions.file_hashes(prov.get("regions"))
         slide = Path((result.slide or {}).get("path", ""))
         found = {sha256_file(f) for src in (*settings.regions.get("roi", ()), *settings.regions.get("exclude", ()))
                  if (f := file_for_slide(src, slide)) is not None}
