@@ -389,19 +389,20 @@ def clopper_pearson(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
 
 
 def slide_calibration(scores: np.ndarray, slide_stats: dict, mode: str, calibration: Calibration | None, *,
-                      patch_area_mm2: float | None, fdr: float = FDR) -> dict:
+                      patch_area_mm2: float | None, fdr: float = FDR, z: np.ndarray | None = None,
+                      p: np.ndarray | None = None) -> dict:
     """Per-slide calibrated numbers: significant patches at ``fdr``, their area, max z, the slide p-value (of the
     statistic the reference holds, from ``slide_stats``: the slide scores), what the reference cannot do, and the
-    lab's leave-one-slide-out check."""
+    lab's leave-one-slide-out check. ``z`` and ``p``: the patches' own, when the caller has them already."""
     if calibration is None:
         return {"calibrated": False, "note": "uncalibrated: scores are raw distances; see 'anonavila calibrate'"}
     s = np.asarray(scores, dtype=np.float64)
     if (why := calibration.unusable_for(s)) is not None:
         return {"calibrated": False, "note": why, "reference": calibration.describe()}
-    sig = benjamini_hochberg(calibration.p(s, mode), fdr)
+    sig = benjamini_hochberg(calibration.p(s, mode) if p is None else p, fdr)
     n_sig = int(sig.sum())
     floor = 1.0 / (calibration.n + 1)
-    z = calibration.z(s, mode)
+    z = calibration.z(s, mode) if z is None else z
     # out of domain: the slide's median against the pooled reference as scored (with slide normalisation the
     # slide's own median z is 0 by construction)
     median_z = float(np.median(calibration.reference_z(s, mode))) if s.size else None
