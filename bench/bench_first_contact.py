@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import drop_caches, machine, save
+from _common import drop_caches, host_line, machine, save
 
 EXE = str(Path(sys.executable).with_name("anonavila"))
 PROBES = {
@@ -52,12 +52,14 @@ def main(rounds: int = 7) -> None:
     rows = "\n".join(f"| {name} | {regime} | {r['median_s']:.2f} s ({r['min_s']:.2f}-{r['max_s']:.2f}) | "
                      f"{'yes' if r['median_s'] < 1 else 'no'} |"
                      for regime, res in results.items() for name, r in res.items())
+    m = machine()
     md = f"""## First contact (issue 22)
 
+{host_line(m)}.
 `bench/bench_first_contact.py`: each a fresh process, {rounds} alternating rounds, median (range); cold rounds
 drop the page cache first. The plugin's modules are timed inside the process, after napari itself is imported (as
 when its menus are used; in a window napari's Qt modules are loaded already, and the widgets take 32 ms). Target: under
-1 s. Measured on 2 cores, nothing else running.
+1 s. Nothing else running.
 
 | what | regime | time | under 1 s |
 |---|---|---|---|
@@ -66,7 +68,7 @@ when its menus are used; in a window napari's Qt modules are loaded already, and
 Before issue 22, `anonavila --help` took 2.5 s warm (10-18 s cold, as reported) and the plugin's widgets 2.9 s
 warm: both imported torch; the reader imported dask arrays and scipy (0.35 s). The UI thread in a real window, with
 *Open Sample*, the first Run and Cancel, is measured in the next table."""
-    save("first_contact", {"machine": machine(), "rounds": rounds, "results": results}, md)
+    save("first_contact", {"machine": m, "rounds": rounds, "results": results}, md)
 
 
 if __name__ == "__main__":

@@ -226,7 +226,7 @@ def _fixtures(folder: Path) -> tuple[str, str]:
 
 
 def main(rounds: int = 5) -> None:
-    from _common import drop_caches, machine, save
+    from _common import drop_caches, host_line, machine, save
 
     work = Path(tempfile.mkdtemp(prefix="anonavila-first-contact-"))
     slide, model = _fixtures(work)
@@ -267,8 +267,10 @@ def main(rounds: int = 5) -> None:
             which = f" `{'`, `'.join(calls)}`" if calls else ""
             lines.append(f"| {what} | {regime} | {cell(stall, 'ms', '.0f')} | {cell(plugin, 'ms', '.0f')}{which} | "
                          f"{collect} | {took} | {extra} |")
+    m = machine()
     md = f"""## First contact in a window (issue 22)
 
+{host_line(m)}.
 `bench/bench_first_contact_ui.py`: each a fresh napari process under Xvfb (Mesa software OpenGL), {rounds}
 alternating rounds, median (range); cold rounds drop the page cache first. A 5 ms QTimer on the UI thread records
 its firings from the action until it is done; *longest stall* is the longest gap (the time the window could not
@@ -283,7 +285,7 @@ stops the window too). Target: no stall over 100 ms.
 | action | regime | longest stall | plugin's longest call | longest full GC | time | |
 |---|---|---|---|---|---|---|
 {chr(10).join(lines)}"""
-    save("first_contact_ui", {"machine": machine(), "rounds": rounds, "runs": runs}, md)
+    save("first_contact_ui", {"machine": m, "rounds": rounds, "runs": runs}, md)
 
 
 if __name__ == "__main__":
