@@ -85,7 +85,7 @@ def paths(spec: str, conch: bool):
     out = {"float32 (default: passes of 8)": (f32, 32),
            "float32, passes of 8 one after another on all threads (before)": (shared_threads, 32),
            "float32, one pass of 32 (before)": (one_pass, 32),
-           "int8 dynamic (now --precision int8)": (int8, 32),
+           "int8 (--precision int8)": (int8, 32),
            "bfloat16 weights (--precision bfloat16)": (lambda: get_backend(spec, device="cpu", precision="bfloat16"),
                                                        32),
            "bfloat16 autocast (before)": (bf16_autocast, 32)}
@@ -124,7 +124,7 @@ def accuracy(spec: str, n: int) -> list[dict]:
 
     makers = paths(spec, False)
     backends = {k: makers[k][0]() for k in ("float32 (default: passes of 8)", "bfloat16 weights (--precision bfloat16)",
-                                           "int8 dynamic (now --precision int8)")}
+                                           "int8 (--precision int8)")}
     f32 = backends["float32 (default: passes of 8)"]
     slides = [SLIDES / s for s in REAL if (SLIDES / s).is_file()]
     det = Detector.create(f32)

@@ -136,7 +136,8 @@ def main() -> None:
 process per run into a fresh folder (no embedding cache), open_clip ViT-B/16 with seeded random weights behind a
 checkpoint fitted on float32 embeddings of CMU-1, {PATCH_PX}-px patches; {TIMED} ({patches} patches), a warm-up round
 then {args.rounds} rounds in rotating order, median (range); CPU time of the child, all threads. int8: the image
-tower's linear layers dynamically quantised (torch's oneDNN/FBGEMM kernels), the text tower float32. Reproduce:
+tower's linear layers, the attention's input projection included (its output projection float32), dynamically
+quantised (torch's oneDNN/FBGEMM kernels), the text tower float32. Reproduce:
 `.venv/bin/python bench/bench_precision_e2e.py`.
 
 `--precision auto` on this host: **{auto}** ({why}).

@@ -22,15 +22,15 @@ def test_projected_attention_is_multihead_attention_in_float(batch_first):
     mha = _mha(batch_first)
     ours = _ProjectedAttention(mha).eval()
     shape = (3, 7, 32) if batch_first else (7, 3, 32)
-    x, ctx = torch.randn(shape), torch.randn(shape[:1] + (5,) + shape[2:] if batch_first else (5, 3, 32))
+    x, ctx = torch.randn(shape), torch.randn((*shape[:1], 5, *shape[2:]) if batch_first else (5, 3, 32))
     mask = torch.zeros(7, 7, dtype=torch.bool)
     mask[:, -2:] = True  # the last two keys are not attended to
     with torch.inference_mode():
         calls = [  # self-attention (the fast path), cross-attention, a mask, attention weights asked for
-            dict(query=x, key=x, value=x, need_weights=False),
-            dict(query=x, key=ctx, value=ctx, need_weights=False),
-            dict(query=x, key=x, value=x, need_weights=False, attn_mask=mask),
-            dict(query=x, key=x, value=x, need_weights=True),
+            {"query": x, "key": x, "value": x, "need_weights": False},
+            {"query": x, "key": ctx, "value": ctx, "need_weights": False},
+            {"query": x, "key": x, "value": x, "need_weights": False, "attn_mask": mask},
+            {"query": x, "key": x, "value": x, "need_weights": True},
         ]
         for kw in calls:
             want, want_w = mha(**kw)
@@ -41,7 +41,7 @@ def test_projected_attention_is_multihead_attention_in_float(batch_first):
                 torch.testing.assert_close(got_w, want_w, rtol=1e-5, atol=1e-5)
 
 
-def test_int8_tower_quantises_the_attention_projections():
+def test_int8_tower_quantises_the_attention_input_projection():
     mha = _mha(True)
     tower = torch.nn.Sequential(torch.nn.Linear(32, 32), mha)
 
@@ -56,7 +56,8 @@ def test_int8_tower_quantises_the_attention_projections():
     model = int8_image_tower(Model(), ("visual",))
     attn = model.visual[1]
     assert isinstance(attn, _ProjectedAttention)
-    assert all(type(m).__module__.startswith("torch.ao.nn.quantized.dynamic") for m in (attn.qkv, attn.out))
+    assert type(attn.qkv).__module__.startswith("torch.ao.nn.quantized.dynamic")  # the input projection: int8
+    assert type(attn.out) is type(mha.out_proj) and attn.out.weight.dtype == torch.float32  # output: float32
     with torch.inference_mode():
         h = model.visual[0](x)
         got = attn(h, h, h, need_weights=False)[0]
