@@ -11,10 +11,11 @@ __all__ = ["BF16_FLAGS", "INT8_FLAGS", "choose_precision", "cpu_flags"]
 
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # bfloat16 matrix hardware: oneDNN's bf16 kernels run fast only with one
 INT8_FLAGS = ("amx_int8", "avx512_vnni", "avx_vnni")  # int8 dot-product hardware (VNNI, AMX): int8 GEMMs pay there
-# int8 (the image tower's linear layers, dynamic): the encoder 1.33x float32 on a VNNI CPU without bfloat16 (Ice
-# Lake), 1.55-1.74x on an AMX one (1.37x end to end); against float32 on three real slides Spearman 0.998-0.999,
-# top-10 10/10, slide scores within 1.6% (docs/benchmarks.md), inside the bound auto requires of a mode (Spearman
-# >= 0.995, top-10 >= 9/10, slide scores within 2%). auto takes it only without bfloat16 hardware, with VNNI or AMX.
+# int8 (the image tower's linear layers and the attention's input projection, dynamic): the encoder with the linear
+# layers only 1.33x float32 on a VNNI CPU without bfloat16 (Ice Lake); 1.60x end to end on an AMX one; against
+# float32 on three real slides Spearman 0.998-0.999, top-10 10/10, slide scores within 1.3% (docs/benchmarks.md),
+# inside the bound auto requires of a mode (Spearman >= 0.995, top-10 >= 9/10, slide scores within 2%). auto takes it
+# only without bfloat16 hardware, with VNNI or AMX.
 INT8_AGREEMENT = "patch-score Spearman 0.998-0.999 and top-10 10/10 against float32 on three real slides"
 
 
