@@ -163,8 +163,7 @@ class SlideResult:
         um = grid.patch_size_um
         result.calibration_summary = slide_calibration(
             s, result.slide_scores(), mode, calibration,
-            patch_area_mm2=None if um is None else (um / 1000.0) ** 2, fdr=fdr,
-            z=z if usable else None, p=p if usable else None)
+            patch_area_mm2=None if um is None else (um / 1000.0) ** 2, fdr=fdr, z=z, p=p)
         return result
 
     # -- what it is --------------------------------------------------------------------------------------

@@ -237,19 +237,19 @@ def _drop_small(mask: np.ndarray, min_px: int) -> np.ndarray:
     """
     from scipy import ndimage  # imported when used: the napari menus and readers do not wait for scipy
 
-    def sizes(m, sparse=False):
+    def sizes(m):  # (labels, pixels per label, whether m is sparse)
+        count = np.count_nonzero(m)
         labels, n = ndimage.label(m)
+        sparse = count < m.size // 4
         if n <= 1:  # one piece (a section in one piece) or none: its size without a pass over the labels
-            return labels, np.array([m.size - np.count_nonzero(m), np.count_nonzero(m)][: n + 1], np.int64)
+            return labels, np.array([m.size - count, count][: n + 1], np.int64), sparse
         # a sparse mask: count its own pixels only; a dense one: every label, background included (no gather)
-        return labels, np.bincount(labels[m] if sparse else labels.ravel(), minlength=n + 1)
+        return labels, np.bincount(labels[m] if sparse else labels.ravel(), minlength=n + 1), sparse
 
-    count = np.count_nonzero(mask)
-    if count < min_px:  # fewer pixels than the smallest piece kept: nothing stays
+    if np.count_nonzero(mask) < min_px:  # fewer pixels than the smallest piece kept: nothing stays
         return np.zeros_like(mask)
     if not _split(mask.shape):
-        sparse = count < mask.size // 4
-        labels, size = sizes(mask, sparse)
+        labels, size, sparse = sizes(mask)
         keep = size >= min_px
         if keep[1:].all():  # nothing small (or nothing at all): the mask as it is
             return mask
@@ -261,8 +261,7 @@ def _drop_small(mask: np.ndarray, min_px: int) -> np.ndarray:
         out[at[keep[labels.ravel()[at]]]] = True
         return out.reshape(mask.shape)
     mid = mask.shape[0] // 2
-    (la, sa), (lb, sb) = _on_two_threads(lambda half: sizes(half, np.count_nonzero(half) < half.size // 4),
-                                         mask[:mid], mask[mid:])
+    (la, sa, _), (lb, sb, _) = _on_two_threads(sizes, mask[:mid], mask[mid:])
     na = sa.size  # node i < na: label i of the top half; node na + j: label j of the bottom half
     seam = (la[-1] > 0) & (lb[0] > 0)
     root = _joined(na + sb.size, la[-1][seam], na + lb[0][seam])
